@@ -1,0 +1,130 @@
+"""Audio I/O and plain signal plumbing: read, mono, resample, pad/crop, chunk, write.
+
+Everything here works on numpy float32 arrays and has no nn.Module. Every problem with
+an input file raises `AudioError` naming the file and what is wrong with it.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+
+class AudioError(ValueError):
+    """A file or array that cannot be used as audio; the message names it and the problem."""
+
+
+def check(x: np.ndarray, name: str = "audio") -> np.ndarray:
+    """Reject empty or non-finite audio with a message naming `name`."""
+    if x.size == 0:
+        raise AudioError(f"{name}: audio is empty (0 samples)")
+    if not np.isfinite(x).all():
+        bad = int((~np.isfinite(x)).sum())
+        raise AudioError(f"{name}: audio contains {bad} NaN/Inf samples")
+    return x
+
+
+def to_mono(x: np.ndarray) -> np.ndarray:
+    """[S] or [S, C] (soundfile layout) -> [S] float32, channels averaged."""
+    x = np.asarray(x, dtype=np.float32)
+    return x.mean(axis=1) if x.ndim == 2 else x
+
+
+def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    """Resample along the last axis with soxr (high quality); no-op when rates match."""
+    if sr_in == sr_out:
+        return np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim == 1:
+        return soxr.resample(x.astype(np.float32), sr_in, sr_out, quality="HQ").astype(np.float32)
+    # soxr takes [S, C]; our batches are [B, S]
+    return soxr.resample(x.T.astype(np.float32), sr_in, sr_out, quality="HQ").T.astype(np.float32).copy()
+
+
+def info(path: str | os.PathLike) -> sf._SoundFileInfo:
+    try:
+        return sf.info(str(path))
+    except Exception as e:  # soundfile raises several types for broken files
+        raise AudioError(f"{path}: cannot read audio ({e})") from None
+
+
+def read(path: str | os.PathLike, sample_rate: int | None = None, start: float = 0.0,
+         duration: float | None = None) -> tuple[np.ndarray, int]:
+    """Read a file (any format soundfile reads) -> mono float32 [S] at `sample_rate`."""
+    meta = info(path)
+    first = int(round(start * meta.samplerate))
+    frames = -1 if duration is None else int(round(duration * meta.samplerate))
+    try:
+        x, sr = sf.read(str(path), start=first, frames=frames, dtype="float32", always_2d=True)
+    except Exception as e:
+        raise AudioError(f"{path}: cannot decode audio ({e})") from None
+    x = check(to_mono(x), str(path))
+    if sample_rate is not None:
+        x, sr = resample(x, sr, sample_rate), sample_rate
+    return x, sr
+
+
+def read_blocks(path: str | os.PathLike, sample_rate: int, block_s: float = 60.0) -> Iterator[np.ndarray]:
+    """Stream a long file as mono blocks of about `block_s` seconds at `sample_rate`.
+
+    Memory stays bounded by one block whatever the file's length; resampling is
+    continuous across blocks (soxr stream), so concatenated blocks equal `read()`
+    up to resampler state at the edges.
+    """
+    meta = info(path)
+    stream = None if meta.samplerate == sample_rate else soxr.ResampleStream(
+        meta.samplerate, sample_rate, 1, dtype="float32", quality="HQ")
+    block = max(1, int(block_s * meta.samplerate))
+    total = 0
+    try:
+        for raw in sf.blocks(str(path), blocksize=block, dtype="float32", always_2d=True):
+            x = check(to_mono(raw), str(path))
+            total += len(x)
+            out = x if stream is None else stream.resample_chunk(x, last=False)
+            if len(out):
+                yield out
+    except AudioError:
+        raise
+    except Exception as e:
+        raise AudioError(f"{path}: cannot decode audio ({e})") from None
+    if total == 0:
+        raise AudioError(f"{path}: audio is empty (0 samples)")
+    if stream is not None:
+        tail = stream.resample_chunk(np.zeros(0, np.float32), last=True)
+        if len(tail):
+            yield tail
+
+
+def pad_or_crop(x: np.ndarray, length: int, offset: int = 0) -> np.ndarray:
+    """Zero-pad at the end or crop from `offset` to exactly `length` samples (last axis)."""
+    n = x.shape[-1]
+    if n >= length:
+        return x[..., offset:offset + length]
+    pad = [(0, 0)] * (x.ndim - 1) + [(0, length - n)]
+    return np.pad(x, pad)
+
+
+def chunk(x: np.ndarray, size: int, hop: int) -> np.ndarray:
+    """[S] -> [K, size] windows starting every `hop` samples; the last one is aligned to the end.
+
+    Audio shorter than `size` gives one zero-padded window.
+    """
+    n = len(x)
+    if n <= size:
+        return pad_or_crop(x, size)[None]
+    starts = list(range(0, n - size + 1, hop))
+    if starts[-1] != n - size:
+        starts.append(n - size)
+    return np.stack([x[s:s + size] for s in starts])
+
+
+def write(path: str | os.PathLike, x: np.ndarray, sample_rate: int, subtype: str = "PCM_16") -> None:
+    """Write mono audio atomically (temp file + rename), clipping to [-1, 1]."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    sf.write(str(tmp), np.clip(x, -1.0, 1.0), sample_rate, subtype=subtype, format=path.suffix[1:].upper() or "WAV")
+    os.replace(tmp, path)

@@ -1,0 +1,38 @@
+"""`audiorep <command> ...`: a thin dispatcher; each command is one module's `main(argv)`."""
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "embed": ("audiorep.embed", "embed files or folders to .npy"),
+    "convert": ("audiorep.convert", "convert an official checkpoint to an audiorep encoder"),
+    "presets": ("audiorep.presets", "list the presets"),
+    "tasks": ("audiorep.tasks.cli", "build, import and check HEAR-format tasks"),
+    "evaluate": ("audiorep.evaluate.cli", "HEAR downstream evaluation and report"),
+    "pretrain": ("audiorep.train", "pretrain an encoder with a recipe"),
+    "finetune": ("audiorep.finetune", "fine-tune an encoder on a task"),
+    "demo": ("audiorep.demo", "the whole toolkit on a laptop: suite, pretraining, evaluation"),
+}
+
+
+def usage() -> str:
+    rows = "\n".join(f"  {name:<10} {doc}" for name, (_, doc) in COMMANDS.items())
+    return f"usage: audiorep <command> [args]\n\ncommands:\n{rows}\n\n'audiorep <command> -h' for a command's options"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"audiorep: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return module.main(rest) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

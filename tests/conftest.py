@@ -1,0 +1,30 @@
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+PARITY = Path(os.environ.get("AUDIOREP_PARITY", Path(__file__).resolve().parents[2] / "shared" / "parity"))
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def load_fixture(name: str):
+    """-> (official state_dict, inputs, outputs, sidecar json) of a ../shared/parity fixture."""
+    from safetensors.torch import load_file
+
+    path = PARITY / f"{name}.safetensors"
+    if not path.exists():
+        pytest.fail(f"parity fixture {path} missing (set AUDIOREP_PARITY to the parity folder)")
+    t = load_file(str(path))
+    sd = {k: v for k, v in t.items() if not k.startswith(("input/", "output/"))}
+    inp = {k[len("input/"):]: v for k, v in t.items() if k.startswith("input/")}
+    out = {k[len("output/"):]: v for k, v in t.items() if k.startswith("output/")}
+    meta = json.loads((PARITY / f"{name}.json").read_text())
+    return sd, inp, out, meta
+
+
+@pytest.fixture
+def fixture_loader():
+    return load_fixture
