@@ -103,6 +103,8 @@ def test_num_frames_and_short_inputs(name):
             frontend.num_frames(length)
         with pytest.raises(ValueError, match="at least"):
             frontend(torch.randn(1, length))
+    with pytest.raises(ValueError, match="batch, samples"):
+        frontend(torch.randn(frontend.sample_rate))
 
 
 def test_frame_rates():

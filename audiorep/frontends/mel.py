@@ -51,9 +51,12 @@ def kaldi_mel_banks(n_mels: int, n_fft: int, sample_rate: float, low_freq: float
     return F.pad(banks, (0, 1))  # [F, n_fft/2 + 1], the Nyquist bin gets no weight
 
 
-def _compute_dtype(wave: torch.Tensor) -> torch.dtype:
-    """fp16/bf16 inputs are computed in float32 (FFTs and logs), then cast back."""
-    return wave.dtype if wave.dtype in (torch.float32, torch.float64) else torch.float32
+def _prepare(frontend: nn.Module, wave: torch.Tensor) -> torch.Tensor:
+    """Check wave [B, S]; fp16/bf16 are computed in float32 (FFTs and logs) and cast back by the caller."""
+    if wave.ndim != 2:
+        raise ValueError(f"{type(frontend).__name__} expects a waveform [batch, samples], got shape {tuple(wave.shape)}")
+    frontend.num_frames(wave.shape[-1])
+    return wave if wave.dtype in (torch.float32, torch.float64) else wave.float()
 
 
 @dataclass(frozen=True)
@@ -95,9 +98,7 @@ class PasstMel(nn.Module):
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         cfg = self.cfg
-        self.num_frames(wave.shape[-1])
-        dtype = _compute_dtype(wave)
-        x = wave.to(dtype)
+        x = _prepare(self, wave)
         x = F.conv1d(x.unsqueeze(1), self.preemph_kernel.to(x)).squeeze(1)  # [B, S - 1]
         spec = torch.stft(x, cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length,
                           window=self.window.to(x), center=True, return_complex=True)  # [B, n_fft/2 + 1, T]
@@ -153,9 +154,7 @@ class Fbank(nn.Module):
         """wave [B, S] -> [B, F, T]. With remove_mean the mean is over the whole row, padding
         included; since every frame's DC is removed anyway this only changes float rounding."""
         cfg = self.cfg
-        self.num_frames(wave.shape[-1])
-        dtype = _compute_dtype(wave)
-        x = wave.to(dtype)
+        x = _prepare(self, wave)
         if cfg.remove_mean:
             x = x - x.mean(-1, keepdim=True)
         frames = x.unfold(-1, self.length, self.shift)  # [B, T, L]
