@@ -26,6 +26,11 @@ def _coerce(tp, value):
         inner = [a for a in args if a is not type(None)]
         if isinstance(value, str) and value.lower() in ("none", "null"):
             return None
+        if isinstance(value, dict):  # a union of configs: pick the one whose `kind` matches
+            kinds = {getattr(a, "kind", None): a for a in inner if dataclasses.is_dataclass(a)}
+            if value.get("kind") not in kinds:
+                raise ValueError(f"unknown kind {value.get('kind')!r}; expected one of {sorted(map(str, kinds))}")
+            return from_dict(kinds[value["kind"]], value)
         return _coerce(inner[0], value)
     if origin is tuple:
         items = value.split(",") if isinstance(value, str) else list(value)

@@ -1,0 +1,3 @@
+from .vit import BackboneOutput, ViT, ViTConfig
+
+__all__ = ["BackboneOutput", "ViT", "ViTConfig"]

@@ -1,0 +1,123 @@
+"""Spectrogram ViT: patch grid -> (+ positions) -> keep/mask -> prefix tokens -> blocks -> norm.
+
+One class covers PaSST (overlapping 16x16 patches, stride 10, cls + dist tokens,
+factorized freq/time positions), Audio-MAE (non-overlapping patches, cls, fixed sin-cos
+table) and ASiT (learned table). Input [B, F, T] (mel bins, frames); patch tokens are
+flattened time-major (k = t * F' + f) so a token's index tells its time.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from ..layers import Block, FactorizedPosEmbed, PatchEmbed, TablePosEmbed
+
+POS_EMBEDS = ("factorized", "learned", "sincos")
+
+
+@dataclass(frozen=True)
+class ViTConfig:
+    n_mels: int = 128            # input frequency bins
+    max_frames: int = 998        # frames the positional embeddings cover
+    patch: tuple[int, int] = (16, 16)   # (freq, time)
+    stride: tuple[int, int] = (10, 10)  # (freq, time); = patch for non-overlapping
+    dim: int = 768
+    depth: int = 12
+    heads: int = 12
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    norm_eps: float = 1e-6
+    prefix: int = 2              # 0, 1 (cls) or 2 (cls + dist)
+    pos: str = "factorized"      # one of POS_EMBEDS
+    mask_token: bool = False     # learned token for `mask` inputs (GMML-style)
+    drop_path: float = 0.0
+
+
+@dataclass
+class BackboneOutput:
+    tokens: torch.Tensor                  # [B, P + K, D] after the final norm
+    prefix: int                           # P: cls/dist tokens come first
+    grid: tuple[int, int]                 # (T', F') of the full patch grid
+    keep: torch.Tensor | None = None      # [B, K] indices of the patch tokens present
+    hidden: list[torch.Tensor] | None = None  # selected blocks' outputs, [B, P + K, D] each
+
+    @property
+    def patches(self) -> torch.Tensor:
+        return self.tokens[:, self.prefix:]
+
+
+class ViT(nn.Module):
+    def __init__(self, cfg: ViTConfig):
+        super().__init__()
+        if cfg.pos not in POS_EMBEDS:
+            raise ValueError(f"ViTConfig.pos={cfg.pos!r}: expected one of {POS_EMBEDS}")
+        self.cfg = cfg
+        self.patch_embed = PatchEmbed(cfg.patch, cfg.stride, cfg.dim)
+        n_time, n_freq = self.patch_embed.grid(cfg.n_mels, cfg.max_frames)
+        if cfg.pos == "factorized":
+            self.pos_embed = FactorizedPosEmbed(n_time, n_freq, cfg.prefix, cfg.dim)
+        else:
+            self.pos_embed = TablePosEmbed(n_time, n_freq, cfg.prefix, cfg.dim, learned=cfg.pos == "learned")
+        if cfg.prefix >= 1:
+            self.cls_token = nn.Parameter(nn.init.trunc_normal_(torch.zeros(1, 1, cfg.dim), std=0.02))
+        if cfg.prefix == 2:
+            self.dist_token = nn.Parameter(nn.init.trunc_normal_(torch.zeros(1, 1, cfg.dim), std=0.02))
+        if cfg.mask_token:
+            self.mask_token = nn.Parameter(nn.init.trunc_normal_(torch.zeros(1, 1, cfg.dim), std=0.02))
+        rates = torch.linspace(0, cfg.drop_path, cfg.depth).tolist()
+        self.blocks = nn.ModuleList(
+            Block(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.qkv_bias, cfg.norm_eps, rate) for rate in rates)
+        self.norm = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
+        self.apply(_init_weights)
+
+    def grid(self, n_frames: int) -> tuple[int, int]:
+        return self.patch_embed.grid(self.cfg.n_mels, n_frames)
+
+    def token_times(self, n_time: int, hop_s: float) -> torch.Tensor:
+        """Centre time (s) of each time column of patches -> [T']."""
+        patch_t, stride_t = self.cfg.patch[1], self.cfg.stride[1]
+        return (torch.arange(n_time) * stride_t + patch_t / 2) * hop_s
+
+    def patchify(self, feats: torch.Tensor) -> torch.Tensor:
+        """[B, F, T] -> position-embedded patch tokens [B, N = T' * F', D]."""
+        x = self.patch_embed(feats)  # [B, D, F', T']
+        x = x.permute(0, 3, 2, 1)  # [B, T', F', D]
+        x = x + self.pos_embed(x.shape[1])
+        return x.flatten(1, 2)  # [B, N, D]
+
+    def prefix_tokens(self, B: int) -> list[torch.Tensor]:
+        tokens = [getattr(self, name) for name in ("cls_token", "dist_token")[: self.cfg.prefix]]
+        return [(t + self.pos_embed.prefix[i]).expand(B, -1, -1) for i, t in enumerate(tokens)]
+
+    def forward(self, feats: torch.Tensor, keep: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+                layers: list[int] | None = None) -> BackboneOutput:
+        """feats [B, F, T]; keep [B, K] patch indices to keep (patchout, MAE); mask [B, N] bool
+        (True = replace by the mask token); layers: block indices whose outputs to return."""
+        B = feats.shape[0]
+        x = self.patchify(feats)  # [B, N, D]
+        grid = self.grid(feats.shape[-1])
+        if mask is not None:
+            # the mask token takes the place of the patch content; positions stay
+            pos = self.pos_embed(grid[0]).flatten(0, 1)  # [N, D]
+            x = torch.where(mask[..., None], self.mask_token + pos, x)
+        if keep is not None:
+            x = x.gather(1, keep[..., None].expand(-1, -1, x.shape[-1]))  # [B, K, D]
+        x = torch.cat(self.prefix_tokens(B) + [x], dim=1)  # [B, P + K, D]
+        hidden = []
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if layers is not None and i in layers:
+                hidden.append(x)
+        return BackboneOutput(self.norm(x), self.cfg.prefix, grid, keep, hidden if layers is not None else None)
+
+
+def _init_weights(m: nn.Module) -> None:
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
