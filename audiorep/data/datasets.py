@@ -1,0 +1,186 @@
+"""Clip lists from folders, manifests and HEAR task splits, and the dataset that crops them.
+
+A clip is (file, offset s, duration s or None, labels). `ClipDataset` turns clip i into a
+fixed-length random crop at the encoder's sample rate with random gain and circular roll.
+Its randomness comes from the key it is indexed with, `(i, seed)` as the samplers yield
+them, never from global state, so a batch is a function of (run seed, step) whichever
+worker decodes it: the basis of exact resume.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .. import audio
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".aiff", ".aif")
+LABEL_SEPARATORS = (";", "|")  # a manifest's labels column: "dog;bark" or "dog|bark"
+
+
+@dataclass(frozen=True)
+class Clip:
+    path: str
+    offset: float = 0.0              # seconds into the file
+    duration: float | None = None    # seconds; None = to the end of the file
+    labels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    crop_s: float = 0.0       # training crop length; 0 = what the encoder's positions cover
+    gain_db: float = 0.0      # random gain drawn uniformly in [-gain_db, gain_db]
+    roll: bool = True         # random circular shift of the crop (Audio-MAE, PaSST)
+    balanced: bool = False    # class-balanced sampling (multi-label data with labels)
+    workers: int = 2          # loader processes decoding and resampling
+
+
+def folder_clips(root: str | os.PathLike) -> list[Clip]:
+    """Every audio file under `root` (recursively), sorted, without labels."""
+    root = Path(root)
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+    if not files:
+        raise FileNotFoundError(f"{root}: no audio files ({', '.join(AUDIO_EXTENSIONS)})")
+    return [Clip(str(p)) for p in files]
+
+
+def _labels(value, where: str) -> tuple[str, ...]:
+    if value is None or value == "":
+        return ()
+    if isinstance(value, list):
+        return tuple(str(v) for v in value)
+    if isinstance(value, str):
+        for sep in LABEL_SEPARATORS:
+            if sep in value:
+                return tuple(v.strip() for v in value.split(sep) if v.strip())
+        return (value.strip(),)
+    raise ValueError(f"{where}: labels must be a list or a string, got {type(value).__name__}")
+
+
+def _clip(row: dict, base: Path, where: str) -> Clip:
+    if not row.get("path"):
+        raise ValueError(f"{where}: missing 'path'")
+    path = Path(row["path"])
+    try:
+        offset = float(row.get("offset") or 0.0)
+        duration = float(row["duration"]) if row.get("duration") not in (None, "") else None
+    except ValueError as e:
+        raise ValueError(f"{where}: bad offset/duration ({e})") from None
+    return Clip(str(path if path.is_absolute() else base / path), offset, duration, _labels(row.get("labels"), where))
+
+
+def manifest_clips(path: str | os.PathLike) -> list[Clip]:
+    """A CSV (header with `path` and optional `offset`, `duration`, `labels`) or JSONL manifest.
+
+    Relative paths are relative to the manifest's folder; CSV labels are separated by ';' or '|'.
+    """
+    path = Path(path)
+    base = path.parent
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        clips = []
+        for line, row in enumerate(text.splitlines(), start=1):
+            if row.strip():
+                try:
+                    data = json.loads(row)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}:{line}: not valid JSON ({e})") from None
+                clips.append(_clip(data, base, f"{path}:{line}"))
+    elif path.suffix == ".csv":
+        reader = csv.DictReader(text.splitlines())
+        if not reader.fieldnames or "path" not in reader.fieldnames:
+            raise ValueError(f"{path}: CSV header must have a 'path' column, got {reader.fieldnames}")
+        clips = [_clip(row, base, f"{path}:{line}") for line, row in enumerate(reader, start=2)]
+    else:
+        raise ValueError(f"{path}: manifests are .csv or .jsonl")
+    if not clips:
+        raise ValueError(f"{path}: no clips")
+    return clips
+
+
+def task_clips(task_dir: str | os.PathLike, split: str) -> tuple[list[Clip], list[str]]:
+    """(clips, vocabulary) of a HEAR task split; event tasks give each clip its event labels."""
+    from ..tasks.format import load_task
+
+    task = load_task(task_dir)
+    if split not in task.splits:
+        raise ValueError(f"{task_dir}: no split {split!r} (splits: {task.split_names})")
+    clips = []
+    for rel, ann in task.items(split):
+        labels = sorted({x["label"] for x in ann}) if task.embedding_type == "event" else list(ann)
+        clips.append(Clip(str(task.path / rel), labels=tuple(labels)))
+    return clips, task.vocabulary
+
+
+def multi_hot(clips: list[Clip], vocabulary: list[str]) -> torch.Tensor:
+    """[N, C] float targets; a label outside the vocabulary is an error naming the clip."""
+    index = {label: i for i, label in enumerate(vocabulary)}
+    targets = torch.zeros(len(clips), len(vocabulary))
+    for n, clip in enumerate(clips):
+        for label in clip.labels:
+            if label not in index:
+                raise ValueError(f"{clip.path}: label {label!r} is not in the vocabulary")
+            targets[n, index[label]] = 1.0
+    return targets
+
+
+def crop_gain_roll(wave: np.ndarray, length: int, cfg: DataConfig, rng: np.random.Generator | None) -> np.ndarray:
+    """[S] -> [length]: random crop (or zero pad), gain and roll; deterministic start crop without rng."""
+    start = int(rng.integers(0, len(wave) - length + 1)) if rng is not None and len(wave) > length else 0
+    wave = audio.pad_or_crop(wave, length, start)
+    if rng is None:
+        return wave
+    if cfg.gain_db:
+        wave = wave * np.float32(10 ** (rng.uniform(-cfg.gain_db, cfg.gain_db) / 20))
+    if cfg.roll:
+        wave = np.roll(wave, int(rng.integers(0, length)))
+    return wave
+
+
+class ClipDataset(Dataset):
+    """Clips -> {"wave": [S] float32, "target": [C] (with a vocabulary), "index": int}.
+
+    Index with `(i, seed)` for a random crop/gain/roll drawn from `seed`, or with `i` for
+    the deterministic first `crop_samples` (evaluation).
+    """
+
+    def __init__(self, clips: list[Clip], sample_rate: int, crop_samples: int, cfg: DataConfig = DataConfig(),
+                 vocabulary: list[str] | None = None):
+        self.clips = clips
+        self.sample_rate = sample_rate
+        self.crop_samples = crop_samples
+        self.cfg = cfg
+        self.vocabulary = vocabulary
+        self.targets = multi_hot(clips, vocabulary) if vocabulary is not None else None
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def read(self, clip: Clip, rng: np.random.Generator | None) -> np.ndarray:
+        """Decode only the crop's span when the clip is longer than the crop."""
+        crop_s = self.crop_samples / self.sample_rate
+        duration = clip.duration
+        if duration is None:
+            meta = audio.info(clip.path)
+            duration = meta.frames / meta.samplerate - clip.offset
+        if duration <= crop_s or rng is None:
+            start = clip.offset
+        else:
+            start = clip.offset + rng.uniform(0, duration - crop_s)
+        wave, _ = audio.read(clip.path, self.sample_rate, start=start, duration=min(duration, crop_s))
+        return wave
+
+    def __getitem__(self, key) -> dict:
+        i, seed = key if isinstance(key, tuple) else (key, None)
+        rng = np.random.default_rng(seed) if seed is not None else None
+        wave = crop_gain_roll(self.read(self.clips[i], rng), self.crop_samples, self.cfg, rng)
+        item = {"wave": torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)), "index": i}
+        if self.targets is not None:
+            item["target"] = self.targets[i]
+        return item

@@ -1,0 +1,417 @@
+"""The one training loop: any objective, step-based, resumable, DDP via torchrun.
+
+    audiorep pretrain audiomae --data corpus/ --out runs/mae --preset audiomae-tiny steps=2000 batch_size=64
+    torchrun --nproc_per_node 2 -m audiorep.train audiomae --data corpus/ --out runs/mae
+
+An objective is an nn.Module owning `encoder`, with `forward(batch) -> (loss, logs)` and
+optionally `after_step(step, total_steps)`; the loop knows nothing else about it.
+
+Run folder:
+    RUN/config.json                  resolved configs (recipe, encoder, objective, train, data)
+    RUN/encoder/                     the current encoder (Encoder.save), so audiorep.load(RUN) works
+    RUN/encoder_ema/                 its EMA, when train.ema > 0
+    RUN/checkpoints/step_XXXXXXX/    objective, optimizer, EMA (torch.save, weights_only-loadable),
+                                     state.json; written as .step_XXXXXXX.tmp and renamed; last N kept
+    RUN/log.csv, RUN/tb/             metrics (TensorBoard when installed)
+
+Exact resume: the batch of step s is a function of (seed, s) (data/samplers.py), the
+global RNG is re-seeded from (seed, step, rank) before every step, and the learning rate
+is a function of s, so a run resumed from its last checkpoint ends with the same weights
+as an uninterrupted one (bitwise on CPU).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import math
+import os
+import re
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from .config import from_dict, override, to_dict
+from .data import ClipDataset, DataConfig, ShardStream, StepSampler, class_balanced_weights
+from .ema import EMA
+from .files import write_json
+
+SCHEDULES = ("cosine", "linear", "constant")
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+CHECKPOINT = re.compile(r"^step_(\d{7})$")
+NO_DECAY_NAMES = ("cls_token", "dist_token", "mask_token", "pos_embed")
+EMBED_NAMES = ("patch_embed", "pos_embed", "cls_token", "dist_token", "mask_token")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 1000               # optimizer steps
+    batch_size: int = 64            # samples per optimizer step, over all processes and accumulation
+    accum: int = 1                  # micro-batches per optimizer step
+    lr: float = 1.5e-4              # peak learning rate
+    min_lr: float = 0.0
+    warmup_steps: int = 100
+    schedule: str = "cosine"        # one of SCHEDULES, after the linear warmup
+    weight_decay: float = 0.05      # not applied to norms, biases, tokens and position embeddings
+    betas: tuple[float, float] = (0.9, 0.95)
+    layer_decay: float = 1.0        # < 1: layer-wise lr decay (fine-tuning), lr * decay^(depth + 1 - layer)
+    clip_grad: float = 0.0          # max global grad norm; 0 = no clipping
+    precision: str = "fp32"         # fp32, bf16 (autocast) or fp16 (autocast + loss scaling)
+    ema: float = 0.0                # > 0: keep an EMA of the objective with this momentum
+    seed: int = 0
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    max_skipped: int = 10           # consecutive non-finite steps before the run stops
+    device: str = "auto"            # auto = cuda when available
+    data: DataConfig = field(default_factory=DataConfig)
+
+
+# Training defaults per recipe (command-line overrides win), from the papers' recipes.
+RECIPE_DEFAULTS: dict[str, list[str]] = {
+    "audiomae": ["lr=2e-4", "weight_decay=1e-4", "betas=0.9,0.95", "data.gain_db=6", "data.roll=true"],
+    "passt": ["lr=2e-5", "weight_decay=1e-4", "betas=0.9,0.999", "schedule=linear", "data.gain_db=7",
+              "data.balanced=true"],
+}
+DEFAULT_PRESET = {"audiomae": "audiomae-b", "passt": "passt-s", "asit": "asit-b"}
+
+
+# ---------------------------------------------------------------- optimizer and schedule
+
+
+def layer_id(name: str, depth: int) -> int:
+    """0 for the embeddings, i + 1 for backbone block i, depth + 1 for everything after."""
+    block = re.search(r"backbone\.blocks\.(\d+)\.", name)
+    if block:
+        return int(block.group(1)) + 1
+    if any(f"backbone.{part}" in name for part in EMBED_NAMES):
+        return 0
+    return depth + 1
+
+
+def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0, depth: int = 0) -> list[dict]:
+    """AdamW groups: no decay on 1-d parameters (norms, biases) and tokens/position embeddings;
+    with layer_decay < 1, one group per (layer, decay) with lr_scale = layer_decay^(depth + 1 - layer)."""
+    groups: dict[tuple[int, bool], dict] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        decay = p.ndim > 1 and not any(part in name for part in NO_DECAY_NAMES)
+        layer = layer_id(name, depth) if layer_decay != 1.0 else depth + 1
+        group = groups.setdefault((layer, decay), {
+            "params": [], "weight_decay": weight_decay if decay else 0.0,
+            "lr_scale": layer_decay ** (depth + 1 - layer), "layer": layer})
+        group["params"].append(p)
+    return [groups[k] for k in sorted(groups)]
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup over `warmup_steps`, then cosine/linear decay to `min_lr` at `steps`."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    if cfg.schedule == "cosine":
+        return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+    if cfg.schedule == "linear":
+        return cfg.lr - (cfg.lr - cfg.min_lr) * progress
+    return cfg.lr
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    return (seed * 1_000_003 + step) * 1024 + rank
+
+
+# ---------------------------------------------------------------- checkpoints and logs
+
+
+def checkpoints(out: Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first (temporary folders never match)."""
+    folder = out / "checkpoints"
+    found = [p for p in folder.iterdir() if CHECKPOINT.match(p.name) and (p / "state.json").exists()] if folder.exists() else []
+    return sorted(found)
+
+
+def save_checkpoint(out: Path, step: int, objective: nn.Module, optimizer, scaler, ema: EMA | None,
+                    keep: int) -> Path:
+    final = out / "checkpoints" / f"step_{step:07d}"
+    tmp = final.with_name(f".{final.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    torch.save(objective.state_dict(), tmp / "objective.pt")
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    if ema is not None:
+        torch.save(ema.state_dict(), tmp / "ema.pt")
+    write_json(tmp / "state.json", {"step": step, "scaler": scaler.state_dict()})
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    objective.encoder.save(out / "encoder")
+    if ema is not None:
+        ema.model.encoder.save(out / "encoder_ema")
+    for old in checkpoints(out)[:-keep]:
+        shutil.rmtree(old)
+    return final
+
+
+def load_checkpoint(path: Path, objective: nn.Module, optimizer, scaler, ema: EMA | None) -> int:
+    objective.load_state_dict(torch.load(path / "objective.pt", map_location="cpu", weights_only=True))
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
+    if ema is not None:
+        ema.load_state_dict(torch.load(path / "ema.pt", map_location="cpu", weights_only=True))
+    state = json.loads((path / "state.json").read_text())
+    if state["scaler"]:
+        scaler.load_state_dict(state["scaler"])
+    return int(state["step"])
+
+
+class Logger:
+    """log.csv (rows after the resume step are dropped, so a resumed log reads as one run) + TensorBoard."""
+
+    BASE = ["step", "lr", "loss", "grad_norm", "samples_per_s", "skipped"]
+
+    def __init__(self, out: Path, start: int):
+        self.path = out / "log.csv"
+        self.rows = []
+        if self.path.exists():
+            with open(self.path, newline="") as f:
+                self.rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start]
+        self.tb = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            self.tb = SummaryWriter(str(out / "tb"), purge_step=start + 1)
+        except ImportError:  # tensorboard is optional
+            pass
+
+    def log(self, row: dict) -> None:
+        self.rows.append({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})
+        columns = self.BASE + sorted({k for r in self.rows for k in r} - set(self.BASE))
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, columns)
+            writer.writeheader()
+            writer.writerows(self.rows)
+        os.replace(tmp, self.path)
+        if self.tb is not None:
+            for k, v in row.items():
+                if k != "step":
+                    self.tb.add_scalar(k, float(v), row["step"])
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def setup_distributed(cfg: TrainConfig) -> tuple[int, int, torch.device]:
+    """(rank, world, device); under torchrun (WORLD_SIZE > 1) joins the process group."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    cuda = torch.cuda.is_available() and cfg.device in ("auto", "cuda")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    if cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return rank, world, torch.device("cuda", local)
+    return rank, world, torch.device("cpu" if cfg.device == "auto" else cfg.device)
+
+
+def make_loader(data: ClipDataset | ShardStream, cfg: TrainConfig, start: int, rank: int, world: int):
+    """Batches of this process from micro-step `start` on."""
+    global_batch = cfg.batch_size // cfg.accum
+    common = dict(num_workers=cfg.data.workers, pin_memory=torch.cuda.is_available(),
+                  persistent_workers=cfg.data.workers > 0)
+    if isinstance(data, ShardStream):
+        stream = data.at(start=start, rank=rank, world=world, batch=global_batch // world, seed=cfg.seed)
+        return DataLoader(stream, batch_size=None, **common)
+    weights = None
+    if cfg.data.balanced and data.targets is not None:
+        weights = class_balanced_weights(data.targets)
+    sampler = StepSampler(len(data), global_batch, cfg.seed, start, rank, world, weights)
+    return DataLoader(data, batch_sampler=sampler, **common)
+
+
+def check_config(cfg: TrainConfig, world: int) -> None:
+    if cfg.schedule not in SCHEDULES:
+        raise ValueError(f"train.schedule={cfg.schedule!r}: expected one of {SCHEDULES}")
+    if cfg.precision not in PRECISIONS:
+        raise ValueError(f"train.precision={cfg.precision!r}: expected one of {list(PRECISIONS)}")
+    if cfg.batch_size % (cfg.accum * world):
+        raise ValueError(f"train.batch_size={cfg.batch_size} must be divisible by accum ({cfg.accum}) "
+                         f"x processes ({world})")
+
+
+def train(objective: nn.Module, data: ClipDataset | ShardStream, cfg: TrainConfig, out: str | Path,
+          run_config: dict | None = None, stop_after: int | None = None) -> nn.Module:
+    """Train `objective` on `data` for cfg.steps optimizer steps, resuming from RUN's last checkpoint.
+
+    run_config: the resolved configs written to RUN/config.json; a resumed run must match it.
+    stop_after: leave after this optimizer step as if killed (tests, demos of resume).
+    """
+    out = Path(out)
+    rank, world, device = setup_distributed(cfg)
+    check_config(cfg, world)
+    run_config = dict(run_config or {}, train=to_dict(cfg), world=world)
+    if rank == 0:
+        saved = out / "config.json"
+        if saved.exists() and checkpoints(out) and json.loads(saved.read_text()) != json.loads(json.dumps(run_config)):
+            raise ValueError(f"{saved}: this run was started with a different configuration; "
+                             "use a new --out or the same arguments to resume")
+        write_json(saved, run_config)
+
+    objective.to(device)
+    depth = getattr(objective.encoder.config.backbone, "depth", 0)
+    optimizer = torch.optim.AdamW(param_groups(objective, cfg.weight_decay, cfg.layer_decay, depth),
+                                  lr=cfg.lr, betas=cfg.betas)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+    ema = EMA(objective) if cfg.ema > 0 else None
+    start = 0
+    if checkpoints(out):
+        last = checkpoints(out)[-1]
+        start = load_checkpoint(last, objective, optimizer, scaler, ema)
+        if rank == 0:
+            print(f"resuming {out} from {last.name}", file=sys.stderr)
+    model = objective
+    if world > 1:
+        model = nn.parallel.DistributedDataParallel(objective, find_unused_parameters=True)
+
+    loader = make_loader(data, cfg, start * cfg.accum, rank, world)
+    batches = iter(loader)
+    logger = Logger(out, start) if rank == 0 else None
+    autocast = torch.autocast(device.type, dtype=PRECISIONS[cfg.precision], enabled=cfg.precision != "fp32")
+    params = [p for p in objective.parameters() if p.requires_grad]
+    bar = tqdm(total=cfg.steps, initial=start, disable=rank != 0, desc=f"train {out.name}", dynamic_ncols=True)
+    skipped, last_time, last_step = 0, time.perf_counter(), start
+    objective.train()
+    step = start
+    while step < cfg.steps and (stop_after is None or step < stop_after):
+        lr = lr_at(step, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr * group["lr_scale"]
+        torch.manual_seed(step_seed(cfg.seed, step, rank))
+        totals: dict[str, float] = {}
+        for micro in range(cfg.accum):
+            batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
+            sync = micro == cfg.accum - 1 or world == 1
+            with (contextlib.nullcontext() if sync else model.no_sync()), autocast:
+                loss, logs = model(batch)
+            scaler.scale(loss / cfg.accum).backward()
+            for k, v in {"loss": loss.item(), **logs}.items():
+                totals[k] = totals.get(k, 0.0) + float(v) / cfg.accum
+        scaler.unscale_(optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad if cfg.clip_grad > 0 else float("inf"))
+        if math.isfinite(totals["loss"]) and torch.isfinite(grad_norm):
+            scaler.step(optimizer)
+            skipped = 0
+        elif cfg.precision != "fp16":  # fp16 overflows are the scaler's business
+            skipped += 1
+            if skipped > cfg.max_skipped:
+                raise FloatingPointError(f"{out}: {skipped} consecutive steps with a non-finite loss or "
+                                         f"gradient (last at step {step}); lower train.lr or use fp32")
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        if hasattr(objective, "after_step"):
+            objective.after_step(step, cfg.steps)
+        if ema is not None:
+            ema.update(objective, cfg.ema)
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{totals['loss']:.4f}", lr=f"{lr:.2e}")
+        if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps):
+            now = time.perf_counter()
+            rate = (step - last_step) * cfg.batch_size / (now - last_time)
+            logger.log({"step": step, "lr": lr, "grad_norm": float(grad_norm), "samples_per_s": rate,
+                        "skipped": skipped, **totals})
+            last_time, last_step = now, step
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            if rank == 0:
+                save_checkpoint(out, step, objective, optimizer, scaler, ema, cfg.keep_checkpoints)
+            if world > 1:
+                dist.barrier()
+    bar.close()
+    return objective
+
+
+# ---------------------------------------------------------------- command line
+
+
+def split_overrides(items: list[str]) -> dict[str, list[str]]:
+    """`encoder.x=..` -> encoder, `objective.x=..` -> objective, `train.x=..` or `x=..` -> train."""
+    parts: dict[str, list[str]] = {"encoder": [], "objective": [], "train": []}
+    for item in items:
+        head, _, rest = item.partition(".")
+        if head in parts and "=" in rest and "=" not in head:
+            parts[head].append(rest)
+        else:
+            parts["train"].append(item)
+    return parts
+
+
+def open_data(spec: str, sample_rate: int, crop_samples: int, cfg: DataConfig, split: str = "train"):
+    """(dataset or shard stream, vocabulary or None) for `--data`."""
+    from .data import clips_from, is_shards, list_shards, shard_vocabulary
+
+    if is_shards(spec):
+        vocabulary = shard_vocabulary(spec)
+        return ShardStream(list_shards(spec), sample_rate, crop_samples, 1, cfg, vocabulary), vocabulary
+    clips, vocabulary = clips_from(spec, split)
+    return ClipDataset(clips, sample_rate, crop_samples, cfg, vocabulary), vocabulary
+
+
+def crop_samples(encoder, cfg: DataConfig) -> int:
+    """Training crop: data.crop_s, or the longest input the encoder's positions cover."""
+    return round(cfg.crop_s * encoder.sample_rate) if cfg.crop_s > 0 else encoder.span_samples
+
+
+def main(argv: list[str] | None = None) -> int:
+    from . import presets
+    from .encoder import Encoder
+    from .objectives import RECIPES
+
+    parser = argparse.ArgumentParser(prog="audiorep pretrain", description=(
+        "Train an encoder with a recipe. Overrides: field=value for TrainConfig (e.g. steps=2000, "
+        "data.crop_s=4), encoder.FIELD=value and objective.FIELD=value for the other configs."))
+    parser.add_argument("recipe", choices=sorted(RECIPES))
+    parser.add_argument("--data", required=True, help="task folder, folder of audio, .csv/.jsonl manifest or tar shards")
+    parser.add_argument("--out", required=True, help="run folder (rerun the same command to resume)")
+    parser.add_argument("--preset", help="encoder preset (default: the recipe's base model)")
+    parser.add_argument("--stop-after", type=int, help="stop after this step, as if interrupted")
+    parser.add_argument("overrides", nargs="*", help="field=value")
+    args = parser.parse_args(argv)
+
+    config_cls, objective_cls = RECIPES[args.recipe]
+    preset = args.preset or DEFAULT_PRESET.get(args.recipe)
+    if preset is None:
+        parser.error(f"recipe {args.recipe!r} has no default preset: pass --preset")
+    parts = split_overrides(args.overrides)
+    encoder_cfg = override(presets.get(preset), parts["encoder"])
+    objective_cfg = override(config_cls(), parts["objective"])
+    cfg = override(TrainConfig(), RECIPE_DEFAULTS.get(args.recipe, []) + parts["train"])
+
+    torch.manual_seed(cfg.seed)
+    encoder = Encoder(encoder_cfg)
+    data, vocabulary = open_data(args.data, encoder.sample_rate, crop_samples(encoder, cfg.data), cfg.data)
+    objective = objective_cls(encoder, objective_cfg, num_classes=len(vocabulary or []))
+    run_config = {"recipe": args.recipe, "preset": preset, "data": str(args.data), "encoder": to_dict(encoder_cfg),
+                  "objective": to_dict(objective_cfg), "vocabulary": vocabulary}
+    train(objective, data, cfg, args.out, run_config, args.stop_after)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"encoder saved to {Path(args.out) / 'encoder'} (audiorep.load({str(args.out)!r}))")
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return 0
+
+
+def load_train_config(path: str | Path) -> TrainConfig:
+    """The TrainConfig of a run folder's config.json."""
+    return from_dict(TrainConfig, json.loads((Path(path) / "config.json").read_text())["train"])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

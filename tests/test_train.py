@@ -1,0 +1,193 @@
+"""The training loop with a tiny objective: schedules, param groups, overfit, exact resume, kill, DDP."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from audiorep import audio, load, presets
+from audiorep.config import override
+from audiorep.data import ClipDataset, DataConfig, clips_from
+from audiorep.encoder import Encoder
+from audiorep.train import TrainConfig, checkpoints, layer_id, lr_at, param_groups, train
+
+CLASSES = ["low", "mid", "high"]
+SR = 16000
+
+
+class TagObjective(nn.Module):
+    """Multi-label tagging of the pooled embedding: the smallest objective of the contract."""
+
+    def __init__(self, encoder: Encoder, cfg=None, num_classes: int = len(CLASSES)):
+        super().__init__()
+        self.encoder = encoder
+        self.head = nn.Linear(encoder.config.backbone.dim, num_classes)
+
+    def forward(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        out = self.encoder(batch["wave"])
+        logits = self.head(self.encoder.pool(out.tokens, out.prefix))  # [B, C]
+        loss = F.binary_cross_entropy_with_logits(logits, batch["target"])
+        return loss, {"acc": float(((logits > 0) == (batch["target"] > 0)).float().mean())}
+
+
+def tiny_encoder(seed: int = 0) -> Encoder:
+    torch.manual_seed(seed)
+    cfg = presets.get("audiomae-tiny")
+    return Encoder(override(cfg, ["backbone.dim=32", "backbone.heads=2", "backbone.max_frames=48"]))
+
+
+def make_corpus(folder: Path, n: int = 12) -> Path:
+    """n clips of 1 s tones (class = pitch band, some clips two tones) and a CSV manifest."""
+    rng = np.random.default_rng(0)
+    t = np.arange(SR) / SR
+    rows = ["path,offset,duration,labels"]
+    for i in range(n):
+        labels = [CLASSES[i % 3]] + ([CLASSES[(i + 1) % 3]] if i % 4 == 0 else [])
+        wave = sum(0.3 * np.sin(2 * np.pi * {"low": 200, "mid": 1000, "high": 4000}[c] * t) for c in labels)
+        audio.write(folder / f"{i:02d}.wav", (wave + 0.01 * rng.standard_normal(SR)).astype(np.float32), SR)
+        rows.append(f"{i:02d}.wav,0.1,0.8,{';'.join(labels)}")
+    (folder / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return folder / "manifest.csv"
+
+
+def small_config(**changes) -> TrainConfig:
+    cfg = TrainConfig(steps=6, batch_size=4, lr=1e-3, warmup_steps=2, log_every=1, checkpoint_every=2,
+                      data=DataConfig(crop_s=0.48, gain_db=6, workers=0))
+    return replace(cfg, **changes)
+
+
+def make_run(tmp: Path, manifest: Path, cfg: TrainConfig, name: str, stop_after=None, seed: int = 0):
+    encoder = tiny_encoder(seed)
+    clips, vocabulary = clips_from(manifest)
+    data = ClipDataset(clips, SR, round(cfg.data.crop_s * SR), cfg.data, vocabulary)
+    return train(TagObjective(encoder, num_classes=len(vocabulary)), data, cfg, tmp / name, {"test": name}, stop_after)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread (and do not fight other jobs for the cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory) -> Path:
+    return make_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+def test_schedule_warmup_then_cosine_to_min():
+    cfg = TrainConfig(steps=100, lr=1.0, min_lr=0.1, warmup_steps=10)
+    lrs = [lr_at(s, cfg) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] == pytest.approx(0.1, abs=1e-3)
+    linear = replace(cfg, schedule="linear")
+    assert lr_at(55, linear) == pytest.approx(1.0 - 0.9 * 0.5)
+
+
+def test_param_groups_no_decay_and_layer_decay():
+    objective = TagObjective(tiny_encoder())
+    depth = 2
+    assert layer_id("encoder.backbone.blocks.1.attn.qkv.weight", depth) == 2
+    assert layer_id("encoder.backbone.pos_embed.table", depth) == 0
+    assert layer_id("encoder.backbone.cls_token", depth) == 0
+    assert layer_id("head.weight", depth) == depth + 1
+    groups = param_groups(objective, 0.05, 0.5, depth)
+    names = {id(p): n for n, p in objective.named_parameters()}
+    for g in groups:
+        for p in g["params"]:
+            no_decay = p.ndim == 1 or "token" in names[id(p)] or "pos_embed" in names[id(p)]
+            assert (g["weight_decay"] == 0.0) == no_decay, names[id(p)]
+        assert g["lr_scale"] == pytest.approx(0.5 ** (depth + 1 - g["layer"]))
+    assert sum(len(g["params"]) for g in groups) == sum(p.requires_grad for p in objective.parameters())
+
+
+def test_overfit_loss_decreases_and_run_loads(tmp_path, manifest):
+    cfg = small_config(steps=20, batch_size=12, lr=3e-3, warmup_steps=2, checkpoint_every=100,
+                       data=DataConfig(crop_s=0.48, workers=0, roll=False))
+    make_run(tmp_path, manifest, cfg, "overfit")
+    log = (tmp_path / "overfit" / "log.csv").read_text().splitlines()
+    losses = [float(row.split(",")[2]) for row in log[1:]]
+    assert np.mean(losses[-3:]) < 0.65 * np.mean(losses[:3]), losses
+    encoder = load(str(tmp_path / "overfit"))
+    assert encoder.config.backbone.dim == 32
+    assert [p.name for p in checkpoints(tmp_path / "overfit")] == ["step_0000020"]
+
+
+def test_resume_is_exact_and_skips_partial_checkpoints(tmp_path, manifest):
+    cfg = small_config()
+    full = make_run(tmp_path, manifest, cfg, "full")
+    make_run(tmp_path, manifest, cfg, "resumed", stop_after=5)  # checkpoints at 2 and 4, then "killed"
+    ckpts = tmp_path / "resumed" / "checkpoints"
+    assert [p.name for p in checkpoints(tmp_path / "resumed")] == ["step_0000002", "step_0000004"]
+    (ckpts / ".step_0000006.tmp").mkdir()  # a half-written checkpoint
+    (ckpts / ".step_0000006.tmp" / "objective.pt").write_bytes(b"garbage")
+    (ckpts / "step_0000005").mkdir()  # a folder without state.json is not a checkpoint
+    resumed = make_run(tmp_path, manifest, cfg, "resumed", seed=1)  # init differs: weights must come from step 4
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    rows = (tmp_path / "resumed" / "log.csv").read_text().splitlines()[1:]
+    assert [int(r.split(",")[0]) for r in rows] == [1, 2, 3, 4, 5, 6]
+
+
+def test_resume_refuses_a_different_config(tmp_path, manifest):
+    make_run(tmp_path, manifest, small_config(steps=2), "run")
+    with pytest.raises(ValueError, match="different configuration"):
+        make_run(tmp_path, manifest, small_config(steps=2, lr=5e-4), "run")
+
+
+def test_non_finite_loss_is_skipped_then_stops(tmp_path, manifest):
+    class Exploding(TagObjective):
+        def forward(self, batch):
+            loss, logs = super().forward(batch)
+            return loss * float("nan"), logs
+
+    cfg = small_config(steps=4, max_skipped=2)
+    clips, vocabulary = clips_from(manifest)
+    data = ClipDataset(clips, SR, round(cfg.data.crop_s * SR), cfg.data, vocabulary)
+    objective = Exploding(tiny_encoder())
+    before = {k: v.clone() for k, v in objective.state_dict().items()}
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        train(objective, data, cfg, tmp_path / "nan")
+    assert all(torch.equal(before[k], v) for k, v in objective.state_dict().items())
+
+
+RUN_SCRIPT = """
+import sys
+import torch
+torch.set_num_threads(1)  # bitwise equality needs the same reduction order as the test process
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+from test_train import make_run, small_config
+make_run(Path({tmp!r}), Path({manifest!r}), small_config(steps={steps}, checkpoint_every=1), {name!r})
+"""
+
+
+def test_killed_process_resumes_to_the_same_weights(tmp_path, manifest):
+    steps = 8
+    script = RUN_SCRIPT.format(tests=str(Path(__file__).parent), tmp=str(tmp_path), manifest=str(manifest),
+                               steps=steps, name="killed")
+    proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while not list((tmp_path / "killed" / "checkpoints").glob("step_000000[3-9]")):
+        assert proc.poll() is None and time.time() < deadline, "run ended before it could be killed"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = [p.name for p in checkpoints(tmp_path / "killed")]
+    assert done and done[-1] != f"step_{steps:07d}", done
+    resumed = make_run(tmp_path, manifest, small_config(steps=steps, checkpoint_every=1), "killed")
+    full = make_run(tmp_path, manifest, small_config(steps=steps, checkpoint_every=1), "full")
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
