@@ -383,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", help="encoder preset (default: the recipe's base model)")
     parser.add_argument("--stop-after", type=int, help="stop after this step, as if interrupted")
     parser.add_argument("overrides", nargs="*", help="field=value")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
 
     config_cls, objective_cls = RECIPES[args.recipe]
     preset = args.preset or DEFAULT_PRESET.get(args.recipe)

@@ -178,7 +178,8 @@ def test_killed_process_resumes_to_the_same_weights(tmp_path, manifest):
     steps = 8
     script = RUN_SCRIPT.format(tests=str(Path(__file__).parent), tmp=str(tmp_path), manifest=str(manifest),
                                steps=steps, name="killed")
-    proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.DEVNULL)
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1]))
+    proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.DEVNULL, env=env)
     deadline = time.time() + 60
     while not list((tmp_path / "killed" / "checkpoints").glob("step_000000[3-9]")):
         assert proc.poll() is None and time.time() < deadline, "run ended before it could be killed"
