@@ -87,7 +87,7 @@ class WindowAttention(nn.Module):
         B, W, A, D = x.shape
         qkv = self.qkv(x).view(B * W, A, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)  # [3, BW, H, A, Dh]
         # q.k / max(|q||k|, 1e-6) in the release; normalizing each vector differs only for near-zero ones
-        q = F.normalize(qkv[0], dim=-1) / self.tau.clamp(min=0.01)[:, None, None]
+        q = F.normalize(qkv[0], dim=-1) / self.tau.clamp(min=0.01).to(qkv.dtype)[:, None, None]
         k = F.normalize(qkv[1], dim=-1)
         bias = self.position_bias(window)[None]  # [1, H, A, A]
         if mask is not None:
