@@ -18,16 +18,16 @@ from audiorep.tasks.scaffold import (PIANO_PROGRAM, Example, Recipe, balanced_la
 
 NOTE_S = 2.0          # clip length for single notes
 HOLD_S = (0.8, 1.5)   # how long the key is held inside the clip
-FAMILY_KEYS = (36, 85)
+FAMILY_KEYS = (48, 73)  # two octaves around middle C
 PIECE_S = 10.0
 PIECE_NOTES_PER_S = (1.5, 4.0)
 PIECE_NOTE_S = (0.1, 1.2)
 PIECE_TAIL_S = 0.3    # no note is held into the last PIECE_TAIL_S of a piece
 PIECE_FOLDS = 5
 SIZES = {
-    "pitch": {"small": 440, "full": 8800},
-    "family": {"small": 330, "full": 4400},
-    "piano_transcription": {"small": 40, "full": 500},
+    "pitch": {"tiny": 88, "small": 440, "full": 8800},
+    "family": {"tiny": 33, "small": 330, "full": 4400},
+    "piano_transcription": {"tiny": 10, "small": 40, "full": 500},
 }
 
 

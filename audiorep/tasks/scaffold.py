@@ -18,7 +18,7 @@ from audiorep.tasks.format import Annotation
 
 SPLIT_FRACTIONS = {"train": 0.6, "valid": 0.2, "test": 0.2}
 PIANO_PROGRAM = 0  # reserved for piano transcription, kept out of the instrument pools
-SIZES = ("small", "full")
+SIZES = ("tiny", "small", "full")  # tiny: for tests only
 
 Example = tuple[str, np.ndarray, Annotation]  # (split, wave [S] float32, labels or events)
 

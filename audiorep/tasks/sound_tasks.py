@@ -28,8 +28,8 @@ EVENT_MAX_S = 2.0
 EVENT_GAP_S = 0.25     # silence kept between two events of a scene
 BACKGROUNDS = ("noise", "seashore", "helicopter")
 SIZES = {
-    "sound_classes": {"small": 320, "full": 2000},
-    "scene_events": {"small": 45, "full": 600},
+    "sound_classes": {"tiny": 32, "small": 320, "full": 2000},
+    "scene_events": {"tiny": 10, "small": 45, "full": 600},
 }
 
 

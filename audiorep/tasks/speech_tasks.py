@@ -30,10 +30,10 @@ MAX_TALKERS = 4
 
 KEYWORD_S, COUNT_S, LANGUAGE_S, STYLE_S = 1.0, 5.0, 3.0, 3.0
 SIZES = {  # clips per task
-    "keywords": {"small": 360, "full": 6000},
-    "speaker_count": {"small": 250, "full": 3000},
-    "language_id": {"small": 300, "full": 4800},
-    "speaking_style": {"small": 300, "full": 3600},
+    "keywords": {"tiny": 60, "small": 360, "full": 6000},
+    "speaker_count": {"tiny": 25, "small": 250, "full": 3000},
+    "language_id": {"tiny": 36, "small": 300, "full": 4800},
+    "speaking_style": {"tiny": 30, "small": 300, "full": 3600},
 }
 
 
