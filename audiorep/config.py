@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
 import typing
 
 
@@ -22,7 +23,7 @@ def _coerce(tp, value):
         return None
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value) if isinstance(value, dict) else value
-    if origin is typing.Union or str(origin) == "types.UnionType":
+    if origin in (typing.Union, types.UnionType):
         inner = [a for a in args if a is not type(None)]
         if isinstance(value, str) and value.lower() in ("none", "null"):
             return None

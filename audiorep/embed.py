@@ -96,12 +96,12 @@ def timestamp_embeddings(encoder, audio, sample_rate: int, cfg: EmbedConfig | No
     sr = encoder.sample_rate
     hop = max(1, round(cfg.hop_ms * sr / 1000))
     n_ts = waves.shape[1] // hop + 1
-    times = torch.arange(n_ts, device=waves.device) * hop / sr  # [T] seconds
+    times = torch.arange(n_ts, device=waves.device, dtype=torch.float64) * hop / sr  # [T] seconds
     if cfg.timestamps == "window":
         emb = torch.cat([rf_embeddings(encoder, waves, rf, hop, n_ts, cfg) for rf in cfg.rf_ms], dim=-1)
     else:
         emb = token_embeddings(encoder, waves, times, cfg)
-    return emb.float(), (times * 1000).float().expand(len(waves), -1).contiguous()
+    return emb.float(), (times * 1000).float().expand(len(waves), -1).contiguous()  # exact for whole-ms hops
 
 
 def rf_embeddings(encoder, waves: torch.Tensor, rf_ms: float, hop: int, n_ts: int, cfg: EmbedConfig):
@@ -137,8 +137,17 @@ def token_embeddings(encoder, waves: torch.Tensor, times: torch.Tensor, cfg: Emb
     starts_s = torch.tensor(starts, device=waves.device, dtype=torch.float32) / encoder.sample_rate
     all_times = (starts_s[:, None] + col_times[None]).flatten()  # [K * T']
     cols = cols.view(B, len(starts) * n_cols, -1)  # [B, K * T', D]
-    nearest = (times[:, None] - all_times[None]).abs().argmin(1)  # [T]
-    return cols[:, nearest]
+    return cols[:, nearest(all_times.double(), times)]
+
+
+def nearest(points: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+    """Index of the point nearest to each query, in O((P + Q) log P) memory-light steps."""
+    order = points.argsort()
+    sorted_points = points[order]
+    right = torch.searchsorted(sorted_points, queries).clamp(max=len(points) - 1)  # [Q]
+    left = (right - 1).clamp(min=0)
+    pick_left = (queries - sorted_points[left]).abs() <= (sorted_points[right] - queries).abs()
+    return order[torch.where(pick_left, left, right)]
 
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus")
@@ -176,7 +185,7 @@ def embed_file(encoder, path: Path, kind: str, cfg: EmbedConfig, block_s: float)
         else:
             emb, ts = timestamp_embeddings(encoder, x, sr, cfg)
             n = len(ts[0]) if last else len(x) // hop  # drop the block's end timestamp: the next block starts there
-            pieces.append((emb[0, :n], ts[0, :n] + offset * 1000 / sr))
+            pieces.append((emb[0, :n], ts[0, :n].double() + offset * 1000 / sr))  # float64: exact past hours
         offset += len(x)
 
     for x in read_blocks(path, sr, block_s=max(block_s, 1.0)):
@@ -223,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     index_path = out / "index.json"
     index = json.loads(index_path.read_text()) if index_path.exists() else {"files": {}}
-    setup = {"model": args.model, "kind": args.kind, "embed": dataclasses.asdict(cfg)}
+    setup = json.loads(json.dumps({"model": args.model, "kind": args.kind, "embed": dataclasses.asdict(cfg)}))
     if index.get("setup", setup) != setup:  # different settings: earlier outputs are not reusable
         index = {"files": {}}
     index.update(setup=setup, errors={})

@@ -1,0 +1,121 @@
+"""Every preset, at tiny size: forward, backward, keep/mask paths, lengths, save/load."""
+import dataclasses
+
+import pytest
+import torch
+
+import audiorep
+from audiorep.config import from_dict, override, to_dict
+from audiorep.encoder import Encoder, EncoderConfig
+from audiorep.masking import masked_from_keep, random_keep, restore_ids, time_freq_keep
+from audiorep.presets import PRESETS
+
+TINY = ["backbone.dim=32", "backbone.depth=2", "backbone.heads=2"]
+
+
+def tiny(name):
+    return Encoder(override(PRESETS[name], TINY))
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_forward_backward_and_variable_length(name):
+    enc = tiny(name)
+    sr = enc.sample_rate
+    for seconds in (0.3, 2.0):
+        wave = torch.randn(2, int(seconds * sr)) * 0.1
+        out = enc(wave)
+        T, F = out.grid
+        assert out.tokens.shape == (2, enc.config.backbone.prefix + T * F, 32)
+    out.tokens.sum().backward()
+    assert enc.backbone.patch_embed.proj.weight.grad is not None
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_keep_and_mask_paths(name):
+    enc = tiny(name)
+    wave = torch.randn(2, enc.sample_rate) * 0.1
+    feats = enc.frontend(wave)
+    full = enc.backbone(feats)
+    T, F = full.grid
+    keep = time_freq_keep(2, full.grid, drop_time=T // 2, drop_freq=1)
+    assert keep.shape == (2, (T - T // 2) * (F - 1))
+    part = enc.backbone(feats, keep=keep)
+    assert part.tokens.shape[1] == enc.config.backbone.prefix + keep.shape[1]
+    if enc.config.backbone.mask_token:
+        masked = enc.backbone(feats, mask=masked_from_keep(keep, T * F))
+        assert masked.tokens.shape == full.tokens.shape
+
+
+def test_mask_token_replaces_exactly_the_masked_tokens():
+    enc = Encoder(override(PRESETS["audiomae-tiny"], TINY + ["backbone.mask_token=true", "backbone.depth=0"]))
+    feats = enc.frontend(torch.randn(1, 16000) * 0.1)
+    n = enc.backbone.grid(feats.shape[-1])
+    mask = torch.zeros(1, n[0] * n[1], dtype=torch.bool)
+    mask[0, ::3] = True
+    a = enc.backbone(feats).patches
+    b = enc.backbone(feats, mask=mask).patches
+    changed = (a - b).abs().amax(-1) > 1e-6
+    assert torch.equal(changed[0], mask[0])
+
+
+def test_samplers_keep_the_tokens_they_claim():
+    keep, ids_restore = random_keep(3, (8, 4), 0.75)
+    assert keep.shape == (3, 8) and len(set(keep[0].tolist())) == 8
+    assert torch.equal(masked_from_keep(keep, 32).sum(1), torch.full((3,), 24))
+    order = torch.cat([keep, masked_from_keep(keep, 32).nonzero()[:, 1].view(3, -1)], 1)
+    assert torch.equal(order.gather(1, restore_ids(keep, 32)), torch.arange(32).expand(3, -1))
+    kept = time_freq_keep(2, (6, 4), drop_time=2, drop_freq=1)
+    times, freqs = kept // 4, kept % 4
+    for b in range(2):  # whole columns/rows: 4 times x 3 freqs
+        assert len(set(times[b].tolist())) == 4 and len(set(freqs[b].tolist())) == 3
+
+
+def test_save_load_roundtrip_and_config_json(tmp_path):
+    enc = tiny("passt-tiny")
+    enc.save(tmp_path / "enc")
+    again = audiorep.load(str(tmp_path / "enc"))
+    assert again.config == enc.config
+    wave = torch.randn(1, 16000)
+    torch.testing.assert_close(again(wave).tokens, enc.eval()(wave).tokens)
+    assert from_dict(EncoderConfig, to_dict(enc.config)) == enc.config
+
+
+def test_config_overrides_are_typed_and_reject_unknown_fields():
+    cfg = override(PRESETS["passt-s"], ["embed.rf_ms=160,640", "backbone.depth=3", "embed.levels=L,M"])
+    assert cfg.embed.rf_ms == (160.0, 640.0) and cfg.backbone.depth == 3 and cfg.embed.levels == ("L", "M")
+    with pytest.raises(ValueError, match="has no field 'deepth'"):
+        override(cfg, ["backbone.deepth=3"])
+    with pytest.raises(ValueError, match="field=value"):
+        override(cfg, ["backbone.depth"])
+
+
+def test_span_is_the_longest_audio_the_positions_cover():
+    enc = tiny("passt-tiny")
+    assert enc.frontend.num_frames(enc.span_samples) == 998 < enc.frontend.num_frames(enc.span_samples + 1)
+    with pytest.raises(ValueError, match="covers"):
+        enc(torch.zeros(1, enc.span_samples + 20 * 320))
+
+
+def test_unknown_preset_and_bad_weights_are_clear_errors(tmp_path):
+    with pytest.raises(KeyError, match="unknown preset 'passt-xl'"):
+        audiorep.load("passt-xl")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="bad.pt"):
+        audiorep.load("passt-tiny", weights=str(bad))
+
+
+def test_pickled_code_in_a_checkpoint_is_never_executed(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (exec, ("open('" + str(tmp_path / "pwned") + "', 'w').write('x')",))
+    path = tmp_path / "evil.pt"
+    torch.save({"model": Evil()}, path)
+    with pytest.raises(ValueError):
+        audiorep.load("passt-tiny", weights=str(path))
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_presets_are_plain_data():
+    for name, cfg in PRESETS.items():
+        assert cfg.name == name and dataclasses.is_dataclass(cfg)

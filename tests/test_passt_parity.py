@@ -1,0 +1,83 @@
+"""Our PaSST encoder against the official implementation (parity/passt_s_small + passt_frontend).
+
+The fixture's official-named weights are saved as a released `.pt` would be and go
+through `audiorep.load(preset, weights=...)`, the same conversion as a real checkpoint.
+"""
+import torch
+
+import audiorep
+from conftest import load_fixture
+
+SMALL = ["backbone.dim=64", "backbone.depth=2", "backbone.heads=4"]
+TOL = dict(atol=1e-4, rtol=1e-4)
+
+
+def passt_small(tmp_path):
+    sd, inp, out, _ = load_fixture("passt_s_small")
+    ckpt = tmp_path / "passt-small-official.pt"
+    torch.save(sd, ckpt)
+    return audiorep.load("passt-s", weights=str(ckpt), overrides=SMALL), inp, out
+
+
+def test_passt_backbone_head_and_hear_embedding_match_official(tmp_path):
+    enc, inp, out = passt_small(tmp_path)
+    for name in ("full", "short"):
+        mel = inp[f"x_{name}"][:, 0]  # [B, 1, F, T] -> [B, F, T]
+        with torch.no_grad():
+            o = enc.backbone(mel)
+            features = enc.pool(o.tokens, o.prefix)
+            logits = enc.head(features)
+        torch.testing.assert_close(features, out[f"features_{name}"], **TOL)
+        torch.testing.assert_close(logits, out[f"logits_{name}"], **TOL)
+        torch.testing.assert_close(torch.cat([logits, features], 1), out[f"hear_embed_all_{name}"], **TOL)
+
+
+def test_passt_tokens_match_official_order_and_grid(tmp_path):
+    enc, inp, out = passt_small(tmp_path)
+    mel = inp["x_short"][:, 0]
+    with torch.no_grad():
+        o = enc.backbone(mel)
+        grid = enc.backbone.patch_embed(mel)  # [B, D, F', T']
+    assert o.grid == (19, 12)
+    torch.testing.assert_close(grid, out["patch_embed_short"], **TOL)
+    official = out["final_norm_tokens_short"]  # cls, dist, then freq-major patches (f * T' + t)
+    ours = o.patches.unflatten(1, o.grid).transpose(1, 2).flatten(1, 2)  # time-major -> freq-major
+    torch.testing.assert_close(o.tokens[:, :2], official[:, :2], **TOL)
+    torch.testing.assert_close(ours, official[:, 2:], **TOL)
+
+
+def test_waveform_to_logits_matches_official_frontend_then_model(tmp_path):
+    """Frontend + model chained: waveform in, official log-mel through official-weights model."""
+    enc, _, _ = passt_small(tmp_path)
+    _, finp, fout, _ = load_fixture("passt_frontend")
+    with torch.no_grad():
+        ours = enc(finp["waveform"])
+        ref = enc.backbone(fout["logmel"])
+    torch.testing.assert_close(ours.tokens, ref.tokens, atol=2e-3, rtol=1e-3)
+
+
+def test_checkpoint_with_wrong_geometry_is_rejected_with_a_clear_error(tmp_path):
+    sd, _, _, _ = load_fixture("passt_s_small")
+    ckpt = tmp_path / "official.pt"
+    torch.save(sd, ckpt)
+    try:
+        audiorep.load("passt-s", weights=str(ckpt))  # full-size preset, small weights
+    except ValueError as e:
+        assert "does not fit preset 'passt-s'" in str(e) and "shape" in str(e)
+    else:
+        raise AssertionError("a mismatched checkpoint loaded silently")
+
+
+def test_conversion_roundtrip_through_cli_and_save(tmp_path):
+    from audiorep import cli
+    from audiorep.convert import read_state_dict
+    sd, inp, out, _ = load_fixture("passt_s_small")
+    ckpt = tmp_path / "official.pt"
+    torch.save({"model": {f"net.{k}": v for k, v in sd.items()}}, ckpt)  # wrapped as hear21passt saves
+    assert set(read_state_dict(ckpt)) == set(sd)
+    enc, _, _ = passt_small(tmp_path)
+    enc.save(tmp_path / "converted")
+    again = audiorep.load(str(tmp_path / "converted"))
+    assert again.config == enc.config
+    with torch.no_grad():
+        torch.testing.assert_close(again.backbone(inp["x_short"][:, 0]).tokens, enc.backbone(inp["x_short"][:, 0]).tokens)
