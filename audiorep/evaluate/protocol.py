@@ -1,0 +1,203 @@
+"""One task's downstream evaluation on cached embeddings: HEAR folds, probe selection, test scores.
+
+As in hear-eval-kit: the grid is searched on the first data split only; the best point
+(primary validation score) is then trained on every other split; each split's model is
+scored on its test split; scores are averaged over splits (mean and sample std). K-fold
+tasks rotate sorted folds: test = fold i, validation = fold i+1 (mod k), train = the rest.
+Event tasks choose the post-processing (median filter, min duration) on validation at each
+check and test with the one chosen at the kept epoch. A finished task's results file is
+reused on reruns.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from audiorep.files import write_json
+from audiorep.tasks.format import KFOLD_MODES, METADATA_FILE, VOCABULARY_FILE, _read_vocabulary
+
+from . import events as ev
+from . import probes
+from .embeddings import EmbeddingError, load_split, multi_hot
+from .metrics import SCENE_METRICS
+
+MODES = ("mlp", "linear", "knn")
+MINIMIZED = {"segment_1s_er"}
+DEFAULT_POSTPROCESSING = {"median_filter_ms": [250], "min_duration": [125, 250]}
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    mode: str = "mlp"
+    grid_points: int = 8
+    seeds: tuple[int, ...] = (42,)
+    train: probes.TrainConfig = field(default_factory=probes.TrainConfig)
+
+
+def data_splits(metadata: dict) -> list[dict[str, list[str]]]:
+    """The kit's train/valid/test rotation."""
+    if metadata["split_mode"] == "trainvaltest":
+        return [{"train": ["train"], "valid": ["valid"], "test": ["test"]}]
+    if metadata["split_mode"] not in KFOLD_MODES:
+        raise ValueError(f"unknown split_mode {metadata['split_mode']!r}")
+    folds = sorted(metadata.get("splits") or [f"fold{i:02d}" for i in range(int(metadata["nfolds"]))])
+    k = len(folds)
+    return [{"train": [f for f in folds if f not in (folds[i], folds[(i + 1) % k])],
+             "valid": [folds[(i + 1) % k]], "test": [folds[i]]} for i in range(k)]
+
+
+class TaskData:
+    """All splits of one task's embeddings folder in memory, with targets and event references."""
+
+    def __init__(self, emb_dir: Path):
+        self.dir = emb_dir
+        meta_path = emb_dir / METADATA_FILE
+        if not meta_path.exists():
+            raise EmbeddingError(f"{meta_path}: missing (not an embeddings folder)")
+        self.meta = json.loads(meta_path.read_text())
+        self.vocab = _read_vocabulary(emb_dir / VOCABULARY_FILE)
+        self.event = self.meta["embedding_type"] == "event"
+        self.multiclass = self.meta["prediction_type"] == "multiclass"
+        self.metrics = list(self.meta["evaluation"])
+        self.primary = self.metrics[0]
+        self.maximize = self.primary not in MINIMIZED
+        self.postprocessing = self.meta.get("evaluation_params", {}).get("event_postprocessing_grid",
+                                                                        DEFAULT_POSTPROCESSING)
+        names = sorted({s for split in data_splits(self.meta) for part in split.values() for s in part})
+        self.splits = {s: load_split(emb_dir, s, self.event) for s in names}
+        self.y = {s: multi_hot(d.labels, self.vocab, f"{emb_dir}/{s}") for s, d in self.splits.items()}
+        if self.event:
+            self.index = {s: ev.FrameIndex.build(d.files, d.timestamps) for s, d in self.splits.items()}
+            self.reference = {s: json.loads((emb_dir / f"{s}.json").read_text()) for s in names}
+
+    def rows(self, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        if len(names) == 1:
+            return self.splits[names[0]].x, self.y[names[0]]
+        return (np.concatenate([self.splits[s].x for s in names]), np.concatenate([self.y[s] for s in names]))
+
+    def _events_of(self, names: list[str]) -> tuple[ev.FrameIndex, dict]:
+        """Frame index and reference events of one or more splits, rows in `names` order."""
+        if len(names) == 1:
+            return self.index[names[0]], self.reference[names[0]]
+        files = [f for s in names for f in self.splits[s].files]
+        stamps = np.concatenate([self.splits[s].timestamps for s in names])
+        reference = {k: v for s in names for k, v in self.reference[s].items()}
+        return ev.FrameIndex.build(files, stamps), reference
+
+    def score_fn(self, names: list[str]) -> probes.ScoreFn:
+        """Primary score of probabilities on the rows of `names`; events: best post-processing."""
+        if not self.event:
+            metric, y = SCENE_METRICS[self.primary], self.rows(names)[1]
+            return lambda probs: (metric(probs, y), None)
+        index, reference = self._events_of(names)
+
+        def score(probs: np.ndarray) -> tuple[float, Any]:
+            scored = []
+            for pp, estimated in ev.postprocess_grid(probs, index, self.vocab, self.postprocessing).items():
+                s = ev.event_metric(self.primary, reference, estimated, self.vocab)["score"]
+                s = 0.0 if math.isnan(s) else s
+                scored.append(((s if self.maximize else -s), pp))
+            best, pp = max(scored)  # ties: the larger setting, as the kit's reverse sort
+            return (best if self.maximize else -best), pp
+
+        return score
+
+    def test_scores(self, names: list[str], probs: np.ndarray, postprocessing: Any) -> dict[str, float]:
+        """Every metric of the task on the test rows."""
+        if not self.event:
+            y = self.rows(names)[1]
+            return {m: SCENE_METRICS[m](probs, y) for m in self.metrics}
+        index, reference = self._events_of(names)
+        mf, md = postprocessing
+        grid = {"median_filter_ms": [mf], "min_duration": [md]}
+        estimated = ev.postprocess_grid(probs, index, self.vocab, grid)[(mf, md)]
+        out = {}
+        for m in self.metrics:
+            for key, value in ev.event_metric(m, reference, estimated, self.vocab).items():
+                out[m if key == "score" else f"{m}_{key}"] = value
+        return out
+
+
+def _grid(cfg: ProbeConfig, seed: int) -> list[probes.GridPoint]:
+    if cfg.mode == "linear":
+        return probes.hear_grid(cfg.grid_points, seed, hidden_layers=(0,))
+    return probes.hear_grid(cfg.grid_points, seed)
+
+
+def _run_seed(data: TaskData, cfg: ProbeConfig, seed: int) -> tuple[list[dict], dict]:
+    """-> (test scores per split, selection info) for one seed."""
+    splits = data_splits(data.meta)
+    train_cfg = probes.TrainConfig(**{**asdict(cfg.train), "seed": seed})
+    per_split, selection = [], {}
+    chosen = None
+    for i, split in enumerate(splits):
+        x_tr, y_tr = data.rows(split["train"])
+        x_va = data.rows(split["valid"])[0]
+        x_te = data.rows(split["test"])[0]
+        score_fn = data.score_fn(split["valid"])
+        if cfg.mode == "knn":
+            ks = (chosen,) if chosen else probes.KNN_KS
+            k, val, extra = probes.select_knn(x_tr, y_tr, x_va, score_fn, data.maximize, ks, train_cfg.device)
+            chosen = chosen or k
+            probs = probes.knn_probabilities(x_tr, y_tr, x_te, (k,), train_cfg.device)[0]
+            info = {"k": k, "val_score": val}
+        else:
+            points = [chosen] if chosen else _grid(cfg, seed)
+            results = probes.train_grid(points, x_tr, y_tr, x_va, score_fn, data.multiclass, data.maximize,
+                                        train_cfg, desc=f"{data.meta['task_name']} {'|'.join(split['test'])}")
+            best = probes.select_best(results, data.maximize)
+            if chosen is None:
+                chosen = best.point
+                selection["grid"] = [{**asdict(r.point), "val_score": r.val_score, "epoch": r.epoch}
+                                     for r in results]
+            probs = probes.predict([best], x_te, data.multiclass, train_cfg.device)[0]
+            val, extra = best.val_score, best.extra
+            info = {"val_score": val, "epoch": best.epoch, "epochs_run": best.epochs_run}
+        scores = data.test_scores(split["test"], probs, extra)
+        per_split.append({"test": "|".join(split["test"]), **info,
+                          "postprocessing": list(extra) if extra is not None else None, "scores": scores})
+    selection["chosen"] = chosen if isinstance(chosen, int) else asdict(chosen)
+    return per_split, selection
+
+
+def _summary(runs: list[dict]) -> dict[str, dict[str, float]]:
+    names = runs[0]["scores"].keys()
+    out = {}
+    for m in names:
+        values = np.array([r["scores"][m] for r in runs], dtype=np.float64)
+        out[m] = {"mean": float(np.mean(values)),
+                  "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+                  "n": int(len(values))}
+    return out
+
+
+def evaluate_task(emb_dir: Path, cfg: ProbeConfig, out_file: Path) -> dict:
+    """Evaluate one embeddings folder; the result is written to `out_file` (and reused if there)."""
+    if out_file.exists():
+        return json.loads(out_file.read_text())
+    if cfg.mode not in MODES:
+        raise ValueError(f"mode {cfg.mode!r}: expected one of {MODES}")
+    start = time.perf_counter()
+    data = TaskData(emb_dir)
+    runs, selections = [], []
+    for seed in cfg.seeds:
+        per_split, selection = _run_seed(data, cfg, seed)
+        runs += [{**r, "seed": seed} for r in per_split]
+        selections.append({"seed": seed, **selection})
+    summary = _summary(runs)
+    result = {
+        "task": data.meta["task_name"], "embedding_type": data.meta["embedding_type"],
+        "primary": data.primary, "maximize": data.maximize, "mode": cfg.mode,
+        "score": summary[data.primary]["mean"], "score_std": summary[data.primary]["std"],
+        "scores": summary, "runs": runs, "selection": selections,
+        "embedding_dim": int(next(iter(data.splits.values())).x.shape[1]),
+        "probe_seconds": time.perf_counter() - start,
+    }
+    write_json(out_file, result)
+    return result
