@@ -16,6 +16,7 @@ DRUM_CHANNEL = 9
 MIDI_CHANNELS = 16
 MAX_VOICES = 128
 STEREO = 2
+FLUSH_S = 0.05  # longer than tsf's fast release after sounds-off
 
 # General MIDI program ranges (0-based) named as the NSynth instrument families
 FAMILIES = {
@@ -63,6 +64,13 @@ class _Renderer:
         self.output_mode = tinysoundfont._tinysoundfont.OutputMode.StereoInterleaved
 
     def reset(self) -> None:
+        """Silence every voice and clear channel state.
+
+        tsf's reset alone keeps voices that are sounding, and sounds-off fades them out over
+        a few ms, so the fade is rendered and discarded before the reset.
+        """
+        self.synth.sounds_off()
+        self.synth.generate_simple(round(FLUSH_S * SAMPLE_RATE))
         self.font.reset()
         self.font.set_output(self.output_mode, SAMPLE_RATE, self.synth.gain)
 
