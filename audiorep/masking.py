@@ -27,9 +27,9 @@ def time_freq_keep(B: int, grid: tuple[int, int], drop_time: int, drop_freq: int
     """Structured masking: drop `drop_time` whole time columns and `drop_freq` freq rows.
 
     PaSST's structured patchout and Audio-MAE's 2-D fine-tuning masks. Returns keep
-    [B, (T'-drop_time) * (F'-drop_freq)] ordered as Audio-MAE's `random_masking_2d`
-    gathers them (kept times in noise order, then kept freqs in noise order), so given
-    noise reproduces its token order.
+    [B, (T'-drop_time) * (F'-drop_freq)] in token order (ascending k), as Audio-MAE's
+    `random_masking_2d` gathers them (checked against the audiomae_small fixture), so
+    given noise reproduces its token order; the kept times/freqs are the lowest-noise ones.
     """
     T, Fq = grid
     if noise_t is None:
@@ -38,7 +38,8 @@ def time_freq_keep(B: int, grid: tuple[int, int], drop_time: int, drop_freq: int
         noise_f = torch.rand(B, Fq, generator=generator, device=device)
     keep_t = noise_t.argsort(dim=1)[:, : T - drop_time]  # [B, T'']
     keep_f = noise_f.argsort(dim=1)[:, : Fq - drop_freq]  # [B, F'']
-    return (keep_t[:, :, None] * Fq + keep_f[:, None, :]).flatten(1)  # [B, T'' * F'']
+    keep = (keep_t[:, :, None] * Fq + keep_f[:, None, :]).flatten(1)  # [B, T'' * F'']
+    return keep.sort(dim=1).values
 
 
 def restore_ids(keep: torch.Tensor, n: int) -> torch.Tensor:
