@@ -1,0 +1,108 @@
+"""Training throughput of the full-size PaSST-S and Audio-MAE steps, with and without patchout.
+
+    python benchmarks/bench_train.py                      # CPU, fp32 and bf16, batch 2
+    python benchmarks/bench_train.py --device cuda --batch 32 --precision bf16
+
+One step = what audiorep.train does per optimizer step: frontend, objective forward under
+autocast, backward, AdamW step (param groups of the loop). FLOPs per sample are counted
+with torch.utils.flop_counter on the same step, so the GPU share of the bf16 peak is the
+model FLOP utilization (MFU) of that step.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from audiorep import presets
+from audiorep.encoder import Encoder
+from audiorep.objectives import MAE, MAEConfig, Supervised, SupervisedConfig
+from audiorep.train import PRECISIONS, param_groups
+
+BF16_PEAK = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 FLOP/s
+
+
+def setups():
+    no_patchout = SupervisedConfig(patchout_time=0.0, patchout_freq=0.0)
+    return {
+        "passt-s patchout": lambda: Supervised(Encoder(presets.get("passt-s")), SupervisedConfig()),
+        "passt-s no patchout": lambda: Supervised(Encoder(presets.get("passt-s")), no_patchout),
+        "audiomae-b mae 80%": lambda: MAE(Encoder(presets.get("audiomae-b")), MAEConfig()),
+        "audiomae-b no masking": lambda: MAE(Encoder(presets.get("audiomae-b")), MAEConfig(mask_ratio=0.0)),
+    }
+
+
+def make_batch(objective, batch: int, device) -> dict:
+    encoder = objective.encoder
+    wave = 0.1 * torch.randn(batch, encoder.span_samples, device=device)
+    target = torch.zeros(batch, 527, device=device)
+    target[:, 0] = 1
+    return {"wave": wave, "target": target}
+
+
+def bench(name: str, build, batch: int, steps: int, precision: str, device: torch.device) -> dict:
+    torch.manual_seed(0)
+    objective = build().to(device).train()
+    optimizer = torch.optim.AdamW(param_groups(objective, 0.05, 1.0, 12), lr=1e-4, fused=device.type == "cuda")
+    data = make_batch(objective, batch, device)
+    autocast = torch.autocast(device.type, dtype=PRECISIONS[precision], enabled=precision != "fp32")
+
+    def step():
+        with autocast:
+            loss, _ = objective(data)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    flops = counter.get_total_flops() / batch
+    step()  # warm-up
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = (time.perf_counter() - start) / steps
+    row = {"setup": name, "precision": precision, "batch": batch, "samples_per_s": batch / seconds,
+           "gflop_per_sample": flops / 1e9}
+    if device.type == "cuda":
+        gpu = torch.cuda.get_device_name(device)
+        peak = next((v for k, v in BF16_PEAK.items() if k in gpu), None)
+        row["mfu"] = flops * batch / seconds / peak if peak else float("nan")
+        row["gb_per_sample"] = torch.cuda.max_memory_allocated(device) / batch / 1e9
+    del objective, optimizer
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=list(PRECISIONS))
+    parser.add_argument("--only", nargs="*", help="setups to run (default: all)")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        print(f"device: {torch.cuda.get_device_name(device)}")
+    else:
+        print(f"device: CPU, {torch.get_num_threads()} threads")
+    for name, build in setups().items():
+        if args.only and name not in args.only:
+            continue
+        for precision in args.precision:
+            r = bench(name, build, args.batch, args.steps, precision, device)
+            extra = f"  MFU {r['mfu']:.1%}  {r['gb_per_sample']:.2f} GB/sample" if "mfu" in r else ""
+            print(f"{r['setup']:<24} {r['precision']:<5} batch {r['batch']:>3}  {r['samples_per_s']:8.2f} samples/s  "
+                  f"{r['gflop_per_sample']:7.1f} GFLOP/sample{extra}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
