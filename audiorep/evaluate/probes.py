@@ -246,9 +246,12 @@ class _Group:
         keep = [j for j, i in enumerate(self.idx) if i not in stopped]
         if len(keep) == len(self.idx):
             return
+        if not keep:
+            self.idx = []
+            return
         states = self.opt.point_states()
         with torch.no_grad():
-            self.stack.select(torch.tensor(keep, device=self.stack.dropout.device))
+            self.stack.select(torch.tensor(keep, dtype=torch.long, device=self.stack.dropout.device))
         for v in self.stack.params().values():
             v.requires_grad_(True)
         self.opt = PointAdam(self.stack.params(), [self.opt.lr[j] for j in keep], [states[j] for j in keep])
