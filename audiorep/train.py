@@ -40,7 +40,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .config import from_dict, override, to_dict
+from .config import override, to_dict
 from .data import ClipDataset, DataConfig, ShardStream, StepSampler, class_balanced_weights
 from .ema import EMA
 from .files import write_json
@@ -173,16 +173,22 @@ def load_checkpoint(path: Path, objective: nn.Module, optimizer, scaler, ema: EM
 
 
 class Logger:
-    """log.csv (rows after the resume step are dropped, so a resumed log reads as one run) + TensorBoard."""
+    """log.csv (rows after the resume step are dropped, so a resumed log reads as one run) + TensorBoard.
+
+    Columns are fixed by the first row: the loop's own, then the objective's logs, sorted.
+    """
 
     BASE = ["step", "lr", "loss", "grad_norm", "samples_per_s", "skipped"]
 
     def __init__(self, out: Path, start: int):
         self.path = out / "log.csv"
-        self.rows = []
+        self.columns = None
         if self.path.exists():
             with open(self.path, newline="") as f:
-                self.rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start]
+                reader = csv.DictReader(f)
+                self.columns = reader.fieldnames
+                rows = [r for r in reader if int(r["step"]) <= start]
+            self._write(rows, "w")
         self.tb = None
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -190,15 +196,18 @@ class Logger:
         except ImportError:  # tensorboard is optional
             pass
 
+    def _write(self, rows: list[dict], mode: str) -> None:
+        with open(self.path, mode, newline="") as f:
+            writer = csv.DictWriter(f, self.columns, extrasaction="ignore")
+            if mode == "w":
+                writer.writeheader()
+            writer.writerows(rows)
+
     def log(self, row: dict) -> None:
-        self.rows.append({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})
-        columns = self.BASE + sorted({k for r in self.rows for k in r} - set(self.BASE))
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, columns)
-            writer.writeheader()
-            writer.writerows(self.rows)
-        os.replace(tmp, self.path)
+        first = self.columns is None
+        if first:
+            self.columns = self.BASE + sorted(set(row) - set(self.BASE))
+        self._write([{k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()}], "w" if first else "a")
         if self.tb is not None:
             for k, v in row.items():
                 if k != "step":
@@ -406,11 +415,6 @@ def main(argv: list[str] | None = None) -> int:
     if dist.is_initialized():
         dist.destroy_process_group()
     return 0
-
-
-def load_train_config(path: str | Path) -> TrainConfig:
-    """The TrainConfig of a run folder's config.json."""
-    return from_dict(TrainConfig, json.loads((Path(path) / "config.json").read_text())["train"])
 
 
 if __name__ == "__main__":

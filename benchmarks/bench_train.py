@@ -76,7 +76,6 @@ def bench(name: str, build, batch: int, steps: int, precision: str, device: torc
         peak = next((v for k, v in BF16_PEAK.items() if k in gpu), None)
         row["mfu"] = flops * batch / seconds / peak if peak else float("nan")
         row["gb_per_sample"] = torch.cuda.max_memory_allocated(device) / batch / 1e9
-    del objective, optimizer
     return row
 
 

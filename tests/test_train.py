@@ -192,3 +192,20 @@ def test_killed_process_resumes_to_the_same_weights(tmp_path, manifest):
     full = make_run(tmp_path, manifest, small_config(steps=steps, checkpoint_every=1), "full")
     for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_ema_update_and_schedule(tmp_path, manifest):
+    from audiorep.ema import EMA, momentum_at
+
+    assert momentum_at(0, 100, 0.996) == pytest.approx(0.996) and momentum_at(100, 100, 0.996) == 1.0
+    assert 0.996 < momentum_at(50, 100, 0.996) < 1.0
+    net = nn.Linear(3, 2)
+    ema = EMA(net)
+    before = ema.model.weight.clone()
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    ema.update(net, 0.9)
+    torch.testing.assert_close(ema.model.weight, 0.9 * before + 0.1 * net.weight)
+    assert not any(p.requires_grad for p in ema.parameters())
+    make_run(tmp_path, manifest, small_config(steps=2, ema=0.5), "ema")
+    assert load(str(tmp_path / "ema" / "encoder_ema")).config.backbone.dim == 32

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import audiorep
-from audiorep import audio, finetune, train
+from audiorep import finetune, train
 from audiorep.tasks.format import TaskWriter, make_metadata
 
 SR = 16000
