@@ -163,7 +163,7 @@ def test_labels_match_the_audio(tiny_suite):
     assert events["n"] > 20 and events["events_above_gap"] > 0.95
 
 
-def test_corpus_avoids_test_voices(tmp_path):
+def test_corpus_writes_clips_and_manifest(tmp_path):
     out = suite.build_corpus(tmp_path / "corpus", hours=20 / 3600, seed=SEED)
     clips = sorted((out / "16000").glob("*.wav"))
     assert len(clips) == 2 and sf.info(clips[0]).duration == pytest.approx(10.0)
