@@ -31,6 +31,7 @@ import pickle
 import random
 import re
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +73,8 @@ class ModelSpec:
 def _is_hear_module(name: str) -> bool:
     if not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", name):
         return False
+    if name in sys.modules:
+        return True
     try:
         return importlib.util.find_spec(name) is not None
     except (ImportError, ValueError):

@@ -70,7 +70,8 @@ def d_prime(pred: np.ndarray, target: np.ndarray) -> float:
     if np.isnan(aucs).any():
         return math.nan
     probit = torch.special.ndtri(torch.from_numpy(aucs)).numpy()  # inf at AUC = 1, like scipy
-    return float(np.mean(probit * math.sqrt(2.0)))
+    with np.errstate(invalid="ignore"):  # AUCs of 0 and 1 together give NaN, as in the kit
+        return float(np.mean(probit * math.sqrt(2.0)))
 
 
 SCENE_METRICS = {

@@ -171,9 +171,10 @@ def _summary(runs: list[dict]) -> dict[str, dict[str, float]]:
     out = {}
     for m in names:
         values = np.array([r["scores"][m] for r in runs], dtype=np.float64)
-        out[m] = {"mean": float(np.mean(values)),
-                  "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-                  "n": int(len(values))}
+        with np.errstate(invalid="ignore"):  # d-prime is inf at a perfect AUC, as in the kit
+            out[m] = {"mean": float(np.mean(values)),
+                      "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+                      "n": int(len(values))}
     return out
 
 
