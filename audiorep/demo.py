@@ -17,7 +17,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -141,6 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     size, out, began = SIZES[args.size], args.out, time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
+    settings = {"size": args.size, "seed": args.seed, **asdict(size)}
+    stamp = out / "demo_settings.json"
+    if stamp.exists() and json.loads(stamp.read_text()) != json.loads(json.dumps(settings)):
+        parser.error(f"{out} holds a demo made with other settings ({stamp}); use another --out")
+    stamp.write_text(json.dumps(settings, indent=1))
 
     print(f"[1/4] task suite ({size.suite}) and corpus ({size.corpus_hours} h) in {out}", flush=True)
     tasks, corpus = out / "tasks", out / "corpus"

@@ -103,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(cfg.seed)
     encoder = with_head(audiorep.load(args.model), len(task.vocabulary))
     if cfg.data.crop_s == 0 and task.metadata["sample_duration"]:
-        cfg = replace(cfg, data=replace(cfg.data, crop_s=min(task.metadata["sample_duration"],
-                                                             encoder.span_samples / encoder.sample_rate)))
+        longest = crop_samples(encoder, cfg.data) / encoder.sample_rate
+        cfg = replace(cfg, data=replace(cfg.data, crop_s=min(task.metadata["sample_duration"], longest)))
     crop = crop_samples(encoder, cfg.data)
     frames = encoder.frontend.num_frames(crop)
     defaults = [f"loss={'ce' if task.prediction_type == 'multiclass' else 'bce'}",

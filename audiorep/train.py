@@ -373,9 +373,20 @@ def open_data(spec: str, sample_rate: int, crop_samples: int, cfg: DataConfig, s
     return ClipDataset(clips, sample_rate, crop_samples, cfg, vocabulary), vocabulary
 
 
+def samples_for_frames(frontend, frames: int) -> int:
+    """Most samples for which the frontend gives at most `frames` frames."""
+    lo, hi = frontend.min_samples, frontend.min_samples + (frames + 1) * round(frontend.hop_s * frontend.sample_rate)
+    while lo < hi:  # last n with num_frames(n) <= frames (num_frames is non-decreasing)
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if frontend.num_frames(mid) <= frames else (lo, mid - 1)
+    return lo
+
+
 def crop_samples(encoder, cfg: DataConfig) -> int:
-    """Training crop: data.crop_s, or the longest input the encoder's positions cover."""
-    return round(cfg.crop_s * encoder.sample_rate) if cfg.crop_s > 0 else encoder.span_samples
+    """Training crop: data.crop_s, or the backbone's max_frames (what its positions were built for)."""
+    if cfg.crop_s > 0:
+        return round(cfg.crop_s * encoder.sample_rate)
+    return samples_for_frames(encoder.frontend, encoder.config.backbone.max_frames)
 
 
 def main(argv: list[str] | None = None) -> int:

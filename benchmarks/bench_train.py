@@ -19,7 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from audiorep import presets
 from audiorep.encoder import Encoder
 from audiorep.objectives import MAE, MAEConfig, Supervised, SupervisedConfig
-from audiorep.train import PRECISIONS, param_groups
+from audiorep.train import PRECISIONS, param_groups, samples_for_frames
 
 BF16_PEAK = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 FLOP/s
 
@@ -36,7 +36,8 @@ def setups():
 
 def make_batch(objective, batch: int, device) -> dict:
     encoder = objective.encoder
-    wave = 0.1 * torch.randn(batch, encoder.span_samples, device=device)
+    samples = samples_for_frames(encoder.frontend, encoder.config.backbone.max_frames)  # 998 / 1024 frames
+    wave = 0.1 * torch.randn(batch, samples, device=device)
     target = torch.zeros(batch, 527, device=device)
     target[:, 0] = 1
     return {"wave": wave, "target": target}
