@@ -43,6 +43,9 @@ def as_waves(audio, sample_rate: int, target_rate: int, device=None) -> torch.Te
     x = audio.detach().cpu().numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio)
     if x.ndim not in (1, 2):
         raise AudioError(f"audio must be [samples] or [batch, samples] mono, got shape {tuple(x.shape)}")
+    if x.ndim == 2 and x.shape[1] <= 8 < x.shape[0]:
+        raise AudioError(f"audio of shape {tuple(x.shape)} looks like [samples, channels]; pass mono [samples] "
+                         "or [batch, samples] (audiorep.audio.to_mono mixes channels)")
     x = check(np.atleast_2d(x).astype(np.float32, copy=False))
     return torch.from_numpy(resample(x, sample_rate, target_rate)).to(device)
 
@@ -60,9 +63,16 @@ def window_embeddings(encoder, waves: torch.Tensor, cfg: EmbedConfig) -> torch.T
     return torch.cat([parts[level]() for level in cfg.levels], dim=-1)
 
 
-def batched(fn, windows: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Apply fn to [N, ...] windows in slices of batch_size -> concatenated outputs."""
-    return torch.cat([fn(windows[i:i + batch_size].contiguous()) for i in range(0, len(windows), batch_size)])
+def over_windows(fn, waves: torch.Tensor, starts: list[int], size: int, batch_size: int) -> torch.Tensor:
+    """fn over the windows waves[b, s:s + size] for every clip b and start s, batch_size
+    windows per call; only one batch of windows exists at a time -> [B, K, ...]."""
+    B, K = len(waves), len(starts)
+    outs = []
+    for i in range(0, B * K, batch_size):
+        batch = torch.stack([waves[j // K, starts[j % K]:starts[j % K] + size] for j in range(i, min(i + batch_size, B * K))])
+        outs.append(fn(batch))
+    out = torch.cat(outs)
+    return out.view(B, K, *out.shape[1:])
 
 
 def window_starts(n: int, size: int, hop: int) -> list[int]:
@@ -78,12 +88,11 @@ def scene_embeddings(encoder, audio, sample_rate: int, cfg: EmbedConfig | None =
     """[S] or [B, S] audio -> [B, D] clip embeddings (window means for audio past the span)."""
     cfg = cfg or encoder.config.embed
     waves = encoder.pad_short(as_waves(audio, sample_rate, encoder.sample_rate, encoder.device))
-    B, S = waves.shape
+    S = waves.shape[1]
     starts = window_starts(S, encoder.span_samples, int(cfg.scene_hop_s * encoder.sample_rate))
     size = min(S, encoder.span_samples)
-    windows = torch.stack([waves[:, s:s + size] for s in starts], dim=1).flatten(0, 1)  # [B * K, size]
-    emb = batched(lambda w: window_embeddings(encoder, w, cfg), windows, cfg.batch_size)
-    return emb.view(B, len(starts), -1).mean(1).float()  # [B, D]
+    emb = over_windows(lambda w: window_embeddings(encoder, w, cfg), waves, starts, size, cfg.batch_size)
+    return emb.mean(1).float()  # [B, K, D] -> [B, D]
 
 
 @torch.inference_mode()
@@ -106,14 +115,13 @@ def timestamp_embeddings(encoder, audio, sample_rate: int, cfg: EmbedConfig | No
 
 def rf_embeddings(encoder, waves: torch.Tensor, rf_ms: float, hop: int, n_ts: int, cfg: EmbedConfig):
     """One window of rf_ms centred on each timestamp (reflect-padded ends) -> [B, T, D]."""
-    B, S = waves.shape
+    S = waves.shape[1]
     size = max(round(rf_ms * encoder.sample_rate / 1000), encoder.min_samples)
     left = size // 2
     mode = "reflect" if max(left, size - left) < S else "constant"  # reflect needs pad < length
     padded = F.pad(waves[:, None], (left, size - left), mode=mode)[:, 0]  # [B, S + size]
-    windows = padded.unfold(1, size, hop)[:, :n_ts].flatten(0, 1)  # [B * T, size], a view
-    emb = batched(lambda w: window_embeddings(encoder, w, cfg), windows, cfg.batch_size)
-    return emb.view(B, n_ts, -1)
+    starts = [k * hop for k in range(n_ts)]
+    return over_windows(lambda w: window_embeddings(encoder, w, cfg), padded, starts, size, cfg.batch_size)  # [B, T, D]
 
 
 def token_embeddings(encoder, waves: torch.Tensor, times: torch.Tensor, cfg: EmbedConfig) -> torch.Tensor:
@@ -121,22 +129,21 @@ def token_embeddings(encoder, waves: torch.Tensor, times: torch.Tensor, cfg: Emb
     if tuple(cfg.levels) != ("M",):
         raise ValueError(f"token timestamps give level M only, got levels {cfg.levels}")
     waves = encoder.pad_short(waves)
-    B, S = waves.shape
+    S = waves.shape[1]
     starts = window_starts(S, encoder.span_samples, encoder.span_samples)
     size = min(S, encoder.span_samples)
-    windows = torch.stack([waves[:, s:s + size] for s in starts], dim=1).flatten(0, 1)  # [B * K, size]
 
     def columns(w):
         out = encoder.backbone(encoder.frontend(w), layers=list(cfg.layers) or None)
         states = torch.stack(out.hidden).mean(0)[:, out.prefix:] if cfg.layers else out.patches
         return states.unflatten(1, out.grid).mean(2)  # [b, T', D]
 
-    cols = batched(columns, windows, cfg.batch_size)  # [B * K, T', D]
-    n_cols = cols.shape[1]
+    cols = over_windows(columns, waves, starts, size, cfg.batch_size)  # [B, K, T', D]
+    n_cols = cols.shape[2]
     col_times = encoder.backbone.token_times(n_cols, encoder.frontend.hop_s).to(waves.device)  # [T']
     starts_s = torch.tensor(starts, device=waves.device, dtype=torch.float32) / encoder.sample_rate
     all_times = (starts_s[:, None] + col_times[None]).flatten()  # [K * T']
-    cols = cols.view(B, len(starts) * n_cols, -1)  # [B, K * T', D]
+    cols = cols.flatten(1, 2)  # [B, K * T', D]
     return cols[:, nearest(all_times.double(), times)]
 
 

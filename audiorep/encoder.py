@@ -43,7 +43,7 @@ class Encoder(nn.Module):
         if config.num_classes:
             self.head = nn.Sequential(nn.LayerNorm(config.backbone.dim), nn.Linear(config.backbone.dim, config.num_classes))
         self.sample_rate = self.frontend.sample_rate
-        self.span_samples = self._samples_for(config.backbone.max_frames, at_most=True)
+        self.span_samples = self._samples_for(self.backbone.max_input_frames(), at_most=True)
         self.min_samples = self._samples_for(config.backbone.patch[1], at_most=False)
 
     def _frames(self, n: int) -> int:

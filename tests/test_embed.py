@@ -121,3 +121,8 @@ def test_embed_cli_writes_npy_skips_done_and_reports_bad_files(tmp_path, capsys)
     cli.main(args)
     assert (out / "a.npy").stat().st_mtime_ns == mtime  # done files are skipped on rerun
     assert "bad.wav" in capsys.readouterr().err
+
+
+def test_channels_last_arrays_are_refused_not_misread(passt):
+    with pytest.raises(AudioError, match=r"looks like \[samples, channels\]"):
+        passt.scene_embeddings(np.zeros((32000, 2), np.float32), 32000)

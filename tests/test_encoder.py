@@ -91,7 +91,10 @@ def test_config_overrides_are_typed_and_reject_unknown_fields():
 
 def test_span_is_the_longest_audio_the_positions_cover():
     enc = tiny("passt-tiny")
-    assert enc.frontend.num_frames(enc.span_samples) == 998 < enc.frontend.num_frames(enc.span_samples + 1)
+    frames = enc.frontend.num_frames(enc.span_samples)
+    assert frames == 1005 < enc.frontend.num_frames(enc.span_samples + 1)  # 99 time patches of stride 10
+    assert enc(torch.zeros(1, enc.span_samples)).grid == (99, 12)
+    assert enc.span_samples >= 10 * 32000  # a 10 s clip goes through in one pass, as the released model does
     with pytest.raises(ValueError, match="covers"):
         enc(torch.zeros(1, enc.span_samples + 20 * 320))
 

@@ -75,6 +75,12 @@ class ViT(nn.Module):
     def grid(self, n_frames: int) -> tuple[int, int]:
         return self.patch_embed.grid(self.cfg.n_mels, n_frames)
 
+    def max_input_frames(self) -> int:
+        """Longest input (frames) whose time patches the positional embeddings cover:
+        PaSST's 998-frame table also covers 10 s = 1000 frames."""
+        n_time = self.grid(self.cfg.max_frames)[0]
+        return self.cfg.patch[1] + n_time * self.cfg.stride[1] - 1
+
     def token_times(self, n_time: int, hop_s: float) -> torch.Tensor:
         """Centre time (s) of each time column of patches -> [T']."""
         patch_t, stride_t = self.cfg.patch[1], self.cfg.stride[1]
