@@ -96,7 +96,8 @@ def kit_score(emb_dir: Path) -> tuple[float, dict]:
     meta = json.loads((emb_dir / "task_metadata.json").read_text())
     if "aggregated_scores" in scores:
         agg = scores["aggregated_scores"]
-        return agg["test_score_mean"], {k[5:-5]: v for k, v in agg.items() if k.endswith("_mean")}
+        return agg["test_score_mean"], {k[5:-5]: v for k, v in agg.items()
+                                        if k.startswith("test_") and k.endswith("_mean")}
     only = scores[next(k for k in scores if k not in ("hparams", "postprocessing", "score_mode", "embedding_path"))]
     return only["test_score"], {k[5:]: v for k, v in only.items() if k.startswith("test_") and k != "test_score"}
 
