@@ -139,7 +139,7 @@ def to_audiorep(sd: dict, encoder) -> dict:
 def load_weights(encoder, source: str | Path) -> None:
     """Load a checkpoint (path or URL, official or ours) into `encoder`, checking every shape."""
     source = str(source)
-    path = fetch(source) if source.startswith(("http://", "https://")) else Path(source)
+    path = fetch(source) if source.startswith(("http://", "https://", "file://")) else Path(source)
     if path.is_dir():
         path = path / "model.safetensors"
     sd = to_audiorep(read_state_dict(path), encoder)
@@ -171,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("source", help="checkpoint path or URL (.pt/.pth/.safetensors), or 'release' for the preset's")
     p.add_argument("--preset", required=True, help="architecture preset the checkpoint belongs to, e.g. passt-s")
     p.add_argument("--out", required=True)
+    p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="override preset fields")
     args = p.parse_args(argv)
     if args.source == "release":
         w = preset_weights(args.preset, None)
@@ -178,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"audiorep convert: preset {args.preset!r} has no released weights", file=sys.stderr)
             return 2
         args.source = str(fetch(w.url, w.sha256))
-    encoder = load(args.preset, weights=args.source)
+    encoder = load(args.preset, weights=args.source, overrides=args.set)
     encoder.save(args.out)
     print(f"converted {args.source} -> {args.out} ({sum(p.numel() for p in encoder.parameters()):,} parameters)")
     return 0

@@ -3,6 +3,7 @@
 The fixture's official-named weights are saved as a released `.pt` would be and go
 through `audiorep.load(preset, weights=...)`, the same conversion as a real checkpoint.
 """
+import pytest
 import torch
 
 import audiorep
@@ -81,3 +82,47 @@ def test_conversion_roundtrip_through_cli_and_save(tmp_path):
     assert again.config == enc.config
     with torch.no_grad():
         torch.testing.assert_close(again.backbone(inp["x_short"][:, 0]).tokens, enc.backbone(inp["x_short"][:, 0]).tokens)
+
+
+def test_download_path_caches_records_and_verifies_sha256(tmp_path, monkeypatch):
+    """The real download code (urllib) on a file:// URL: cached once, hash recorded, tampering caught."""
+    from audiorep.convert import fetch, sha256_of
+    monkeypatch.setenv("AUDIOREP_CACHE", str(tmp_path / "cache"))
+    sd, inp, out, _ = load_fixture("passt_s_small")
+    release = tmp_path / "release" / "passt-small.pt"
+    release.parent.mkdir()
+    torch.save(sd, release)
+    url = release.as_uri()
+    enc = audiorep.load("passt-s", weights=url, overrides=SMALL)
+    with torch.no_grad():
+        torch.testing.assert_close(enc.head(enc.pool(*_tokens(enc, inp))), out["logits_short"], **TOL)
+    cached = tmp_path / "cache" / "passt-small.pt"
+    assert cached.exists() and (tmp_path / "cache" / "passt-small.pt.sha256").read_text().strip() == sha256_of(release)
+    assert fetch(url) == cached  # second use: from the cache, verified
+    with open(cached, "ab") as f:
+        f.write(b"tampered")
+    with pytest.raises(RuntimeError, match="does not match"):
+        fetch(url)
+    with pytest.raises(RuntimeError, match="cannot download"):
+        fetch((tmp_path / "missing.pt").as_uri())
+    cached.unlink()
+    with pytest.raises(RuntimeError, match="does not match the expected"):
+        fetch(url, sha256="0" * 64)  # a published hash wins over the recorded one
+
+
+def _tokens(enc, inp):
+    o = enc.backbone(inp["x_short"][:, 0])
+    return o.tokens, o.prefix
+
+
+def test_convert_command_writes_a_loadable_encoder(tmp_path, capsys):
+    from audiorep import cli
+    sd, _, _, _ = load_fixture("passt_s_small")
+    torch.save(sd, tmp_path / "official.pt")
+    # the small fixture fits the preset only with the small geometry (--set)
+    with pytest.raises(ValueError, match="does not fit preset 'passt-s'"):
+        cli.main(["convert", str(tmp_path / "official.pt"), "--preset", "passt-s", "--out", str(tmp_path / "out")])
+    assert cli.main(["convert", str(tmp_path / "official.pt"), "--preset", "passt-s", "--out", str(tmp_path / "out"),
+                     "--set", *SMALL]) == 0
+    enc = audiorep.load(str(tmp_path / "out"))
+    assert enc.config.backbone.dim == 64 and "converted" in capsys.readouterr().out
