@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from . import load
     from .config import override
-    from .files import write_json
+    from .files import save_npy, write_json
 
     p = argparse.ArgumentParser(prog="audiorep embed", description=main.__doc__)
     p.add_argument("paths", nargs="+", help="audio files or folders (searched recursively)")
@@ -273,9 +273,3 @@ def out_stem(path: Path, roots: list[Path]) -> str:
         if root.is_dir() and root in path.parents:
             return str(path.relative_to(root).with_suffix("")).replace(os.sep, "__")
     return path.stem
-
-
-def save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.npy")
-    np.save(tmp, array.astype(np.float32))
-    os.replace(tmp, path)

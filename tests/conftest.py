@@ -28,3 +28,12 @@ def load_fixture(name: str):
 @pytest.fixture
 def fixture_loader():
     return load_fixture
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run fastest on one thread (and do not fight other jobs for the cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -73,13 +73,7 @@ def make_run(tmp: Path, manifest: Path, cfg: TrainConfig, name: str, stop_after=
     return train(TagObjective(encoder, num_classes=len(vocabulary)), data, cfg, tmp / name, {"test": name}, stop_after)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and do not fight other jobs for the cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -42,7 +42,7 @@ import torch
 from tqdm.auto import tqdm
 
 from audiorep import audio
-from audiorep.files import write_json
+from audiorep.files import write_bytes, write_json
 from audiorep.tasks.format import METADATA_FILE, VOCABULARY_FILE, Task
 
 BATCH_SECONDS = 120.0  # audio per model call (the kit's estimate: 0.7 * 120 s at 16 kHz)
@@ -118,12 +118,6 @@ def load_hear_model(spec: ModelSpec, device: str = "cpu") -> tuple[Any, Any]:
 
 
 # ---------------------------------------------------------------- writing
-
-
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _frame_labels(events: list[dict], timestamps: np.ndarray) -> list[list[str]]:
@@ -209,7 +203,7 @@ def _embed_split(task: Task, split: str, module: Any, model: Any, out: Path, dev
             rows += len(emb)
             f.write(np.ascontiguousarray(emb, dtype=np.float32).tobytes())
     os.replace(raw, out / f"{split}.embeddings.npy")
-    _atomic_bytes(out / f"{split}.target-labels.pkl", pickle.dumps(labels, protocol=4))
+    write_bytes(out / f"{split}.target-labels.pkl", pickle.dumps(labels, protocol=4))
     write_json(out / f"{split}.target-labels.json", labels)
     write_json(out / (f"{split}.filename-timestamps.json" if event else f"{split}.filenames.json"), where)
     write_json(out / f"{split}.embedding-dimensions.json", [rows, dim])
