@@ -73,6 +73,7 @@ class TrainConfig:
     log_every: int = 10
     max_skipped: int = 10           # consecutive non-finite steps before the run stops
     device: str = "auto"            # auto = cuda when available
+    find_unused: bool = False       # DDP: objectives that leave some parameters out of a step's graph
     data: DataConfig = field(default_factory=DataConfig)
 
 
@@ -288,7 +289,7 @@ def train(objective: nn.Module, data: ClipDataset | ShardStream, cfg: TrainConfi
             print(f"resuming {out} from {last.name}", file=sys.stderr)
     model = objective
     if world > 1:
-        model = nn.parallel.DistributedDataParallel(objective, find_unused_parameters=True)
+        model = nn.parallel.DistributedDataParallel(objective, find_unused_parameters=cfg.find_unused)
 
     loader = make_loader(data, cfg, start * cfg.accum, rank, world)
     batches = iter(loader)
