@@ -127,6 +127,14 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr
 
 
+def all_finite(loss: float, world: int, device: torch.device) -> bool:
+    """Whether the loss is finite on every process (so all of them skip a bad step together)."""
+    flag = torch.tensor(float(math.isfinite(loss)), device=device)
+    if world > 1:
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag)
+
+
 def step_seed(seed: int, step: int, rank: int) -> int:
     return (seed * 1_000_003 + step) * 1024 + rank
 
@@ -316,7 +324,7 @@ def train(objective: nn.Module, data: ClipDataset | ShardStream, cfg: TrainConfi
                 totals[k] = totals.get(k, 0.0) + float(v) / cfg.accum
         scaler.unscale_(optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad if cfg.clip_grad > 0 else float("inf"))
-        if math.isfinite(totals["loss"]) and torch.isfinite(grad_norm):
+        if all_finite(totals["loss"], world, device) and torch.isfinite(grad_norm):
             scaler.step(optimizer)
             skipped = 0
         elif cfg.precision != "fp16":  # fp16 overflows are the scaler's business
