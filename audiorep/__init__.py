@@ -29,6 +29,8 @@ def load(name_or_path: str, weights: str | None = None, random_init: bool = Fals
     for folder in (path, path / "encoder"):
         if (folder / "config.json").exists() and (folder / "model.safetensors").exists():
             encoder = Encoder.load(folder)
+            if random_init:  # the same architecture, fresh weights
+                return Encoder(encoder.config).eval()
             if weights:
                 convert.load_weights(encoder, weights)
             return encoder

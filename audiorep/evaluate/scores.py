@@ -47,9 +47,11 @@ def primary_table(results: dict[str, dict[str, dict]]) -> dict[str, dict[str, fl
 
 
 def _relative(score: float, best: float, maximize: bool) -> float:
-    if math.isnan(score) or math.isnan(best) or best == 0 or score == 0:
+    if math.isnan(score) or math.isnan(best):
         return math.nan
-    return score / best if maximize else best / score
+    if maximize:  # a score of 0 is 0 of the best; all-zero tasks have no scale
+        return score / best if best > 0 else math.nan
+    return best / score if score > 0 else 1.0  # an error of 0 is the best possible
 
 
 def normalize(table: dict[str, dict[str, float]], maximize: dict[str, bool],
