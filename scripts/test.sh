@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-python -m pytest -q -p no:cacheprovider tests
+python -m pytest -p no:cacheprovider tests
