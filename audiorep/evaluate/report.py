@@ -31,14 +31,13 @@ def _plots(out: Path, table: dict, normalized: dict, cats: dict, timing: dict, m
     files = {}
     tasks = sorted(table)
     width = 0.8 / max(1, len(models))
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(tasks) * max(1, len(models)) / 2), 4))
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(tasks) * max(1, len(models)) / 2), 4), layout="constrained")
     for i, m in enumerate(models):
         vals = [table[t].get(m, np.nan) for t in tasks]
         ax.bar(np.arange(len(tasks)) + i * width, vals, width, label=m)
     ax.set_xticks(np.arange(len(tasks)) + width * (len(models) - 1) / 2, tasks, rotation=30, ha="right")
     ax.set_ylabel("primary test score")
     ax.legend(fontsize=8)
-    fig.tight_layout()
     fig.savefig(plots / "tasks.png", dpi=120)
     plt.close(fig)
     files["tasks"] = "plots/tasks.png"
@@ -46,7 +45,9 @@ def _plots(out: Path, table: dict, normalized: dict, cats: dict, timing: dict, m
     grouped = sc.by_category(normalized, cats)
     present = [c for c in sc.CATEGORIES if c in grouped]
     if present:
-        fig, axes = plt.subplots(1, len(present), figsize=(3.5 * len(present), 4), squeeze=False)
+        label = 0.07 * max(len(m) for m in models)  # inches that rotated model names need
+        fig, axes = plt.subplots(1, len(present), figsize=(max(3.5, 0.6 * len(models) + label) * len(present), 4 + label),
+                                 squeeze=False, layout="constrained")
         for ax, c in zip(axes[0], present):
             ms = [m for m in models if m in grouped[c]]
             ax.boxplot([grouped[c][m] for m in ms], showmeans=True)
@@ -54,19 +55,17 @@ def _plots(out: Path, table: dict, normalized: dict, cats: dict, timing: dict, m
             ax.set_title(c)
             ax.set_ylim(0, 1.05)
         axes[0][0].set_ylabel("score / best score on the task")
-        fig.tight_layout()
         fig.savefig(plots / "categories.png", dpi=120)
         plt.close(fig)
         files["categories"] = "plots/categories.png"
 
-    fig, ax = plt.subplots(figsize=(6, 0.6 * len(models) + 1.5))
+    fig, ax = plt.subplots(figsize=(6 + 0.09 * max(len(m) for m in models), 0.6 * len(models) + 1.5), layout="constrained")
     emb = [timing[m]["embed_seconds"] for m in models]
     prb = [timing[m]["probe_seconds"] for m in models]
     ax.barh(models, emb, label="embeddings")
     ax.barh(models, prb, left=emb, label="probes")
     ax.set_xlabel("seconds, as measured when computed")
     ax.legend(fontsize=8)
-    fig.tight_layout()
     fig.savefig(plots / "timing.png", dpi=120)
     plt.close(fig)
     files["timing"] = "plots/timing.png"
