@@ -31,7 +31,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"audiorep: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
-    return module.main(rest) or 0
+    try:
+        return module.main(rest) or 0
+    except (FileNotFoundError, KeyError, ValueError) as e:  # the toolkit's clear errors: no traceback
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"audiorep {name}: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
