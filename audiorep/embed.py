@@ -67,10 +67,12 @@ def over_windows(fn, waves: torch.Tensor, starts: list[int], size: int, batch_si
     """fn over the windows waves[b, s:s + size] for every clip b and start s, batch_size
     windows per call; only one batch of windows exists at a time -> [B, K, ...]."""
     B, K = len(waves), len(starts)
+    starts_t = torch.tensor(starts, device=waves.device)
+    offsets = torch.arange(size, device=waves.device)
     outs = []
     for i in range(0, B * K, batch_size):
-        batch = torch.stack([waves[j // K, starts[j % K]:starts[j % K] + size] for j in range(i, min(i + batch_size, B * K))])
-        outs.append(fn(batch))
+        j = torch.arange(i, min(i + batch_size, B * K), device=waves.device)  # flat (clip, window) ids
+        outs.append(fn(waves[(j // K)[:, None], starts_t[j % K][:, None] + offsets]))  # [b, size]
     out = torch.cat(outs)
     return out.view(B, K, *out.shape[1:])
 
