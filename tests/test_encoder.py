@@ -122,3 +122,12 @@ def test_pickled_code_in_a_checkpoint_is_never_executed(tmp_path):
 def test_presets_are_plain_data():
     for name, cfg in PRESETS.items():
         assert cfg.name == name and dataclasses.is_dataclass(cfg)
+
+
+def test_cli_presets_and_unknown_command(capsys):
+    from audiorep import cli
+    assert cli.main(["presets"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in PRESETS) and "passt-s-f128-p16" not in out  # notes, not URLs
+    assert cli.main(["frobnicate"]) == 2
+    assert "unknown command 'frobnicate'" in capsys.readouterr().err
