@@ -107,18 +107,20 @@ def pad_or_crop(x: np.ndarray, length: int, offset: int = 0) -> np.ndarray:
     return np.pad(x, pad)
 
 
-def chunk(x: np.ndarray, size: int, hop: int) -> np.ndarray:
-    """[S] -> [K, size] windows starting every `hop` samples; the last one is aligned to the end.
-
-    Audio shorter than `size` gives one zero-padded window.
-    """
-    n = len(x)
+def window_starts(n: int, size: int, hop: int) -> list[int]:
+    """Starts of windows of `size` every `hop` samples covering n samples; the last window
+    ends at n (audio no longer than one window: a single window at 0)."""
     if n <= size:
-        return pad_or_crop(x, size)[None]
+        return [0]
     starts = list(range(0, n - size + 1, hop))
-    if starts[-1] != n - size:
-        starts.append(n - size)
-    return np.stack([x[s:s + size] for s in starts])
+    return starts if starts[-1] == n - size else starts + [n - size]
+
+
+def chunk(x: np.ndarray, size: int, hop: int) -> np.ndarray:
+    """[S] -> [K, size] windows at `window_starts`; audio shorter than `size` is zero-padded."""
+    if len(x) <= size:
+        return pad_or_crop(x, size)[None]
+    return np.stack([x[s:s + size] for s in window_starts(len(x), size, hop)])
 
 
 def write(path: str | os.PathLike, x: np.ndarray, sample_rate: int, subtype: str = "PCM_16") -> None:

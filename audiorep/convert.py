@@ -81,8 +81,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             sd = sd[key]
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise ValueError(f"{path}: holds no state_dict of tensors")
-    for prefix in ("module.", "net."):
-        if all(k.startswith(prefix) or not k.startswith(prefix.rstrip(".")) for k in sd) and any(k.startswith(prefix) for k in sd):
+    for prefix in ("module.", "net."):  # DDP / hear21passt wrappers: keep the wrapped network
+        if any(k.startswith(prefix) for k in sd):
             sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
     return sd
 

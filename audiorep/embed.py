@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .audio import AudioError, check, resample
+from .audio import AudioError, check, resample, window_starts
 
 LEVELS = ("L", "M", "H")
 TIMESTAMP_METHODS = ("window", "tokens")
@@ -75,14 +75,6 @@ def over_windows(fn, waves: torch.Tensor, starts: list[int], size: int, batch_si
         outs.append(fn(waves[(j // K)[:, None], starts_t[j % K][:, None] + offsets]))  # [b, size]
     out = torch.cat(outs)
     return out.view(B, K, *out.shape[1:])
-
-
-def window_starts(n: int, size: int, hop: int) -> list[int]:
-    """Window starts covering n samples; the last window ends at n."""
-    if n <= size:
-        return [0]
-    starts = list(range(0, n - size + 1, hop))
-    return starts if starts[-1] == n - size else starts + [n - size]
 
 
 @torch.inference_mode()
