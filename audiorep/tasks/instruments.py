@@ -115,10 +115,3 @@ def render(notes: list[Note], duration_s: float) -> np.ndarray:
     if _renderer is None:
         _renderer = _Renderer()
     return _renderer.render(notes, duration_s)
-
-
-def family_of(program: int) -> str:
-    for family, programs in FAMILIES.items():
-        if program in programs:
-            return family
-    raise KeyError(f"program {program} is in no instrument family")
