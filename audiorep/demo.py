@@ -25,6 +25,7 @@ import torch
 from . import presets
 from .config import override
 from .encoder import Encoder
+from .evaluate import scores
 
 PRESET = "audiomae-tiny"
 ENCODER = ["backbone.max_frames=384", "embed.scene_hop_s=2.0"]  # 3.84 s windows: 24 x 8 patches (whole decoder windows)
@@ -73,24 +74,12 @@ def seconds_per_step(encoder_cfg, size: Size) -> float:
 
 
 def normalized(results: dict, models: list[str]) -> dict[str, dict[str, float]]:
-    """{task: {model: score / best score of `models` on the task}} from the evaluator's results.json.
-
-    A score of 0 counts as 0 (the evaluator's own table leaves it out); tasks where every
-    model scores 0 are left out.
-    """
-    table: dict[str, dict[str, float]] = {}
-    for task in sorted({t for m in models for t in results["results"][m]}):
-        scores = {m: results["results"][m][task]["score"] for m in models if task in results["results"][m]}
-        maximize = next(iter(results["results"][m][task]["maximize"] for m in scores))
-        scores = {m: s for m, s in scores.items() if not math.isnan(s)}
-        if not scores:
-            continue
-        best = max(scores.values()) if maximize else min(scores.values())
-        if maximize and best > 0:
-            table[task] = {m: s / best for m, s in scores.items()}
-        elif not maximize:
-            table[task] = {m: best / s if s > 0 else 1.0 for m, s in scores.items()}
-    return table
+    """{task: {model: score / best score of `models` on the task}} from the evaluator's results.json."""
+    runs = {m: results["results"][m] for m in models}
+    maximize = {task: r["maximize"] for per_task in runs.values() for task, r in per_task.items()}
+    table = scores.normalize(scores.primary_table(runs), maximize)
+    return {task: {m: v for m, v in row.items() if not math.isnan(v)} for task, row in table.items()
+            if not all(math.isnan(v) for v in row.values())}
 
 
 def mean_normalized(table: dict[str, dict[str, float]]) -> dict[str, float]:
