@@ -8,6 +8,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 import audiorep
 from audiorep.embed import window_embeddings
@@ -20,6 +21,17 @@ def best_of(fn, repeats):
         out = fn()
         times.append(time.perf_counter() - t0)
     return min(times), out
+
+
+def matmul_rate(enc, rows: int = 1024) -> float:
+    """Best fp32 FLOP/s of the backbone's widest layer (fc1) on 1024 tokens (64 windows of 160 ms
+    are 896 PaSST tokens: 12 patches + 2 prefix tokens each)."""
+    fc1 = enc.backbone.blocks[0].mlp.fc1
+    x = torch.randn(rows, fc1.in_features)
+    with torch.inference_mode():
+        fc1(x)
+        best = min(best_of(lambda: fc1(x), 1)[0] for _ in range(5))
+    return 2 * x.shape[0] * fc1.in_features * fc1.out_features / best
 
 
 def per_window(enc, wave, cfg):
@@ -52,6 +64,12 @@ def main():
     diff = (emb - ref).abs().max().item()
     print(f"timestamp embeddings [{emb.shape[1]} windows]: one forward per window {t_loop:.2f} s, "
           f"batched {t_batch:.2f} s -> {t_loop / t_batch:.1f}x faster; max |diff| {diff:.2e}")
+    with FlopCounterMode(display=False) as counter:
+        enc.timestamp_embeddings(wave, sr)
+    flops, rate = counter.get_total_flops(), matmul_rate(enc)
+    print(f"  batched: {flops / 1e9:.0f} GFLOP at {flops / t_batch / 1e9:.0f} GFLOP/s; this machine's fp32 matmul "
+          f"rate at the model's shapes: {rate / 1e9:.0f} GFLOP/s, so the same arithmetic takes at least "
+          f"{flops / rate:.2f} s and no batching can beat the loop by more than {t_loop * rate / flops:.1f}x here")
 
     mel = enc.frontend(wave)
     with torch.inference_mode():

@@ -21,6 +21,7 @@ scene, 3 classes; bursts: event, 2 labels).
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import shutil
@@ -34,18 +35,22 @@ import numpy as np
 from audiorep.evaluate import embeddings as emb
 from audiorep.evaluate import probes
 from audiorep.evaluate.cli import find_tasks
-from audiorep.evaluate.protocol import ProbeConfig, evaluate_task
-from audiorep.tasks.format import TaskWriter, load_task, make_metadata
+from audiorep.evaluate.protocol import ProbeConfig, data_splits, evaluate_task
+from audiorep.tasks.format import VOCABULARY_FILE, TaskWriter, _read_vocabulary, load_task, make_metadata
 
 SR = 16000
 # The kit tests an event model at its best epoch by assigning `trainer.fit_loop.current_epoch`,
 # a setter that Lightning 1.9 no longer has (the assignment is silently ignored and the test
-# step fails with a KeyError); this restores it, then runs the kit's runner unchanged.
+# step fails with a KeyError); this restores it, seeds the run with the seed given first
+# (the kit hard-codes 42), then runs the kit's runner unchanged.
 KIT_LAUNCHER = """
 import runpy, sys
 from pytorch_lightning.loops.fit_loop import FitLoop
 FitLoop.current_epoch = property(lambda self: self.epoch_progress.current.completed,
                                  lambda self, v: setattr(self.epoch_progress.current, "completed", v))
+import pytorch_lightning, heareval.predictions.task_predictions as tp
+seed = int(sys.argv.pop(1))  # the kit always seeds 42; other seeds make repeated runs
+tp.seed_everything = lambda _, workers=False: pytorch_lightning.seed_everything(seed, workers)
 sys.argv = ["heareval.predictions.runner"] + sys.argv[1:]
 runpy.run_module("heareval.predictions.runner", run_name="__main__")
 """
@@ -91,15 +96,88 @@ def make_tasks(root: Path, clips: int) -> None:
                 w.add(split, x, events)
 
 
-def kit_score(emb_dir: Path) -> tuple[float, dict]:
+def kit_score(emb_dir: Path) -> float:
     scores = json.loads((emb_dir / "test.predicted-scores.json").read_text())
-    meta = json.loads((emb_dir / "task_metadata.json").read_text())
     if "aggregated_scores" in scores:
-        agg = scores["aggregated_scores"]
-        return agg["test_score_mean"], {k[5:-5]: v for k, v in agg.items()
-                                        if k.startswith("test_") and k.endswith("_mean")}
-    only = scores[next(k for k in scores if k not in ("hparams", "postprocessing", "score_mode", "embedding_path"))]
-    return only["test_score"], {k[5:]: v for k, v in only.items() if k.startswith("test_") and k != "test_score"}
+        return scores["aggregated_scores"]["test_score_mean"]
+    return scores["test"]["test_score"]
+
+
+def kit_epochs(emb_dir: Path) -> list[int]:
+    """Epochs each of the kit's trainings ran (its Lightning CSV logs: last validated epoch + 1)."""
+    out = []
+    for log in sorted(emb_dir.glob("lightning_logs/version_*/metrics.csv")):
+        with log.open() as f:
+            epochs = [int(r["epoch"]) for r in csv.DictReader(f) if r.get("val_score") and r.get("epoch")]
+        out.append(max(epochs) + 1 if epochs else 0)
+    return out
+
+
+def our_epochs(result: dict) -> list[int]:
+    """Epochs each of our trainings ran: every grid point, then the chosen point on the other splits."""
+    sel = result["selection"][0]
+    return [g["epochs_run"] for g in sel["grid"]] + [r["epochs_run"] for r in result["runs"][1:]]
+
+
+def point_flops(dims: list[int], rows: int) -> float:
+    """FLOPs of one training epoch of one MLP (forward + backward, no input gradient)."""
+    macs = sum(a * b for a, b in zip(dims[:-1], dims[1:]))
+    return 2 * rows * (3 * macs - dims[0] * dims[1])
+
+
+def task_flops(emb_dir: Path, result: dict, epochs: list[int]) -> float:
+    """Training FLOPs of a run whose trainings ran `epochs` (grid points first, in grid order)."""
+    meta = json.loads((emb_dir / "task_metadata.json").read_text())
+    n_labels = len(_read_vocabulary(emb_dir / VOCABULARY_FILE))
+    rows = {s: json.loads((emb_dir / f"{s}.embedding-dimensions.json").read_text()) for s in meta["splits"]}
+    splits = data_splits(meta)
+    grid = result["selection"][0]["grid"]
+    chosen = result["selection"][0]["chosen"]
+    flops = 0.0
+    for i, e in enumerate(epochs):
+        point, split = (grid[i], splits[0]) if i < len(grid) else (chosen, splits[i - len(grid) + 1])
+        n, d = sum(rows[s][0] for s in split["train"]), rows[split["train"][0]][1]
+        flops += e * point_flops([d] + [point["hidden_dim"]] * point["hidden_layers"] + [n_labels], n)
+    return flops
+
+
+def gemm_rate(threads: int) -> float:
+    """This machine's fp32 matmul rate (FLOP/s) on the probes' 1024 x 1024 layers, best of 5."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(4, 1024, 1024), torch.randn(4, 1024, 1024)
+    torch.bmm(a, b)
+    best = min(_timed(lambda: torch.bmm(a, b)) for _ in range(5))
+    return 2 * 4 * 1024 ** 3 / best
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def run_kit(kit_python: Path, src: Path, work: Path, seed: int, grid_points: int, threads: int) -> dict:
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(src, work, ignore=shutil.ignore_patterns("lightning_logs", "prediction*", "test.predict*"))
+    env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1", "OMP_NUM_THREADS": str(threads),
+           "MKL_NUM_THREADS": str(threads)}
+    start = time.perf_counter()
+    run = subprocess.run([str(kit_python), "-c", KIT_LAUNCHER, str(seed), str(work.resolve()),
+                          "--grid-points", str(grid_points)], cwd=work.parent, env=env,
+                         capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if run.returncode:
+        print(run.stdout[-3000:], run.stderr[-3000:], file=sys.stderr)
+        raise SystemExit(f"heareval runner failed on {work}")
+    done = json.loads((work / "prediction-done.json").read_text())
+    return {"score": kit_score(work), "seconds": done["time"], "wall": wall, "epochs": kit_epochs(work)}
+
+
+def _mean_se(values: list[float]) -> tuple[float, float]:
+    v = np.asarray(values, dtype=np.float64)
+    return float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clips", type=int, default=90, help="clips per fold/split of the synthetic tasks")
     p.add_argument("--model", default="logmel")
     p.add_argument("--grid-points", type=int, default=8)
+    p.add_argument("--seeds", type=int, default=1, help="runs of each tool, seeds 42, 43, ...")
     p.add_argument("--threads", type=int, default=2, help="torch threads for both")
     args = p.parse_args(argv)
     if args.setup:
@@ -122,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    rate = gemm_rate(args.threads)
     tasks_dir = args.tasks
     if tasks_dir is None:
         tasks_dir = args.out / "tasks"
@@ -132,38 +212,41 @@ def main(argv: list[str] | None = None) -> int:
         task = load_task(task_path)
         ours_dir = args.out / "ours" / task.name
         emb.embed_task(task, spec, ours_dir)
-        kit_dir = args.out / "kit" / task.name
-        shutil.rmtree(kit_dir, ignore_errors=True)
-        shutil.copytree(ours_dir, kit_dir)
-        result_file = args.out / "ours-result" / f"{task.name}.json"
-        result_file.unlink(missing_ok=True)
-        cfg = ProbeConfig(grid_points=args.grid_points, train=probes.TrainConfig(seed=42))
-        start = time.perf_counter()
-        ours = evaluate_task(ours_dir, cfg, result_file)
-        ours_s = time.perf_counter() - start
-        env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1", "OMP_NUM_THREADS": str(args.threads),
-               "MKL_NUM_THREADS": str(args.threads)}
-        start = time.perf_counter()
-        run = subprocess.run([str(kit_python), "-c", KIT_LAUNCHER, str(kit_dir.resolve()),
-                              "--grid-points", str(args.grid_points)], cwd=args.out, env=env,
-                             capture_output=True, text=True)
-        kit_s = time.perf_counter() - start
-        if run.returncode:
-            print(run.stdout[-3000:], run.stderr[-3000:], file=sys.stderr)
-            raise SystemExit(f"heareval runner failed on {kit_dir}")
-        kit, kit_all = kit_score(kit_dir)
-        rows.append({"task": task.name, "metric": ours["primary"], "ours": ours["score"], "kit": kit,
-                     "ours_s": ours_s, "kit_s": kit_s, "ratio": kit_s / ours_s,
-                     "ours_all": {k: v["mean"] for k, v in ours["scores"].items()}, "kit_all": kit_all})
-        print(json.dumps(rows[-1]), flush=True)
-    print(f"\n{'task':<10} {'metric':<24} {'audiorep':>9} {'heareval':>9} {'diff':>7} "
-          f"{'ours s':>8} {'kit s':>8} {'speed-up':>8}")
+        row = {"task": task.name, "ours": [], "kit": []}
+        for seed in range(42, 42 + args.seeds):
+            result_file = args.out / "ours-result" / f"{task.name}-{seed}.json"
+            result_file.unlink(missing_ok=True)
+            cfg = ProbeConfig(grid_points=args.grid_points, seeds=(seed,))
+            start = time.perf_counter()
+            ours = evaluate_task(ours_dir, cfg, result_file)
+            seconds = time.perf_counter() - start
+            epochs = our_epochs(ours)
+            row["metric"] = ours["primary"]
+            row["ours"].append({"score": ours["score"], "seconds": seconds, "epochs": epochs,
+                                "flops": task_flops(ours_dir, ours, epochs)})
+            kit = run_kit(kit_python, ours_dir, args.out / "kit" / task.name, seed, args.grid_points, args.threads)
+            kit["flops"] = task_flops(ours_dir, ours, kit["epochs"])  # the same grid points in the same order
+            row["kit"].append(kit)
+            print(json.dumps({"task": task.name, "seed": seed, "ours": row["ours"][-1], "kit": kit}), flush=True)
+        rows.append(row)
+    print(f"\nfp32 matmul rate of this machine ({args.threads} threads, 4 x 1024^3 bmm): {rate / 1e9:.0f} GFLOP/s; "
+          f"{args.seeds} seed(s), {args.grid_points} grid points; mean +- standard error over seeds")
+    print(f"{'task':<28} {'metric':<22} {'audiorep':>15} {'heareval':>15} {'diff':>15} {'ours s':>7} "
+          f"{'kit s':>7} {'speed-up':>8} {'ours GF/s':>9} {'kit GF/s':>8} {'ceiling':>7}")
     for r in rows:
-        print(f"{r['task']:<10} {r['metric']:<24} {r['ours']:9.4f} {r['kit']:9.4f} {r['ours'] - r['kit']:7.4f} "
-              f"{r['ours_s']:8.1f} {r['kit_s']:8.1f} {r['ratio']:7.1f}x")
-    total = sum(r["kit_s"] for r in rows) / sum(r["ours_s"] for r in rows)
-    print(f"total speed-up {total:.1f}x ({args.threads} torch threads, grid points {args.grid_points})")
-    (args.out / "bench.json").write_text(json.dumps(rows, indent=1))
+        (o, o_se), (k, k_se) = _mean_se([x["score"] for x in r["ours"]]), _mean_se([x["score"] for x in r["kit"]])
+        d, d_se = _mean_se([a["score"] - b["score"] for a, b in zip(r["ours"], r["kit"])])
+        o_s, k_s = sum(x["seconds"] for x in r["ours"]), sum(x["seconds"] for x in r["kit"])
+        o_f, k_f = sum(x["flops"] for x in r["ours"]), sum(x["flops"] for x in r["kit"])
+        # the fastest any tool can be with these FLOPs at this machine's matmul rate, vs the kit's time
+        ceiling = k_s / (o_f / rate)
+        print(f"{r['task']:<28} {r['metric']:<22} {o:8.4f}+-{o_se:.4f} {k:8.4f}+-{k_se:.4f} {d:+8.4f}+-{d_se:.4f} "
+              f"{o_s:7.1f} {k_s:7.1f} {k_s / o_s:7.1f}x {o_f / o_s / 1e9:9.1f} {k_f / k_s / 1e9:8.1f} {ceiling:6.1f}x")
+    o_s = sum(x["seconds"] for r in rows for x in r["ours"])
+    k_s = sum(x["seconds"] for r in rows for x in r["kit"])
+    print(f"total: audiorep {o_s:.1f} s, heareval {k_s:.1f} s (its own timer; wall with start-up "
+          f"{sum(x['wall'] for r in rows for x in r['kit']):.1f} s): {k_s / o_s:.1f}x")
+    (args.out / "bench.json").write_text(json.dumps({"gemm_flops": rate, "rows": rows}, indent=1))
     return 0
 
 

@@ -2,7 +2,8 @@
 # Install audiorep with everything the suite, the tests and the demo need (CPU torch).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python -m pip install -q "torch>=2.1"
+# An installed torch is kept; otherwise the CPU build (a bare "torch" pulls a multi-GB CUDA one).
+python -c "import torch" 2>/dev/null || python -m pip install -q "torch==2.13.0"
 python -m pip install -q -e ".[test]"
 # tinysoundfont's only dependency (pyaudio) is for playback; hearvalidator's (tensorflow)
 # is for TF models: both are installed without them.

@@ -128,3 +128,15 @@ def test_knn_votes():
     p = probes.knn_probabilities(xt, yt, np.array([[0.1, 1.0]], dtype=np.float32), (1, 3))
     np.testing.assert_allclose(p[0, 0], [0, 1])
     np.testing.assert_allclose(p[1, 0], [2 / 3, 1 / 3])
+
+
+def test_dropout_masks_drop_the_share_asked_from_each_points_generator():
+    stack = probes.MLPStack({}, 1, torch.tensor([0.1, 0.0, 0.5]))
+    gens = [probes._generator(0, i) for i in range(3)]
+    masks = stack._dropout_mask(torch.Size([1000, 1001]), gens)
+    for m, p in zip(masks, (0.1, 0.0, 0.5)):
+        assert set(m.unique().tolist()) <= {0.0, torch.tensor(1 / (1 - p)).item()}
+        assert abs((m == 0).float().mean().item() - p) < 2e-3  # 1M draws: std of the share < 5e-4
+    again = stack._dropout_mask(torch.Size([1000, 1001]), [probes._generator(0, 0)])
+    assert torch.equal(again[0], masks[0])
+    assert not torch.equal(masks[0][:10], masks[0][10:20])

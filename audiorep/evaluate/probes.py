@@ -140,13 +140,15 @@ class MLPStack:
         return torch.addcmul(t[f"beta{i}"] - mean * scale, h, scale)
 
     def _dropout_mask(self, shape: torch.Size, gens: list[torch.Generator]) -> torch.Tensor:
-        """[G, B, H] inverted-dropout masks, each point's from its own generator."""
+        """[G, B, H] inverted-dropout masks, each point's from its own generator. A unit is kept when
+        a 16-bit uniform (four per 64-bit draw: 5x cheaper than bernoulli_) is past the drop share,
+        so drop probabilities are multiples of 2^-16 (0.1 -> 0.1000061)."""
+        n = shape.numel()
         mask = torch.empty(len(gens), *shape)
         for m, p, g in zip(mask, self.dropout.tolist(), gens):
-            if p > 0:
-                m.bernoulli_(1 - p, generator=g).mul_(1 / (1 - p))
-            else:
-                m.fill_(1.0)
+            bits = torch.empty(-(-n // 4), dtype=torch.int64).random_(-2**63, None, generator=g)
+            keep = bits.view(torch.int16)[:n].view(shape) >= round(p * 65536) - 32768
+            torch.mul(keep, 1 / (1 - p), out=m)
         return mask
 
 

@@ -154,7 +154,8 @@ def _run_seed(data: TaskData, cfg: ProbeConfig, seed: int) -> tuple[list[dict], 
             best = probes.select_best(results, data.maximize)
             if chosen is None:
                 chosen = best.point
-                selection["grid"] = [{**asdict(r.point), "val_score": r.val_score, "epoch": r.epoch}
+                selection["grid"] = [{**asdict(r.point), "val_score": r.val_score, "epoch": r.epoch,
+                                      "epochs_run": r.epochs_run}
                                      for r in results]
             probs = probes.predict([best], x_te, data.multiclass, train_cfg.device)[0]
             val, extra = best.val_score, best.extra
