@@ -1,11 +1,20 @@
 """audiorep evaluate vs hear-eval-kit's `heareval.predictions.runner` on the same embeddings.
 
     python benchmarks/bench_heareval.py --setup /tmp/heareval-venv      # once
-    python benchmarks/bench_heareval.py --venv /tmp/heareval-venv --out /tmp/bench-heareval
+    python benchmarks/bench_heareval.py --venv /tmp/heareval-venv --tasks DIR --seeds 3
 
 Both read one embeddings folder per task (our embedding step, log-mel baseline, in the
-kit's layout) and run the same protocol (grid points sampled with seed 42, early stopping,
-k-fold rotation); printed: the primary test score of each and the wall-clock ratio.
+kit's layout) and run the same protocol (the same grid points for a seed, early stopping,
+k-fold rotation), and our metrics score the kit's own test probabilities too
+(column "scoring": the largest difference from the kit's score of them; it should be 0).
+`--seeds N` runs each tool N times (seeds 42, 43, ...; the kit's
+hard-coded 42 is replaced by the launcher), since one run of either differs from another
+by more than a point on small test sets. Printed per task: the primary test score of each
+(mean +- standard error over seeds) and of their per-seed difference; seconds (the kit's
+own timer, without its start-up); the speed-up; the probe FLOPs each run trained (from the
+epochs each training ran) per second; and the ceiling: the kit's time over the time our
+FLOPs take at this machine's measured matmul rate, i.e. the most any tool doing the
+protocol's arithmetic could be faster here.
 
 The kit (2021.1.3) needs pytorch-lightning < 2 (it passes `gpus=` and uses
 `validation_epoch_end`) and dcase_util needs `pkg_resources` (setuptools < 81). `--setup`
@@ -14,7 +23,7 @@ come from this environment) holding only: heareval --no-deps, pytorch-lightning 
 setuptools<81, more-itertools, torchinfo, pandas. The kit's `torch.load` of its own
 checkpoints needs TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 on torch >= 2.6 (set for its run only),
 and its event-task test step needs a `FitLoop.current_epoch` setter that Lightning 1.9
-dropped (restored by a 3-line launcher, see KIT_LAUNCHER; the kit's code is not modified).
+dropped (restored by a short launcher, see KIT_LAUNCHER; the kit's code is not modified).
 Tasks: `--tasks DIR` (HEAR task folders), else two synthetic ones are made (tones: 3-fold
 scene, 3 classes; bursts: event, 2 labels).
 """
@@ -33,9 +42,8 @@ from pathlib import Path
 import numpy as np
 
 from audiorep.evaluate import embeddings as emb
-from audiorep.evaluate import probes
 from audiorep.evaluate.cli import find_tasks
-from audiorep.evaluate.protocol import ProbeConfig, data_splits, evaluate_task
+from audiorep.evaluate.protocol import ProbeConfig, TaskData, data_splits, evaluate_task
 from audiorep.tasks.format import VOCABULARY_FILE, TaskWriter, _read_vocabulary, load_task, make_metadata
 
 SR = 16000
@@ -52,7 +60,15 @@ import pytorch_lightning, heareval.predictions.task_predictions as tp
 seed = int(sys.argv.pop(1))  # the kit always seeds 42; other seeds make repeated runs
 tp.seed_everything = lambda _, workers=False: pytorch_lightning.seed_everything(seed, workers)
 sys.argv = ["heareval.predictions.runner"] + sys.argv[1:]
-runpy.run_module("heareval.predictions.runner", run_name="__main__")
+try:
+    runpy.run_module("heareval.predictions.runner", run_name="__main__")
+except SystemExit as done:  # click exits; keep the test probabilities the kit just pickled, as .npy
+    if done.code:
+        raise
+import glob, pickle, numpy as np
+for path in glob.glob(sys.argv[1] + "/*.predictions.pkl"):
+    with open(path, "rb") as f:
+        np.save(path[:-len(".predictions.pkl")] + ".kit-probs.npy", pickle.load(f)["prediction"].numpy())
 """
 KIT_PACKAGES = ["pytorch-lightning==1.9.5", "setuptools<81", "more-itertools", "torchinfo", "pandas"]
 
@@ -172,7 +188,23 @@ def run_kit(kit_python: Path, src: Path, work: Path, seed: int, grid_points: int
         print(run.stdout[-3000:], run.stderr[-3000:], file=sys.stderr)
         raise SystemExit(f"heareval runner failed on {work}")
     done = json.loads((work / "prediction-done.json").read_text())
-    return {"score": kit_score(work), "seconds": done["time"], "wall": wall, "epochs": kit_epochs(work)}
+    return {"score": kit_score(work), "seconds": done["time"], "wall": wall, "epochs": kit_epochs(work),
+            "scoring_diff": crosscheck(work)}
+
+
+def crosscheck(work: Path) -> float:
+    """Largest |kit's test score - ours| when our metrics (and event post-processing, with the kit's
+    chosen setting) score the kit's own test probabilities: scoring must agree whatever training does.
+    Event tasks: the first split only (the kit records the post-processing of the grid search's)."""
+    data = TaskData(work)
+    kit = json.loads((work / "test.predicted-scores.json").read_text())
+    setting = tuple(v for _, v in kit["postprocessing"]) if data.event else None
+    worst = 0.0
+    for i, split in enumerate(data_splits(data.meta)[:1] if data.event else data_splits(data.meta)):
+        name = "|".join(split["test"])
+        ours = data.test_scores(split["test"], np.load(work / f"{name}.kit-probs.npy"), setting)[data.primary]
+        worst = max(worst, abs(ours - kit[name]["test_score"]))
+    return worst
 
 
 def _mean_se(values: list[float]) -> tuple[float, float]:
@@ -232,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nfp32 matmul rate of this machine ({args.threads} threads, 4 x 1024^3 bmm): {rate / 1e9:.0f} GFLOP/s; "
           f"{args.seeds} seed(s), {args.grid_points} grid points; mean +- standard error over seeds")
     print(f"{'task':<28} {'metric':<22} {'audiorep':>15} {'heareval':>15} {'diff':>15} {'ours s':>7} "
-          f"{'kit s':>7} {'speed-up':>8} {'ours GF/s':>9} {'kit GF/s':>8} {'ceiling':>7}")
+          f"{'kit s':>7} {'speed-up':>8} {'ours GF/s':>9} {'kit GF/s':>8} {'ceiling':>7} {'scoring':>8}")
     for r in rows:
         (o, o_se), (k, k_se) = _mean_se([x["score"] for x in r["ours"]]), _mean_se([x["score"] for x in r["kit"]])
         d, d_se = _mean_se([a["score"] - b["score"] for a, b in zip(r["ours"], r["kit"])])
@@ -241,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         # the fastest any tool can be with these FLOPs at this machine's matmul rate, vs the kit's time
         ceiling = k_s / (o_f / rate)
         print(f"{r['task']:<28} {r['metric']:<22} {o:8.4f}+-{o_se:.4f} {k:8.4f}+-{k_se:.4f} {d:+8.4f}+-{d_se:.4f} "
-              f"{o_s:7.1f} {k_s:7.1f} {k_s / o_s:7.1f}x {o_f / o_s / 1e9:9.1f} {k_f / k_s / 1e9:8.1f} {ceiling:6.1f}x")
+              f"{o_s:7.1f} {k_s:7.1f} {k_s / o_s:7.1f}x {o_f / o_s / 1e9:9.1f} {k_f / k_s / 1e9:8.1f} {ceiling:6.1f}x "
+              f"{max(x['scoring_diff'] for x in r['kit']):8.1e}")
     o_s = sum(x["seconds"] for r in rows for x in r["ours"])
     k_s = sum(x["seconds"] for r in rows for x in r["kit"])
     print(f"total: audiorep {o_s:.1f} s, heareval {k_s:.1f} s (its own timer; wall with start-up "

@@ -131,3 +131,13 @@ def test_cli_presets_and_unknown_command(capsys):
     assert all(name in out for name in PRESETS) and "passt-s-f128-p16" not in out  # notes, not URLs
     assert cli.main(["frobnicate"]) == 2
     assert "unknown command 'frobnicate'" in capsys.readouterr().err
+
+
+def test_python_dash_m_runs_the_cli():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    run = subprocess.run([sys.executable, "-m", "audiorep", "frobnicate"], capture_output=True, text=True,
+                         cwd=Path(audiorep.__file__).parents[1])
+    assert run.returncode == 2 and "unknown command 'frobnicate'" in run.stderr

@@ -121,3 +121,14 @@ def test_other_modes(tasks, tmp_path, mode):
                      "--grid-points", "2"]) == 0
     r = json.loads((out / "predictions" / mode / "logmel" / "tones.json").read_text())
     assert r["mode"] == mode and 0 <= r["score"] <= 1
+
+
+def test_event_embeddings_with_broken_timestamps_are_refused(tasks, tmp_path, tiny_hear_module):
+    # hearbaseline.torchcrepe returns all-zero timestamps: frame labels from them would be garbage
+    from audiorep.evaluate import embeddings as emb
+    from audiorep.tasks.format import load_task
+
+    module = sys.modules[tiny_hear_module]
+    module.get_timestamp_embeddings = lambda audio, model: (torch.ones(len(audio), 5, 8), torch.zeros(len(audio), 5))
+    with pytest.raises(emb.EmbeddingError, match="timestamps of train/.* do not increase"):
+        emb.embed_task(load_task(tasks / "bursts"), emb.parse_model(tiny_hear_module), tmp_path / "e")

@@ -184,6 +184,9 @@ def _embed_split(task: Task, split: str, module: Any, model: Any, out: Path, dev
                     raise EmbeddingError(f"{module.__name__}: timestamp embeddings {emb.shape} and timestamps "
                                          f"{ts.shape} do not match [n, T, D] / [n, T]")
                 for name, e, t in zip(batch_names, emb, ts):
+                    if not (np.isfinite(t).all() and (np.diff(t) > 0).all()):
+                        raise EmbeddingError(f"{module.__name__}: timestamps of {split}/{name} do not increase "
+                                             f"(first ones: {t[:4].tolist()} ms); frame labels would be wrong")
                     labels += _frame_labels(entries[name], t)
                     where += [[f"{split}/{name}", float(v)] for v in t]
                 emb = emb.reshape(-1, emb.shape[-1])
