@@ -1,7 +1,7 @@
 """Batched timestamp embeddings vs one forward per window (the released PaSST HEAR
 method), and the Encoder's overhead over a bare backbone forward. Prints measured ratios.
 
-    python benchmarks/bench_embed.py [--preset passt-s] [--seconds 10] [--repeats 3]
+    python benchmarks/bench_embed.py [--preset passt-s] [--seconds 10] [--repeats 3] [--device cpu]
 """
 import argparse
 import time
@@ -19,6 +19,8 @@ def best_of(fn, repeats):
     for _ in range(repeats):
         t0 = time.perf_counter()
         out = fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()  # a GPU's kernels run asynchronously
         times.append(time.perf_counter() - t0)
     return min(times), out
 
@@ -27,10 +29,10 @@ def matmul_rate(enc, rows: int = 1024) -> float:
     """Best fp32 FLOP/s of the backbone's widest layer (fc1) on 1024 tokens (64 windows of 160 ms
     are 896 PaSST tokens: 12 patches + 2 prefix tokens each)."""
     fc1 = enc.backbone.blocks[0].mlp.fc1
-    x = torch.randn(rows, fc1.in_features)
+    x = torch.randn(rows, fc1.in_features, device=fc1.weight.device)
     with torch.inference_mode():
         fc1(x)
-        best = min(best_of(lambda: fc1(x), 1)[0] for _ in range(5))
+        best, _ = best_of(lambda: fc1(x), 5)
     return 2 * x.shape[0] * fc1.in_features * fc1.out_features / best
 
 
@@ -50,14 +52,16 @@ def main():
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="cpu")
     args = p.parse_args()
     torch.manual_seed(0)
     enc = audiorep.load(args.preset, random_init=True, overrides=[f"embed.batch_size={args.batch_size}"])
+    enc = enc.to(args.device).eval()
     cfg = enc.config.embed
     sr = enc.sample_rate
-    wave = torch.randn(1, int(args.seconds * sr)) * 0.1
-    print(f"{args.preset}, {args.seconds:g} s clip, {torch.get_num_threads()} threads, levels {cfg.levels}, "
-          f"RF {cfg.rf_ms[0]:g} ms, hop {cfg.hop_ms:g} ms")
+    wave = torch.randn(1, int(args.seconds * sr), device=args.device) * 0.1
+    print(f"{args.preset}, {args.seconds:g} s clip, {args.device}, {torch.get_num_threads()} threads, "
+          f"levels {cfg.levels}, RF {cfg.rf_ms[0]:g} ms, hop {cfg.hop_ms:g} ms")
 
     t_loop, ref = best_of(lambda: per_window(enc, wave, cfg), 1)
     t_batch, (emb, _) = best_of(lambda: enc.timestamp_embeddings(wave, sr), args.repeats)
@@ -67,7 +71,7 @@ def main():
     with FlopCounterMode(display=False) as counter:
         enc.timestamp_embeddings(wave, sr)
     flops, rate = counter.get_total_flops(), matmul_rate(enc)
-    print(f"  batched: {flops / 1e9:.0f} GFLOP at {flops / t_batch / 1e9:.0f} GFLOP/s; this machine's fp32 matmul "
+    print(f"  batched: {flops / 1e9:.0f} GFLOP at {flops / t_batch / 1e9:.0f} GFLOP/s; the device's fp32 matmul "
           f"rate at the model's shapes: {rate / 1e9:.0f} GFLOP/s, so the same arithmetic takes at least "
           f"{flops / rate:.2f} s and no batching can beat the loop by more than {t_loop * rate / flops:.1f}x here")
 

@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from audiorep.evaluate import embeddings as emb
+from audiorep.evaluate import probes
 from audiorep.evaluate.cli import find_tasks
 from audiorep.evaluate.protocol import ProbeConfig, TaskData, data_splits, evaluate_task
 from audiorep.tasks.format import VOCABULARY_FILE, TaskWriter, _read_vocabulary, load_task, make_metadata
@@ -157,31 +158,29 @@ def task_flops(emb_dir: Path, result: dict, epochs: list[int]) -> float:
     return flops
 
 
-def gemm_rate(threads: int) -> float:
-    """This machine's fp32 matmul rate (FLOP/s) on the probes' 1024 x 1024 layers, best of 5."""
+def gemm_rate(device: str) -> float:
+    """The device's fp32 matmul rate (FLOP/s) on the probes' 1024 x 1024 layers, best of 5."""
     import torch
 
-    torch.set_num_threads(threads)
-    a, b = torch.randn(4, 1024, 1024), torch.randn(4, 1024, 1024)
-    torch.bmm(a, b)
-    best = min(_timed(lambda: torch.bmm(a, b)) for _ in range(5))
+    a, b = torch.randn(4, 1024, 1024, device=device), torch.randn(4, 1024, 1024, device=device)
+    best = float("inf")
+    for _ in range(6):
+        start = time.perf_counter()
+        torch.bmm(a, b).sum().item()  # .item() waits for a GPU
+        best = min(best, time.perf_counter() - start)
     return 2 * 4 * 1024 ** 3 / best
 
 
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def run_kit(kit_python: Path, src: Path, work: Path, seed: int, grid_points: int, threads: int) -> dict:
+def run_kit(kit_python: Path, src: Path, work: Path, seed: int, grid_points: int, threads: int,
+            device: str) -> dict:
     shutil.rmtree(work, ignore_errors=True)
     shutil.copytree(src, work, ignore=shutil.ignore_patterns("lightning_logs", "prediction*", "test.predict*"))
     env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1", "OMP_NUM_THREADS": str(threads),
            "MKL_NUM_THREADS": str(threads)}
     start = time.perf_counter()
+    gpus = ["--gpus", "[0]" if device.startswith("cuda") else "null"]  # the kit takes a GPU whenever it sees one
     run = subprocess.run([str(kit_python), "-c", KIT_LAUNCHER, str(seed), str(work.resolve()),
-                          "--grid-points", str(grid_points)], cwd=work.parent, env=env,
+                          "--grid-points", str(grid_points), *gpus], cwd=work.parent, env=env,
                          capture_output=True, text=True)
     wall = time.perf_counter() - start
     if run.returncode:
@@ -223,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grid-points", type=int, default=8)
     p.add_argument("--seeds", type=int, default=1, help="runs of each tool, seeds 42, 43, ...")
     p.add_argument("--threads", type=int, default=2, help="torch threads for both")
+    p.add_argument("--device", default="cpu", help="probe device for both (cuda: the kit gets --gpus [0])")
     args = p.parse_args(argv)
     if args.setup:
         setup(args.setup)
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    rate = gemm_rate(args.threads)
+    rate = gemm_rate(args.device)
     tasks_dir = args.tasks
     if tasks_dir is None:
         tasks_dir = args.out / "tasks"
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         for seed in range(42, 42 + args.seeds):
             result_file = args.out / "ours-result" / f"{task.name}-{seed}.json"
             result_file.unlink(missing_ok=True)
-            cfg = ProbeConfig(grid_points=args.grid_points, seeds=(seed,))
+            cfg = ProbeConfig(grid_points=args.grid_points, seeds=(seed,), train=probes.TrainConfig(device=args.device))
             start = time.perf_counter()
             ours = evaluate_task(ours_dir, cfg, result_file)
             seconds = time.perf_counter() - start
@@ -256,12 +256,13 @@ def main(argv: list[str] | None = None) -> int:
             row["metric"] = ours["primary"]
             row["ours"].append({"score": ours["score"], "seconds": seconds, "epochs": epochs,
                                 "flops": task_flops(ours_dir, ours, epochs)})
-            kit = run_kit(kit_python, ours_dir, args.out / "kit" / task.name, seed, args.grid_points, args.threads)
+            kit = run_kit(kit_python, ours_dir, args.out / "kit" / task.name, seed, args.grid_points, args.threads,
+                          args.device)
             kit["flops"] = task_flops(ours_dir, ours, kit["epochs"])  # the same grid points in the same order
             row["kit"].append(kit)
             print(json.dumps({"task": task.name, "seed": seed, "ours": row["ours"][-1], "kit": kit}), flush=True)
         rows.append(row)
-    print(f"\nfp32 matmul rate of this machine ({args.threads} threads, 4 x 1024^3 bmm): {rate / 1e9:.0f} GFLOP/s; "
+    print(f"\nfp32 matmul rate ({args.device}, {args.threads} threads, 4 x 1024^3 bmm): {rate / 1e9:.0f} GFLOP/s; "
           f"{args.seeds} seed(s), {args.grid_points} grid points; mean +- standard error over seeds")
     print(f"{'task':<28} {'metric':<22} {'audiorep':>15} {'heareval':>15} {'diff':>15} {'ours s':>7} "
           f"{'kit s':>7} {'speed-up':>8} {'ours GF/s':>9} {'kit GF/s':>8} {'ceiling':>7} {'scoring':>8}")
