@@ -7,7 +7,7 @@ Both read one embeddings folder per task (our embedding step, log-mel baseline, 
 kit's layout) and run the same protocol (the same grid points for a seed, early stopping,
 k-fold rotation), and our metrics score the kit's own test probabilities too
 (column "scoring": the largest difference from the kit's score of them; it should be 0).
-`--seeds N` runs each tool N times (seeds 42, 43, ...; the kit's
+`--seeds N` runs each tool N times (seeds 42, 43, ..., from `--first-seed`; the kit's
 hard-coded 42 is replaced by the launcher), since one run of either differs from another
 by more than a point on small test sets. Printed per task: the primary test score of each
 (mean +- standard error over seeds) and of their per-seed difference; seconds (the kit's
@@ -221,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="logmel")
     p.add_argument("--grid-points", type=int, default=8)
     p.add_argument("--seeds", type=int, default=1, help="runs of each tool, seeds 42, 43, ...")
+    p.add_argument("--first-seed", type=int, default=42, help="to add seeds to an earlier run")
     p.add_argument("--threads", type=int, default=2, help="torch threads for both")
     p.add_argument("--device", default="cpu", help="probe device for both (cuda: the kit gets --gpus [0])")
     args = p.parse_args(argv)
@@ -245,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         ours_dir = args.out / "ours" / task.name
         emb.embed_task(task, spec, ours_dir)
         row = {"task": task.name, "ours": [], "kit": []}
-        for seed in range(42, 42 + args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             result_file = args.out / "ours-result" / f"{task.name}-{seed}.json"
             result_file.unlink(missing_ok=True)
             cfg = ProbeConfig(grid_points=args.grid_points, seeds=(seed,), train=probes.TrainConfig(device=args.device))
