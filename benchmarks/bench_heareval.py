@@ -198,8 +198,9 @@ def crosscheck(work: Path) -> float:
     data = TaskData(work)
     kit = json.loads((work / "test.predicted-scores.json").read_text())
     setting = tuple(v for _, v in kit["postprocessing"]) if data.event else None
+    splits = data_splits(data.meta)
     worst = 0.0
-    for i, split in enumerate(data_splits(data.meta)[:1] if data.event else data_splits(data.meta)):
+    for split in splits[:1] if data.event else splits:
         name = "|".join(split["test"])
         ours = data.test_scores(split["test"], np.load(work / f"{name}.kit-probs.npy"), setting)[data.primary]
         worst = max(worst, abs(ours - kit[name]["test_score"]))

@@ -1,5 +1,8 @@
 """Every preset, at tiny size: forward, backward, keep/mask paths, lengths, save/load."""
 import dataclasses
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -134,10 +137,6 @@ def test_cli_presets_and_unknown_command(capsys):
 
 
 def test_python_dash_m_runs_the_cli():
-    import subprocess
-    import sys
-    from pathlib import Path
-
     run = subprocess.run([sys.executable, "-m", "audiorep", "frobnicate"], capture_output=True, text=True,
                          cwd=Path(audiorep.__file__).parents[1])
     assert run.returncode == 2 and "unknown command 'frobnicate'" in run.stderr
