@@ -13,6 +13,9 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif")  # files read as audio
+HEAR_RATES = (16000, 22050, 32000, 44100, 48000)  # sample rates a HEAR 2021 model may declare
+
 
 class AudioError(ValueError):
     """A file or array that cannot be used as audio; the message names it and the problem."""
