@@ -1,11 +1,10 @@
-"""Train-time augmentation, applied by objectives (never inside a frontend).
+"""Spectrogram masks and mixup (the PaSST recipe), applied by objectives (never inside a frontend).
 
 Two families, both plain functions with the batch dimension first:
   - masks on a spectrogram [B, F, T] -> [B, F, T] (SpecAugment);
   - mixes of two examples (x, target) -> (x, target), where the target is mixed with the
     same weights, so multi-hot and one-hot targets become soft targets (mixup).
-Waveform augmentations ([B, S] in, [B, S] out: EAT's TimeMix, FreqMix, PhaseMix, gains,
-noises) belong here as more functions of the same two shapes.
+Waveform augmentations are in wave.py and mixes.py beside this file.
 Randomness comes from torch's global generator: a run is deterministic for a seed.
 """
 from __future__ import annotations
@@ -43,7 +42,9 @@ def mix_weights(B: int, alpha: float, device=None) -> tuple[torch.Tensor, torch.
 
 
 def mix(a: torch.Tensor, partner: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
-    """lam * a + (1 - lam) * a[partner], lam broadcast over the non-batch dims."""
+    """lam * a + (1 - lam) * a[partner], lam broadcast over the non-batch dims (integer `a`,
+    e.g. one-hot targets, becomes float)."""
+    a = a if a.is_floating_point() else a.float()
     lam = lam.view(-1, *([1] * (a.ndim - 1))).to(a.dtype)
     return lam * a + (1 - lam) * a[partner]
 
