@@ -54,3 +54,49 @@ def masked_from_keep(keep: torch.Tensor, n: int) -> torch.Tensor:
     """keep [B, K] -> boolean [B, N], True where a token was dropped."""
     masked = torch.ones(keep.shape[0], n, dtype=torch.bool, device=keep.device)
     return masked.scatter(1, keep, False)
+
+
+def gmml_corrupt(x: torch.Tensor, ratio: float = 0.7, alien: float = 0.3, max_block: float = 0.3,
+                 align: int = 1, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """GMML pixel corruption (ASiT) of spectrograms x [B, F, T] -> (corrupted [B, F, T], mask [B, F, T] bool).
+
+    Each clip draws its share of corrupted pixels from U(min(0.5, ratio), ratio), as the
+    released `GMML_drop_rand_patches`, and paints rectangles of connected pixels until the
+    union reaches it: corner anywhere, sides drawn from [align, max_block * frames) and
+    [align, max_block * bins), multiples of `align` (1: not aligned to patches). Each
+    rectangle is alien with probability `alien` (the same region of another clip of the
+    batch, one donor per clip), else zeros; a pixel keeps the kind of the last rectangle
+    that covered it, so `alien` is the expected alien share of the corrupted area.
+    """
+    B, Fq, T = x.shape
+    if not 0.0 <= ratio < 1.0 or not 0.0 <= alien <= 1.0:
+        raise ValueError(f"gmml_corrupt: ratio={ratio} must be in [0, 1) and alien={alien} in [0, 1]")
+    if alien > 0 and B < 2:
+        raise ValueError("gmml_corrupt: alien corruption copies from another clip of the batch, "
+                         "which has only one (use alien=0 or a larger batch)")
+    target = (torch.rand(B, generator=generator) * (ratio - min(0.5, ratio)) + min(0.5, ratio)) * (Fq * T)
+    target = target.tolist()
+    donor = (torch.arange(B) + torch.randint(1, max(B, 2), (B,), generator=generator)) % B
+    kind = torch.zeros(B, Fq, T, dtype=torch.int8)  # 0 clean, 1 zeros, 2 alien
+    pixels = kind.numpy()  # painted through a numpy view: one cheap slice per rectangle
+    longest_t, longest_f = max(int(T * max_block), align + 1), max(int(Fq * max_block), align + 1)
+    for b in range(B):
+        covered = 0
+        while covered < target[b]:
+            draws = torch.stack([  # 64 rectangles at a time: (t0, f0, length, height, alien)
+                torch.randint(0, max(T - align, 1), (64,), generator=generator) // align * align,
+                torch.randint(0, max(Fq - align, 1), (64,), generator=generator) // align * align,
+                torch.randint(align, longest_t, (64,), generator=generator),
+                torch.randint(align, longest_f, (64,), generator=generator),
+                (torch.rand(64, generator=generator) < alien).long() + 1], dim=1).tolist()
+            for t0, f0, length, height, paint in draws:
+                length = round(min(length, T - t0) / align) * align
+                height = round(min(height, Fq - f0) / align) * align
+                block = pixels[b, f0:f0 + height, t0:t0 + length]
+                covered += int((block == 0).sum())
+                block[...] = paint
+                if covered >= target[b]:
+                    break
+    kind = kind.to(x.device)
+    corrupted = torch.where(kind == 2, x[donor.to(x.device)], x).masked_fill(kind == 1, 0.0)
+    return corrupted, kind > 0
