@@ -42,6 +42,44 @@ def time_freq_keep(B: int, grid: tuple[int, int], drop_time: int, drop_freq: int
     return keep.sort(dim=1).values
 
 
+def time_gap_mask(lengths: torch.Tensor, n_frames: int, ratio: float = 0.5, gap: int = 15,
+                  generator=None) -> torch.Tensor:
+    """EnCodecMAE's masking of whole frames: lengths [B] valid frames -> mask [B, n_frames]
+    bool, True = masked. Each clip masks exactly int(length * ratio) of its own frames (so a
+    different count per clip length) in spans of `gap` frames: span starts are uniform in
+    [0, length - gap] and spans are added until the union reaches the count; the frames
+    past the count are unmasked at the start of the first span, as the released TimeGapMask."""
+    B, device = len(lengths), lengths.device
+    target = (lengths * ratio).long()  # [B]
+    t = torch.arange(n_frames, device=device)
+    n_spans = 8 * (n_frames // gap + 1)
+    while True:  # almost always one round: 8x the spans that tile a clip
+        starts = (torch.rand(B, n_spans, generator=generator).to(device) *
+                  ((lengths - gap).clamp(min=0) + 1)[:, None]).long()  # [B, S]
+        spans = (t >= starts[..., None]) & (t < starts[..., None] + gap) & (t < lengths[:, None, None])  # [B, S, T]
+        covered = spans.cumsum(1, dtype=torch.int16) > 0  # [B, S, T] union of the first s + 1 spans
+        counts = covered.sum(-1)  # [B, S]
+        reached = counts >= target[:, None]
+        if reached[:, -1].all():
+            break
+        n_spans *= 2
+    rows = torch.arange(B, device=device)
+    last = reached.int().argmax(1)  # [B] first span that reaches the count
+    excess = counts[rows, last] - target
+    first = starts[:, 0]
+    undo = (t >= first[:, None]) & (t < (first + excess)[:, None])  # [B, T]
+    return covered[rows, last] & ~undo
+
+
+def packed_keep(visible: torch.Tensor) -> torch.Tensor:
+    """visible [B, T] bool -> keep [B, K]: each row's visible frames in order, packed left;
+    K = the most any row keeps, shorter rows end in -1 (empty slots)."""
+    counts = visible.sum(1)  # [B]
+    order = (~visible).to(torch.int8).sort(dim=1, stable=True).indices[:, :int(counts.max())]  # [B, K]
+    slots = torch.arange(order.shape[1], device=visible.device)
+    return torch.where(slots[None] < counts[:, None], order, -1)
+
+
 def restore_ids(keep: torch.Tensor, n: int) -> torch.Tensor:
     """keep [B, K] -> ids_restore [B, N]: position of each token in concat(kept, dropped)."""
     dropped = masked_from_keep(keep, n)

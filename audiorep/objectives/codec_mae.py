@@ -1,0 +1,176 @@
+"""EnCodecMAE pretraining: mask time gaps -> encode the visible frames -> re-insert ->
+decode -> predict every frame's discrete targets.
+
+    features [B, C, T] (24 kHz fbank, 256 bins, 75 frames/s)
+    mask: 50% of each clip's frames in gaps of 15 (masking.time_gap_mask)
+    encode: the frame backbone sees only the visible frames (keep), packed left per clip
+    re-insert: post_net(tokens) at the visible frames, zeros elsewhere (no mask token, as released)
+    decode: a 2-block ResiDual stack with its own sin/cos positions over all frames
+    predict: Linear(D -> Q x V) per frame; loss = per-codebook cross-entropy weighted by
+             gamma_q, 0.9 x mean over masked frames + 0.1 x mean over visible frames
+
+Targets (codec_targets.py) come from a frozen tokenizer fitted in `prepare`, cached once
+per clip and looked up per crop from batch["index"] and batch["start"]:
+  "encodec"         EnCodec 24 kHz RVQ codes, 8 codebooks x 1024 (released weights, online)
+  "encodec_random"  the same network with random weights and data-drawn codebooks (offline)
+  "fbank_kmeans"    k-means (k = kmeans_k) of the fbank frames
+  "teacher_kmeans"  self-training: k-means of a trained encoder's last-block activations; the
+                    teacher is `teacher` (a run or encoder folder), or this objective's own
+                    encoder as `--init RUN` loaded it, before training starts.
+
+Deliberate differences from the released code, each with the released behaviour available:
+targets are matched to input frames by time (released: by index, codes at 75 Hz against
+frames every 13.25 ms drift by 25 ms over 4 s); `padded_as_visible=True` (default, as
+released) counts padded frames in the visible-frame loss.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..backbones.frame import Frame, ResiDualStack
+from ..masking import packed_keep, time_gap_mask
+from .codec_targets import TARGETS, TargetCache, frame_grid, prepare_targets
+
+
+@dataclass(frozen=True)
+class CodecMAEConfig:
+    targets: str = "encodec"        # one of codec_targets.TARGETS
+    codebooks: int = 8              # EnCodec codebooks predicted (the first 8: 6 kbps)
+    codebook_size: int = 1024       # EnCodec 24 kHz entries per codebook (other sizes: tests only)
+    kmeans_k: int = 1024            # k-means targets: clusters
+    kmeans_clips: int = 1000        # clips sampled to fit k-means (or the random EnCodec codebooks)
+    kmeans_frames: int = 100_000    # frames k-means is fitted on (released self-training: 10k)
+    gamma_clips: int = 200          # clips sampled to estimate gamma_q
+    teacher: str = ""               # teacher_kmeans: run/encoder folder; "" = this encoder as loaded
+    teacher_layer: int = -1         # teacher block whose activations are clustered
+    teacher_postnorm: bool = False  # the last block's final output instead of its x0 stream
+    mask_ratio: float = 0.5
+    gap: int = 15                   # frames per masked span
+    masked_weight: float = 0.9
+    padded_as_visible: bool = True  # released: padded frames count in the visible-frame loss
+    decoder_depth: int = 2
+    decoder_heads: int = 12
+    decoder_ff_dim: int = 4096
+    seed: int = 0                   # tokenizer fitting and clip sampling
+
+
+def codec_loss(logits: torch.Tensor, targets: torch.Tensor, masked: torch.Tensor, visible: torch.Tensor,
+               gamma: torch.Tensor, masked_weight: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """logits [B, T, Q, V], targets [B, T, Q], masked/visible [B, T] frames scored in each
+    mean -> (loss, per-codebook and per-part losses)."""
+    ce = F.cross_entropy(logits.permute(0, 3, 1, 2).float(), targets, reduction="none") * gamma  # [B, T, Q]
+    per_masked = (ce * masked[..., None]).sum((0, 1)) / masked.sum().clamp(min=1)  # [Q]
+    per_visible = (ce * visible[..., None]).sum((0, 1)) / visible.sum().clamp(min=1)  # [Q]
+    parts = {"masked_loss": per_masked.sum(), "unmasked_loss": per_visible.sum()}
+    parts.update({f"masked_loss_q{q}": v for q, v in enumerate(per_masked)})
+    parts.update({f"unmasked_loss_q{q}": v for q, v in enumerate(per_visible)})
+    loss = masked_weight * parts["masked_loss"] + (1 - masked_weight) * parts["unmasked_loss"]
+    return loss, parts
+
+
+class CodecMAE(nn.Module):
+    def __init__(self, encoder: nn.Module, cfg: CodecMAEConfig = CodecMAEConfig(), num_classes: int = 0):
+        super().__init__()
+        if not isinstance(encoder.backbone, Frame):
+            raise ValueError("CodecMAE needs the frame backbone (backbone kind 'frame'), e.g. preset encodecmae-base")
+        if cfg.targets not in TARGETS:
+            raise ValueError(f"CodecMAEConfig.targets={cfg.targets!r}: expected one of {TARGETS}")
+        self.encoder, self.cfg = encoder, cfg
+        dim = encoder.backbone.dim
+        self.num_codebooks = cfg.codebooks if cfg.targets.startswith("encodec") else 1
+        self.vocab = cfg.codebook_size if cfg.targets.startswith("encodec") else cfg.kmeans_k
+        self.post_net = nn.Linear(dim, dim)
+        self.decoder = ResiDualStack(dim, cfg.decoder_depth, cfg.decoder_heads, cfg.decoder_ff_dim)
+        self.head = nn.Linear(dim, self.num_codebooks * self.vocab)
+        for layer in (self.post_net, self.head):
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        self.register_buffer("gamma", torch.full((self.num_codebooks,), 1.0 / self.num_codebooks))
+        self.cache: TargetCache | None = None
+
+    # ------------------------------------------------------------ the data-dependent stage
+
+    def prepare(self, dataset, device, run_dir) -> None:
+        self.cache, gamma = prepare_targets(self.cfg, self.encoder, dataset, device, run_dir)
+        self.gamma.copy_(gamma)
+
+    def get_extra_state(self) -> dict:
+        return {"targets": str(self.cache.folder) if self.cache else ""}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.cache = TargetCache(state["targets"]) if state.get("targets") else None
+
+    # ------------------------------------------------------------ mask -> encode -> decode
+
+    def mask(self, lengths: torch.Tensor, n_frames: int) -> torch.Tensor:
+        return time_gap_mask(lengths, n_frames, self.cfg.mask_ratio, self.cfg.gap)  # [B, T]
+
+    def encode(self, feats: torch.Tensor, keep: torch.Tensor, padding: torch.Tensor | None) -> torch.Tensor:
+        """[B, C, T], keep [B, K] -> visible tokens [B, K, D] (final output)."""
+        return self.encoder.backbone(feats, keep=keep, padding=padding).tokens
+
+    def unmask(self, tokens: torch.Tensor, keep: torch.Tensor, n_frames: int) -> torch.Tensor:
+        """post_net(tokens) [B, K, D] put back at their frames, zeros elsewhere -> [B, T, D]."""
+        x = self.post_net(tokens)
+        slots = torch.where(keep < 0, n_frames, keep)  # empty slots land in a spare frame
+        full = x.new_zeros(x.shape[0], n_frames + 1, x.shape[-1])
+        return full.scatter(1, slots[..., None].expand(-1, -1, x.shape[-1]), x)[:, :n_frames]
+
+    def decode(self, x: torch.Tensor, padding: torch.Tensor | None) -> torch.Tensor:
+        """[B, T, D] -> logits [B, T, Q, V]."""
+        x, _ = self.decoder.run(x, torch.arange(x.shape[1], device=x.device), padding)
+        return self.head(x).unflatten(-1, (self.num_codebooks, self.vocab))
+
+    def predict(self, feats: torch.Tensor, masked: torch.Tensor, padding: torch.Tensor | None) -> torch.Tensor:
+        visible = ~masked if padding is None else ~masked & ~padding
+        keep = packed_keep(visible)  # [B, K]
+        return self.decode(self.unmask(self.encode(feats, keep, padding), keep, feats.shape[-1]), padding)
+
+    # ------------------------------------------------------------ the training step
+
+    def frame_padding(self, batch: dict, n_frames: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(valid frames per clip [B], padding [B, T] or None) from batch["length"] (samples) if given."""
+        B, device = batch["wave"].shape[0], batch["wave"].device
+        if "length" not in batch:
+            return torch.full((B,), n_frames, device=device), None
+        frontend = self.encoder.frontend
+        lengths = torch.tensor([frontend.num_frames(max(int(n), frontend.min_samples)) for n in batch["length"]],
+                               device=device).clamp(max=n_frames)
+        return lengths, torch.arange(n_frames, device=device)[None] >= lengths[:, None]
+
+    def targets(self, batch: dict, n_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.cache is None:
+            raise RuntimeError("CodecMAE has no targets: run `prepare(dataset, device, run_dir)` first "
+                               "(the training loop does, before step 0)")
+        if "start" not in batch:
+            raise ValueError("CodecMAE looks targets up by crop: the batch needs 'index' and 'start' "
+                             "(ClipDataset gives them; keep data.roll=false)")
+        codes, valid = self.cache.lookup(batch["index"].cpu(), batch["start"].cpu(), n_frames,
+                                         *frame_grid(self.encoder.frontend))
+        return codes.to(batch["wave"].device), valid.to(batch["wave"].device)
+
+    def forward(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        with torch.no_grad():
+            feats = self.encoder.frontend(batch["wave"])  # [B, C, T]
+        T = feats.shape[-1]
+        lengths, padding = self.frame_padding(batch, T)
+        masked = self.mask(lengths, T)
+        logits = self.predict(feats, masked, padding)
+        targets, valid = self.targets(batch, T)
+        visible = ~masked if self.cfg.padded_as_visible or padding is None else ~masked & ~padding
+        loss, parts = codec_loss(logits, targets, masked & valid, visible & valid, self.gamma, self.cfg.masked_weight)
+        logs = {k: float(v) for k, v in parts.items() if k in ("masked_loss", "unmasked_loss")}
+        logs["masked_acc"] = float(((logits.argmax(-1) == targets).float().mean(-1) * (masked & valid)).sum()
+                                   / (masked & valid).sum().clamp(min=1))
+        return loss, logs
+
+    def load_released(self, source: str | Path) -> None:
+        """A released EnCodecMAE checkpoint (hub .pt file or its state_dict) into the encoder,
+        decoder, post_net and head."""
+        from ..convert import load_objective_weights
+        load_objective_weights(self, source, "encodecmae")

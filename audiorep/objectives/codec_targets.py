@@ -1,0 +1,180 @@
+"""EnCodecMAE's data-dependent stage: a frozen tokenizer, fitted on a sample of the data,
+turns every training clip into frame targets once; they are cached on disk.
+
+    RUN/targets/meta.json               tokenizer, frame grid, clip count, gamma_q
+    RUN/targets/tokenizer.safetensors   what the tokenizer's `fit` derived (codebooks, centroids)
+    RUN/targets/codes/NNNN/IIIIIII.npy  int16 [T', Q] codes of clip I
+
+Every file is written atomically and the fitted tokenizer is saved before the clips are
+tokenized, so a killed run resumes where it stopped (tokenized clips are skipped) with the
+same tokenizer. Training reads only the cache: the crop's targets are the cached frames
+nearest in time to its input frames (`TargetCache.lookup`), memory-mapped, never recomputed.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from .. import audio
+from ..files import write_json
+from ..frontends.codec import EncodecTokenizer, KMeansTokenizer
+
+TARGETS = ("encodec", "encodec_random", "fbank_kmeans", "teacher_kmeans")
+
+
+def frame_grid(frontend) -> tuple[int, float]:
+    """(hop, centre of frame 0) in samples of a frame frontend."""
+    return round(frontend.hop_s * frontend.sample_rate), (frontend.samples_for(1) - 1) / 2
+
+
+def framewise(frontend, fn, wave: torch.Tensor, chunk_frames: int) -> torch.Tensor:
+    """fn(features [1, C, t]) -> [t, D] over a long wave [S], `chunk_frames` frames at a
+    time (the frames are the frontend's own: chunks overlap by one window) -> [T, D]."""
+    step = chunk_frames * frame_grid(frontend)[0]
+    out = []
+    for first in range(0, len(wave), step):
+        piece = wave[first:first + frontend.samples_for(chunk_frames)]
+        if len(piece) < frontend.min_samples:
+            break
+        out.append(fn(frontend(piece[None])))
+    return torch.cat(out)
+
+
+def fbank_frames(encoder, chunk_frames: int = 3000):
+    return lambda wave: framewise(encoder.frontend, lambda f: f[0].T, wave, chunk_frames)
+
+
+def activation_frames(encoder, layer: int, postnorm: bool):
+    """Self-training features: a block's activations per frame, over windows of the backbone's
+    longest input (as the released extraction). postnorm=False: the block's x0 stream (the
+    released self-training recipe); True with the last block: the final output."""
+    backbone = encoder.backbone
+    layer = layer % backbone.num_layers
+    final = postnorm and layer == backbone.num_layers - 1
+
+    def fn(feats):
+        out = backbone(feats, layers=[layer])
+        return (out.tokens if final else out.hidden[0])[0]  # [t, D]
+    return lambda wave: framewise(encoder.frontend, fn, wave, backbone.frames[1])
+
+
+def build_tokenizer(cfg, encoder, device):
+    sr = encoder.sample_rate
+    if cfg.targets in ("encodec", "encodec_random"):
+        if sr != EncodecTokenizer.sample_rate:
+            raise ValueError(f"EnCodec targets need a {EncodecTokenizer.sample_rate} Hz encoder, this one runs at {sr} Hz")
+        tokenizer = EncodecTokenizer(cfg.targets == "encodec", cfg.codebooks, cfg.seed)
+        tokenizer.model.to(device)
+        return tokenizer
+    if cfg.targets == "fbank_kmeans":
+        features = fbank_frames(encoder)
+    elif cfg.targets == "teacher_kmeans":
+        from .. import load
+        teacher = load(cfg.teacher).to(device).eval() if cfg.teacher else encoder
+        features = activation_frames(teacher, cfg.teacher_layer, cfg.teacher_postnorm)
+    else:
+        raise ValueError(f"CodecMAEConfig.targets={cfg.targets!r}: expected one of {TARGETS}")
+    return KMeansTokenizer(features, sr, *frame_grid(encoder.frontend), cfg.kmeans_k, cfg.kmeans_frames, cfg.seed)
+
+
+class TargetCache:
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.meta = json.loads((self.folder / "meta.json").read_text()) if (self.folder / "meta.json").exists() else None
+
+    def path(self, i: int) -> Path:
+        return self.folder / "codes" / f"{i // 1000:04d}" / f"{i:07d}.npy"
+
+    def begin(self, meta: dict) -> None:
+        """Start a cache, or check that an existing one was made the same way."""
+        if self.meta is not None:
+            fixed = {k: v for k, v in self.meta.items() if k != "gamma"}
+            if fixed != json.loads(json.dumps(meta)):
+                raise ValueError(f"{self.folder}: targets cached with other settings ({fixed} vs {meta}); "
+                                 "delete the folder or use a new run folder")
+            return
+        self.meta = json.loads(json.dumps(meta))
+        write_json(self.folder / "meta.json", self.meta)
+
+    def set_gamma(self, gamma: list[float]) -> None:
+        self.meta["gamma"] = gamma
+        write_json(self.folder / "meta.json", self.meta)
+
+    def tokenizer_state(self) -> dict[str, torch.Tensor] | None:
+        path = self.folder / "tokenizer.safetensors"
+        return load_file(str(path)) if path.exists() else None
+
+    def save_tokenizer_state(self, state: dict[str, torch.Tensor]) -> None:
+        tmp = self.folder / ".tokenizer.safetensors.tmp"
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
+        os.replace(tmp, self.folder / "tokenizer.safetensors")
+
+    def fill(self, clips, sample_rate: int, tokenizer, device) -> None:
+        """Tokenize every clip not cached yet (whole clips, chunked inside the tokenizer)."""
+        todo = [i for i in range(len(clips)) if not self.path(i).exists()]
+        for i in tqdm(todo, desc="targets", unit="clip", disable=not todo):
+            clip = clips[i]
+            wave, _ = audio.read(clip.path, sample_rate, start=clip.offset, duration=clip.duration)
+            codes = tokenizer.encode(torch.from_numpy(wave).to(device))  # [Q, T']
+            path = self.path(i)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp.npy")
+            np.save(tmp, codes.T.cpu().numpy().astype(np.int16))
+            os.replace(tmp, path)
+
+    def lookup(self, index: torch.Tensor, start: torch.Tensor, n_frames: int, hop: int,
+               centre: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Targets of crops: input frame t of the crop of clip index[b] starting at sample
+        start[b] gets the cached frame nearest to its centre -> (codes [B, T, Q] long,
+        valid [B, T]: False past the clip's cached frames)."""
+        t_hop, t_centre, q = self.meta["hop"], self.meta["centre"], self.meta["codebooks"]
+        codes = np.zeros((len(index), n_frames, q), np.int64)
+        valid = np.zeros((len(index), n_frames), bool)
+        for b, (i, s) in enumerate(zip(index.tolist(), start.tolist())):
+            cached = np.load(self.path(i), mmap_mode="r")  # [T', Q]
+            j = np.floor((s + centre + hop * np.arange(n_frames) - t_centre) / t_hop + 0.5).astype(np.int64)
+            valid[b] = (j >= 0) & (j < len(cached))
+            codes[b] = cached[j.clip(0, len(cached) - 1)]
+        return torch.from_numpy(codes), torch.from_numpy(valid)
+
+
+def sample_waves(dataset, n: int, generator: torch.Generator, device) -> list[torch.Tensor]:
+    """The deterministic first crop of n clips drawn without replacement (no zero padding)."""
+    rows = torch.randperm(len(dataset.clips), generator=generator)[:n].tolist()
+    waves = [dataset.read(dataset.clips[i], None)[0] for i in tqdm(rows, desc="sampling clips", unit="clip")]
+    return [torch.from_numpy(w).to(device) for w in waves if len(w) >= dataset.crop_samples // 8]
+
+
+def prepare_targets(cfg, encoder, dataset, device, run_dir: str | Path) -> tuple[TargetCache, torch.Tensor]:
+    """Fit (or reload) the tokenizer, estimate gamma_q, tokenize every clip -> (cache, gamma [Q])."""
+    if not hasattr(dataset, "clips"):
+        raise ValueError("CodecMAE caches targets per clip: --data must be a task folder, a folder of audio or a "
+                         "manifest, not tar shards")
+    tokenizer = build_tokenizer(cfg, encoder, device)
+    cache = TargetCache(Path(run_dir) / "targets")
+    cache.begin({"targets": cfg.targets, "teacher": cfg.teacher, "seed": cfg.seed, "sample_rate": encoder.sample_rate,
+                 "hop": tokenizer.hop, "centre": tokenizer.centre, "codebooks": tokenizer.codebooks,
+                 "codebook_size": tokenizer.codebook_size, "clips": len(dataset.clips)})
+    generator = torch.Generator().manual_seed(cfg.seed)
+    state = cache.tokenizer_state()
+    if state is None:
+        tokenizer.fit(sample_waves(dataset, cfg.kmeans_clips, generator, device), generator)
+        cache.save_tokenizer_state(tokenizer.state())
+    else:
+        tokenizer.load_state(state)
+    if "gamma" not in cache.meta:
+        waves = sample_waves(dataset, cfg.gamma_clips, generator, device)
+        errors = torch.stack([tokenizer.errors(w).cpu() for w in tqdm(waves, desc="gamma_q", unit="clip")]).mean(0)
+        cache.set_gamma((errors / errors.sum()).tolist())
+    cache.fill(dataset.clips, encoder.sample_rate, tokenizer, device)
+    gamma = torch.tensor(cache.meta["gamma"])
+    if not all(math.isfinite(g) for g in gamma.tolist()):
+        raise ValueError(f"{cache.folder}: gamma_q is not finite ({gamma.tolist()}): the sampled clips are silent?")
+    return cache, gamma

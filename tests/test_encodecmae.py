@@ -1,0 +1,143 @@
+"""EnCodecMAE: frame backbone, time-gap masking, CodecMAE objective, target cache, converter.
+
+Parity against ../shared/parity/encodecmae_small (the official EncodecMAE, mel input): the
+fixture's official-named weights go through the converter as a hub checkpoint would (a
+{imports, config, state_dict} dict read with torch.load(weights_only=True))."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from conftest import load_fixture
+
+from audiorep.backbones import register_backbone
+from audiorep.convert import CONVERTERS, encodecmae
+from audiorep.backbones.frame import Frame, FrameConfig, interleaved_sincos
+from audiorep.encoder import Encoder, EncoderConfig
+from audiorep.frontends import FbankConfig
+from audiorep.masking import packed_keep, time_gap_mask
+from audiorep.objectives.codec_mae import CodecMAE, CodecMAEConfig, codec_loss
+
+register_backbone(FrameConfig, Frame)
+CONVERTERS.setdefault(encodecmae.FORMAT, encodecmae)
+TOL = dict(atol=1e-4, rtol=1e-4)
+FBANK = FbankConfig(sample_rate=24000, n_mels=256, frame_length_ms=26.56, frame_shift_ms=13.28,
+                    remove_mean=False, mean=-6.12, scale=4.82)
+TINY = FrameConfig(dim=64, depth=2, heads=4, ff_dim=128)
+FIXTURE_OBJECTIVE = CodecMAEConfig(codebook_size=32, decoder_heads=4, decoder_ff_dim=128)
+
+
+def tiny_encoder(**backbone) -> Encoder:
+    return Encoder(EncoderConfig(name="encodecmae-test", frontend=FBANK, backbone=dataclasses.replace(TINY, **backbone),
+                                 pool="tokens"))
+
+
+@pytest.fixture(scope="module")
+def official(tmp_path_factory):
+    sd, inp, out, meta = load_fixture("encodecmae_small")
+    path = tmp_path_factory.mktemp("encodecmae") / "mel256-ec-small.pt"
+    torch.save({"imports": "encodecmae.models: encodecmae.models\n", "config": "MODEL_DIM=64\n", "state_dict": sd}, path)
+    torch.manual_seed(0)
+    objective = CodecMAE(tiny_encoder(), FIXTURE_OBJECTIVE)
+    objective.load_released(path)
+    objective.gamma.copy_(torch.tensor(meta["constructor_args"]["QUANTIZER_WEIGHTS"]))
+    return objective.eval(), sd, inp, out
+
+
+def test_parity_masked_forward_and_loss(official, one_thread):
+    objective, _, inp, out = official
+    feats = inp["wav_features"].transpose(1, 2)  # official [B, T, C] -> ours [B, C, T]
+    padding, masked = out["mae/feature_padding_mask"], inp["non_visible_mask"]
+    keep = packed_keep(~masked & ~padding)
+    backbone = objective.encoder.backbone
+    with torch.no_grad():
+        result = backbone(feats, keep=keep, padding=padding)
+        assert torch.equal(result.padding, out["mae/visible_padding_mask"])
+        valid = ~result.padding[..., None]
+        x = backbone.proj(feats.transpose(1, 2)) + backbone.pos_scale * interleaved_sincos(torch.arange(225), 64)
+        visible = x.gather(1, keep.clamp(min=0)[..., None].expand(-1, -1, 64)) * valid
+        torch.testing.assert_close(visible, out["mae/visible_tokens"], **TOL)
+        torch.testing.assert_close(result.tokens * valid, out["mae/visible_embeddings"] * valid, **TOL)
+        decoder_in = objective.unmask(result.tokens, keep, 225)
+        torch.testing.assert_close(decoder_in, out["mae/decoder_in"], **TOL)
+        decoder_out, _ = objective.decoder.run(decoder_in, torch.arange(225), padding)
+        torch.testing.assert_close(decoder_out, out["mae/decoder_out"], **TOL)
+        logits = objective.predict(feats, masked, padding)
+        torch.testing.assert_close(logits, out["mae/predicted_tokens"], **TOL)
+        loss, parts = codec_loss(logits, inp["targets"].permute(1, 2, 0), masked, ~masked, objective.gamma, 0.9)
+    torch.testing.assert_close(loss.view(1), out["mae/loss"], **TOL)
+    for name in ["masked_loss", "unmasked_loss"] + [f"masked_loss_q{q}" for q in range(8)]:
+        torch.testing.assert_close(parts[name].view(1), out[f"mae/{name}"], **TOL, msg=name)
+
+
+def test_parity_extracted_activations(official, one_thread):
+    objective, _, inp, out = official
+    feats = inp["wav_features"].transpose(1, 2)
+    with torch.no_grad():
+        result = objective.encoder.backbone(feats, padding=out["mae/feature_padding_mask"], layers=[0, 1])
+    acts = out["extract/visible_embeddings_activations"]
+    torch.testing.assert_close(result.hidden[0], acts[0], **TOL)
+    torch.testing.assert_close(result.tokens, acts[-1], **TOL)  # the released last activation is the final output
+    torch.testing.assert_close(result.tokens, out["extract/visible_embeddings"], **TOL)
+
+
+def test_converter_maps_every_official_weight_and_refuses_unshared_feed_forward(official):
+    objective, sd, _, _ = official
+    assert encodecmae.matches(sd)
+    ours = {**{f"encoder.{k}": v for k, v in encodecmae.to_audiorep(sd, objective.encoder).items()},
+            **encodecmae.objective_state(sd, objective)}
+    official_params = sum(v.numel() for k, v in sd.items() if ".ff_layer." not in k)
+    shared_ff = sum(v.numel() for k, v in sd.items() if k.startswith("visible_encoder.encoder_layers.0.ff_layer")
+                    or k.startswith("decoder.encoder_layers.0.ff_layer"))
+    assert sum(v.numel() for v in ours.values()) == official_params + shared_ff
+    broken = dict(sd)
+    broken["visible_encoder.encoder_layers.1.ff_layer.0.bias"] = sd["visible_encoder.encoder_layers.1.ff_layer.0.bias"] + 1
+    with pytest.raises(ValueError, match="shares one feed-forward"):
+        encodecmae.to_audiorep(broken, objective.encoder)
+
+
+def test_time_gap_mask_ratio_and_gap_lengths():
+    lengths = torch.tensor([300, 225, 200, 31, 7])
+    torch.manual_seed(0)
+    for _ in range(20):
+        mask = time_gap_mask(lengths, 300, ratio=0.5, gap=15)
+        assert torch.equal(mask.sum(1), (lengths * 0.5).long())  # exact count per clip length
+        assert not (mask & (torch.arange(300) >= lengths[:, None])).any()  # never past a clip's end
+        for row, n in zip(mask, lengths.tolist()):
+            edges = torch.diff(torch.cat([torch.zeros(1), row.float(), torch.zeros(1)])).nonzero().flatten()
+            runs = (edges[1::2] - edges[::2]).tolist()  # lengths of masked runs
+            if n >= 15:  # runs are unions of whole gaps, except where the overshoot was unmasked
+                assert sum(r < 15 for r in runs) <= 2, runs  # (inside one run: at most two short pieces)
+    rate = time_gap_mask(torch.full((400,), 300), 300).float().mean(0)  # [T] how often each frame is masked
+    assert rate.min() > 0  # every frame, edges included (their rate is lower: fewer spans cover them)
+    assert 0.4 < rate[15:-15].min() and rate[15:-15].max() < 0.65
+
+
+def test_variable_length_batch_gives_each_clip_its_own_result(one_thread):
+    torch.manual_seed(0)
+    encoder = tiny_encoder().eval()
+    waves = torch.randn(2, 24000) * 0.1
+    waves[1, 16000:] = 0
+    feats = encoder.frontend(waves)
+    T = feats.shape[-1]
+    short = encoder.frontend.num_frames(16000)
+    padding = torch.arange(T)[None] >= torch.tensor([T, short])[:, None]
+    with torch.no_grad():
+        batch = encoder.backbone(feats, padding=padding).tokens
+        alone = encoder.backbone(encoder.frontend(waves[1:, :16000])).tokens
+        torch.testing.assert_close(batch[1, :short], alone[0], atol=1e-5, rtol=1e-5)
+        # and with masking: the kept frames of the short clip see only themselves
+        masked = time_gap_mask(torch.tensor([T, short]), T)
+        keep = packed_keep(~masked & ~padding)
+        out = encoder.backbone(feats, keep=keep, padding=padding)
+        k = int((keep[1] >= 0).sum())
+        alone = encoder.backbone(feats[1:, :, :short], keep=keep[1:, :k]).tokens
+        torch.testing.assert_close(out.tokens[1, :k], alone[0], atol=1e-5, rtol=1e-5)
+
+
+def test_frame_times_are_exact_hops():
+    encoder = tiny_encoder(max_frames=300)
+    out = encoder(torch.zeros(1, encoder.span_samples))
+    assert out.tokens.shape[1] == 300 and encoder.backbone.hop_s == 318 / 24000
+    expected = (torch.arange(300, dtype=torch.float64) + 0.5) * 318 / 24000
+    assert torch.equal(out.times, expected.float())
