@@ -42,10 +42,9 @@ from pathlib import Path
 import numpy as np
 
 from audiorep.evaluate import embeddings as emb
-from audiorep.evaluate import probes
 from audiorep.evaluate.cli import find_tasks
-from audiorep.evaluate.protocol import ProbeConfig, TaskData, data_splits, evaluate_task
-from audiorep.tasks.format import VOCABULARY_FILE, TaskWriter, _read_vocabulary, load_task, make_metadata
+from audiorep.evaluate.protocol import ProtocolConfig, TaskData, data_splits, evaluate_task
+from audiorep.tasks.format import VOCABULARY_FILE, TaskWriter, fold_name, load_task, make_metadata, read_vocabulary
 
 SR = 16000
 # The kit tests an event model at its best epoch by assigning `trainer.fit_loop.current_epoch`,
@@ -91,7 +90,7 @@ def make_tasks(root: Path, clips: int) -> None:
     freqs = {"low": 300, "mid": 420, "high": 560}
     meta = make_metadata("tones", "scene", "multiclass", ["top1_acc", "mAP"], 1.0, "new_split_kfold", 3)
     with TaskWriter(root / "tones", meta, sorted(freqs), overwrite=True) as w:
-        for fold in ("fold00", "fold01", "fold02"):
+        for fold in map(fold_name, range(3)):
             for i in range(clips):
                 label = list(freqs)[i % 3]
                 x = _tone(rng, freqs[label] * (1 + 0.08 * rng.standard_normal()), SR)
@@ -145,7 +144,7 @@ def point_flops(dims: list[int], rows: int) -> float:
 def task_flops(emb_dir: Path, result: dict, epochs: list[int]) -> float:
     """Training FLOPs of a run whose trainings ran `epochs` (grid points first, in grid order)."""
     meta = json.loads((emb_dir / "task_metadata.json").read_text())
-    n_labels = len(_read_vocabulary(emb_dir / VOCABULARY_FILE))
+    n_labels = len(read_vocabulary(emb_dir / VOCABULARY_FILE))
     rows = {s: json.loads((emb_dir / f"{s}.embedding-dimensions.json").read_text()) for s in meta["splits"]}
     splits = data_splits(meta)
     grid = result["selection"][0]["grid"]
@@ -250,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             result_file = args.out / "ours-result" / f"{task.name}-{seed}.json"
             result_file.unlink(missing_ok=True)
-            cfg = ProbeConfig(grid_points=args.grid_points, seeds=(seed,), train=probes.TrainConfig(device=args.device))
+            cfg = ProtocolConfig(grid_points=args.grid_points, seeds=(seed,), device=args.device)
             start = time.perf_counter()
             ours = evaluate_task(ours_dir, cfg, result_file)
             seconds = time.perf_counter() - start

@@ -18,9 +18,9 @@ def _data(n=96, d=12, c=3, seed=0):
     return x, np.eye(c, dtype=np.float32)[labels]
 
 
-def _small_grid(n):
-    """The kit's grid points with 32 hidden units, to keep tests fast."""
-    return [dataclasses.replace(p, hidden_dim=32) for p in probes.hear_grid(n, 42)]
+def _small_grid(n, **schedule):
+    """The kit's grid points with 32 hidden units (and the schedule given), to keep tests fast."""
+    return [dataclasses.replace(p, hidden_dim=32, **schedule) for p in probes.hear_grid(n, 42)]
 
 
 def _accuracy(y):
@@ -41,10 +41,45 @@ def test_hear_grid_is_the_kits_sample():
     assert ours == kit
 
 
+def test_hear_grid_with_a_task_grid_is_the_kits_sample():
+    from sklearn.model_selection import ParameterGrid
+
+    # the kit's grid updated as FAST_PARAM_GRID does (two values of two schedule keys: 64 points)
+    update = {"max_epochs": [10, 50], "check_val_every_n_epoch": [3, 10]}
+    kit_grid = {**{k: list(v) for k, v in probes.KIT_GRID.items()}, **update,
+                "hidden_norm": ["BatchNorm1d"], "optim": ["Adam"]}  # single-valued kit keys do not change the order
+    confs = list(ParameterGrid(kit_grid))
+    random.seed(42)
+    random.shuffle(confs)
+    kit = [(c["hidden_layers"], c["lr"], c["initialization"], c["max_epochs"], c["check_val_every_n_epoch"])
+           for c in confs[:8]]
+    ours = [(p.hidden_layers, p.lr, p.init, p.max_epochs, p.check_every) for p in probes.hear_grid(8, 42, update)]
+    assert ours == kit and len({(m, c) for *_, m, c in ours}) > 1
+    with pytest.raises(ValueError, match="optim"):
+        probes.hear_grid(8, 42, {"optim": ["SGD"]})
+
+
+def test_points_of_one_grid_share_their_schedule():
+    x, y = _data(n=32)
+    points = [_small_grid(1, max_epochs=3)[0], _small_grid(1, max_epochs=6)[0]]
+    with pytest.raises(ValueError, match="share max_epochs"):
+        probes.train_grid(points, x, y, x, _accuracy(y), multiclass=True)
+
+
+def test_validation_loss_is_torchs_mean_loss():
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((20, 4)).astype(np.float32) * 30  # saturated: probabilities would lose it
+    y = np.eye(4, dtype=np.float32)[rng.integers(0, 4, 20)]
+    ce = torch.nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(y).argmax(1))
+    assert probes.validation_loss(logits, y, multiclass=True) == pytest.approx(ce.item(), rel=1e-6)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(torch.from_numpy(logits), torch.from_numpy(y))
+    assert probes.validation_loss(logits, y, multiclass=False) == pytest.approx(bce.item(), rel=1e-6)
+
+
 def test_batched_grid_equals_each_point_alone():
     x, y = _data()
-    points = _small_grid(8)
-    cfg = probes.TrainConfig(max_epochs=9, batch_size=32, patience=2, seed=7)
+    points = _small_grid(8, max_epochs=9, batch_size=32, patience=2)
+    cfg = probes.ProbeConfig(seed=7)
     together = probes.train_grid(points, x, y, x, _accuracy(y), multiclass=True, cfg=cfg)
     for i in (0, 5):
         # a grid point's generator is keyed by its position, so train it alone at the same position
@@ -93,8 +128,8 @@ def test_stacked_mlp_equals_torch_module_with_adam():
 
 def test_training_is_deterministic_and_learns():
     x, y = _data()
-    cfg = probes.TrainConfig(max_epochs=60, batch_size=32, seed=3)
-    points = _small_grid(2)
+    cfg = probes.ProbeConfig(seed=3)
+    points = _small_grid(2, max_epochs=60, batch_size=32)
     a = probes.train_grid(points, x, y, x, _accuracy(y), multiclass=True, cfg=cfg)
     b = probes.train_grid(points, x, y, x, _accuracy(y), multiclass=True, cfg=cfg)
     assert [r.val_score for r in a] == [r.val_score for r in b]
@@ -107,8 +142,8 @@ def test_training_is_deterministic_and_learns():
 def test_early_stopping_keeps_first_best_and_stops_after_patience():
     x, y = _data()
     scores = iter([0.5, 0.7, 0.7, 0.6, 0.9, 0.9] + [0.1] * 50)
-    cfg = probes.TrainConfig(max_epochs=300, check_every=3, patience=3, batch_size=32)
-    r = probes.train_grid(_small_grid(1), x, y, x, lambda p: (next(scores), None), True, cfg=cfg)[0]
+    points = _small_grid(1, max_epochs=300, check_every=3, patience=3, batch_size=32)
+    r = probes.train_grid(points, x, y, x, lambda p: (next(scores), None), True)[0]
     assert r.val_score == 0.9 and r.epoch == 4 * 3 + 2  # fifth check, 0-based epoch 14
     assert r.epochs_run == (5 + 3) * 3  # three checks without a strict improvement after it
 

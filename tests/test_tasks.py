@@ -218,12 +218,12 @@ def test_import_csv_events(tmp_path):
     _wav(tmp_path / "s.wav", seconds=2.0)
     rows = [["path", "label", "start", "end", "fold"], ["s.wav", "bark", "0.1", "0.5", "0"],
             ["s.wav", "bark", "1.5", "3.0", "0"], ["s.wav", "howl", "0.6", "0.9", "0"],
-            [str(_wav(tmp_path / "q.wav").name), "", "", "", "1"]]
+            [str(_wav(tmp_path / "q.wav").name), "", "", "", "1"], [str(_wav(tmp_path / "r.wav").name), "", "", "", "2"]]
     with open(tmp_path / "ev.csv", "w", newline="") as f:
         csv.writer(f).writerows(rows)
     assert cli.main(["import", str(tmp_path / "ev.csv"), str(tmp_path / "out")]) == 0
     task = load_task(tmp_path / "out")
-    assert task.embedding_type == "event" and task.split_mode == "presplit_kfold" and task.metadata["nfolds"] == 2
+    assert task.embedding_type == "event" and task.split_mode == "presplit_kfold" and task.metadata["nfolds"] == 3
     assert task.splits["fold00"]["s.wav"] == [{"label": "bark", "start": 100.0, "end": 500.0},
                                               {"label": "howl", "start": 600.0, "end": 900.0}]
     assert check_task(task.path) == []

@@ -1,14 +1,17 @@
 """`audiorep evaluate`: embeddings -> probes -> scores -> report, for several models and tasks.
 
-    audiorep evaluate --model passt-s --model hearbaseline.naive --tasks TASKS/ --out runs/eval
+    audiorep evaluate --model passt-s --model naive=hearbaseline.naive --tasks TASKS/ --out runs/eval
 
 Every run also evaluates the built-in references: the log-mel statistics baseline and,
 for each audiorep model, the same architecture with random weights (`--no-references`
-to skip them). Output tree:
+to skip them). Each task is checked when its turn comes; a task that is invalid, or that
+fails for a model, is reported by name in results.json and report.md while the others run,
+and the exit code is 1 when any failed. Output tree:
     OUT/embeddings/<model>/<task>/   HEAR-kit embeddings layout (cached)
     OUT/predictions/<mode>/<model>/<task>.json   per-task results (cached)
     OUT/results.json, OUT/report.md, OUT/plots/
-Reruns reuse cached embeddings and finished tasks; an interrupted run resumes there.
+<task> is the task's folder name (nsynth_pitch 5h and 50h share a task_name). Reruns reuse
+cached embeddings and finished tasks; an interrupted run resumes there.
 """
 from __future__ import annotations
 
@@ -20,13 +23,14 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from audiorep.tasks.format import METADATA_FILE, TaskFormatError, load_task
+from audiorep.tasks.format import METADATA_FILE, TaskFormatError, check_task, load_task, metadata_warnings
 
 from . import embeddings as emb
-from . import probes
-from .protocol import MODES, ProbeConfig, evaluate_task
+from .protocol import MODES, ProtocolConfig, evaluate_task
 from .report import write_report
-from .scores import load_reference
+from .scores import load_categories, load_reference
+
+MAX_PROBLEMS_SHOWN = 5
 
 
 def find_tasks(path: Path) -> list[Path]:
@@ -40,66 +44,120 @@ def find_tasks(path: Path) -> list[Path]:
 
 
 def model_list(specs: list[str], references: bool) -> list[emb.ModelSpec]:
+    """The models to run (references added), each label once; ValueError on two models with one label."""
     models = [emb.parse_model(s) for s in specs]
     if references:
         models.append(emb.parse_model("logmel"))
-        models += [emb.parse_model(f"random:{m.path}") for m in models if m.is_audiorep and not m.random_init]
+        models += [m.random_reference() for m in models if m.is_audiorep and not m.random_init]
     unique: dict[str, emb.ModelSpec] = {}
     for m in models:
-        unique.setdefault(m.name, m)
+        seen = unique.setdefault(m.label, m)
+        if (seen.module, seen.path, seen.random_init) != (m.module, m.path, m.random_init):
+            raise ValueError(f"two models are named {m.label!r} ({seen.path or seen.module} and {m.path or m.module}): "
+                             "name them with --model NAME=SPEC")
+    names = {}
+    for m in unique.values():
+        if names.setdefault(m.name, m.label) != m.label:
+            raise ValueError(f"models {names[m.name]!r} and {m.label!r} share the folder name {m.name!r}: rename one")
     return list(unique.values())
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="audiorep evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", action="append", default=[], help="model to evaluate (repeatable); see above")
+    p.add_argument("--model", action="append", default=[],
+                   help="model to evaluate (repeatable), optionally NAME=SPEC; see embeddings.py for SPEC")
     p.add_argument("--tasks", required=True, type=Path, help="a HEAR task folder or a folder of them")
     p.add_argument("--out", required=True, type=Path, help="output folder (embeddings, results, report)")
     p.add_argument("--mode", choices=MODES, default="mlp", help="probe: HEAR MLP grid, linear grid or kNN")
     p.add_argument("--seed", type=int, default=42, help="first seed (42 = the kit's grid points)")
     p.add_argument("--seeds", type=int, default=1, help="number of seeds to average (seed, seed+1, ...)")
     p.add_argument("--grid-points", type=int, default=8)
-    p.add_argument("--max-epochs", type=int, default=500)
+    p.add_argument("--max-epochs", type=int, help="cap on every grid point's epochs (default: the grid's own: "
+                                                  "500, or what the task's task_specific_param_grid says)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--batch-seconds", type=float, default=emb.BATCH_SECONDS, help="audio per model call")
+    p.add_argument("--categories", type=Path, help="CSV task,category or JSON {task: category} (speech, music, "
+                                                   "general, other); overrides metadata and the built-in table")
     p.add_argument("--reference-table", type=Path, help="CSV model,task,score or JSON to normalize against")
+    p.add_argument("--reference-model", action="append", default=[],
+                   help="a model of the reference table whose published scores get a column (repeatable)")
     p.add_argument("--no-references", action="store_true", help="skip the log-mel and random-init references")
     return p
+
+
+def _check(path: Path) -> tuple[object | None, str | None]:
+    """-> (task, None) or (None, why it cannot be evaluated)."""
+    problems = check_task(path, read_audio=False)
+    if problems:
+        more = f" (+{len(problems) - MAX_PROBLEMS_SHOWN} more: run `audiorep tasks check`)" \
+            if len(problems) > MAX_PROBLEMS_SHOWN else ""
+        return None, "; ".join(problems[:MAX_PROBLEMS_SHOWN]) + more
+    return load_task(path), None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if not args.model and args.no_references:
         parser().error("nothing to evaluate: give --model or drop --no-references")
-    tasks = [load_task(p) for p in find_tasks(args.tasks)]
-    models = model_list(args.model, not args.no_references)
+    if args.reference_model and not args.reference_table:
+        parser().error("--reference-model needs --reference-table")
+    paths = find_tasks(args.tasks)
+    try:
+        models = model_list(args.model, not args.no_references)
+    except ValueError as e:
+        parser().error(str(e))
     reference = load_reference(args.reference_table) if args.reference_table else None
-    cfg = ProbeConfig(mode=args.mode, grid_points=args.grid_points,
-                      seeds=tuple(range(args.seed, args.seed + args.seeds)),
-                      train=probes.TrainConfig(max_epochs=args.max_epochs, seed=args.seed, device=args.device))
-    results: dict[str, dict[str, dict]] = {}
-    timing: dict[str, dict[str, float]] = {}
+    categories = load_categories(args.categories) if args.categories else None
+    cfg = ProtocolConfig(mode=args.mode, grid_points=args.grid_points, seeds=tuple(range(args.seed, args.seed + args.seeds)),
+                         max_epochs=args.max_epochs, device=args.device)
+    results: dict[str, dict[str, dict]] = {m.label: {} for m in models}
+    timing = {m.label: {"embed_seconds": 0.0, "probe_seconds": 0.0} for m in models}
+    failed: dict[str, str] = {}
+    warnings: dict[str, list[str]] = {}
+    metadata: dict[str, dict] = {}
+    checked: dict[Path, object] = {}
     for spec in tqdm(models, desc="models"):
         loaded = None
-        results[spec.name], timing[spec.name] = {}, {"embed_seconds": 0.0, "probe_seconds": 0.0}
-        for task in tqdm(tasks, desc=spec.name, leave=False):
-            emb_dir = args.out / "embeddings" / spec.name / task.name
-            if not all(emb.split_complete(emb_dir, s) for s in task.split_names):
-                loaded = loaded or emb.load_hear_model(spec, args.device)
-            info = emb.embed_task(task, spec, emb_dir, args.device, args.batch_seconds, loaded)
-            out_file = args.out / "predictions" / args.mode / spec.name / f"{task.name}.json"
-            result = evaluate_task(emb_dir, cfg, out_file)
-            results[spec.name][task.name] = result
-            timing[spec.name]["embed_seconds"] += sum(info["seconds"].values())
-            timing[spec.name]["probe_seconds"] += result["probe_seconds"]
-    config = {"models": [m.name for m in models], "tasks": [t.name for t in tasks], "mode": args.mode,
-              "grid_points": args.grid_points, "seeds": list(cfg.seeds), "max_epochs": args.max_epochs,
-              "device": args.device, "reference_table": str(args.reference_table) if reference else None}
-    write_report(args.out, results, {t.name: t.metadata for t in tasks}, timing, config, reference)
+        for path in tqdm(paths, desc=spec.label, leave=False):
+            key = path.name
+            if key in failed:
+                continue
+            if path not in checked:
+                checked[path], why = _check(path)
+                if why:
+                    failed[key] = why
+                    print(f"FAILED {key}: {why}", file=sys.stderr)
+                    continue
+                metadata[key] = checked[path].metadata
+                warnings[key] = metadata_warnings(metadata[key])
+                for w in warnings[key]:
+                    print(f"warning: {key}: {w}", file=sys.stderr)
+            task = checked[path]
+            emb_dir = args.out / "embeddings" / spec.name / key
+            try:
+                if not all(emb.split_complete(emb_dir, s) for s in task.split_names):
+                    loaded = loaded or emb.load_hear_model(spec, args.device)
+                info = emb.embed_task(task, spec, emb_dir, args.device, args.batch_seconds, loaded)
+                result = evaluate_task(emb_dir, cfg, args.out / "predictions" / args.mode / spec.name / f"{key}.json")
+            except Exception as e:  # noqa: BLE001 -- reported by task and model; the other tasks go on
+                failed[f"{key} / {spec.label}"] = f"{type(e).__name__}: {e}"
+                print(f"FAILED {key} / {spec.label}: {type(e).__name__}: {e}", file=sys.stderr)
+                continue
+            results[spec.label][key] = result
+            timing[spec.label]["embed_seconds"] += sum(info["seconds"].values())
+            timing[spec.label]["probe_seconds"] += result["probe_seconds"]
+    config = {"models": {m.label: m.path or m.module for m in models}, "tasks": [p.name for p in paths],
+              "mode": args.mode, "grid_points": args.grid_points, "seeds": list(cfg.seeds),
+              "max_epochs": args.max_epochs, "device": args.device,
+              "categories": str(args.categories) if args.categories else None,
+              "reference_table": str(args.reference_table) if reference else None}
+    write_report(args.out, results, metadata, timing, config, reference, categories, failed, warnings,
+                 args.reference_model)
     scores = {m: {t: round(r["score"], 4) for t, r in per.items()} for m, per in results.items()}
-    print(json.dumps({"report": str(args.out / "report.md"), "primary_scores": scores}, indent=1))
-    return 0
+    print(json.dumps({"report": str(args.out / "report.md"), "primary_scores": scores, "failed": sorted(failed)},
+                     indent=1))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

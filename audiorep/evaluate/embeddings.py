@@ -6,6 +6,9 @@ Models are named on the command line as
     some.module:FILE         a HEAR module with model_file_path FILE
     logmel                   the built-in log-mel statistics baseline
     random:SPEC              SPEC with random weights (load_model(..., random_init=True))
+    NAME=SPEC                any of these, shown as NAME in the results and the report
+Without NAME a model is shown as the preset, the module, or the last part of its path
+(runs/x/final -> final; module:FILE -> module:FILE's file name).
 
 For each split of a task the folder `<out>/embeddings/<model>/<task>/` holds what
 hear-eval-kit's `heareval.predictions.runner` reads (and writes):
@@ -33,7 +36,7 @@ import re
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,11 +66,16 @@ class ModelSpec:
     module: str
     path: str
     random_init: bool
-    name: str  # folder-safe name used in the output tree and the report
+    label: str  # the name shown in results and the report
+    name: str   # folder-safe form of the label, used in the output tree
 
     @property
     def is_audiorep(self) -> bool:
         return self.module == AUDIOREP_HEAR
+
+    def random_reference(self) -> "ModelSpec":
+        """The same model with random weights (an audiorep model's built-in reference)."""
+        return replace(self, random_init=True, label=f"random-{self.label}", name=f"random-{self.name}")
 
 
 def _is_hear_module(name: str) -> bool:
@@ -81,19 +89,26 @@ def _is_hear_module(name: str) -> bool:
         return False
 
 
+def folder_name(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._+-]+", "_", label).strip("_.") or "model"
+
+
 def parse_model(spec: str) -> ModelSpec:
+    named = re.fullmatch(r"([^=/:\\]+)=(.+)", spec)
+    label, spec = (named.group(1).strip(), named.group(2)) if named else (None, spec)
     random_init = spec.startswith("random:")
     body = spec[len("random:"):] if random_init else spec
     if body == "logmel":
-        module, path = LOGMEL, ""
+        module, path, default = LOGMEL, "", "logmel"
     elif ":" in body and _is_hear_module(body.split(":", 1)[0]):
         module, path = body.split(":", 1)
+        default = f"{module}:{Path(path).name}"
     elif _is_hear_module(body):
-        module, path = body, ""
+        module, path, default = body, "", body
     else:
-        module, path = AUDIOREP_HEAR, body
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", body).strip("_") or "model"
-    return ModelSpec(module, path, random_init, f"random-{name}" if random_init else name)
+        module, path, default = AUDIOREP_HEAR, body, Path(body).name or body
+    label = label or (f"random-{default}" if random_init else default)
+    return ModelSpec(module, path, random_init, label, folder_name(label))
 
 
 def load_hear_model(spec: ModelSpec, device: str = "cpu") -> tuple[Any, Any]:

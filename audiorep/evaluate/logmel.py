@@ -1,7 +1,8 @@
 """Built-in reference model: log-mel statistics, as a HEAR API module.
 
-The evaluator adds it to every run as `logmel` (module `audiorep.evaluate.logmel`). 16 kHz, 64 HTK mel bands over a 25 ms Hann window with a
-hop of 10 ms, log(mel + 1e-6). Timestamp embeddings: the log-mel frames (64-d) centred
+The evaluator adds it to every run as `logmel` (module `audiorep.evaluate.logmel`). 16 kHz, 64
+mel bands (audiorep.frontends' Kaldi mel banks, 0-8000 Hz) of the power spectrum over a 25 ms Hann
+window with a hop of 10 ms, log(mel + 1e-6). Timestamp embeddings: the log-mel frames (64-d) centred
 at multiples of the hop, in ms. Scene embeddings: mean and standard deviation of the
 frames over time (128-d). No learned parameters: it shows what any encoder must beat.
 """
@@ -9,26 +10,14 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 from torch import Tensor, nn
+
+from audiorep.frontends import kaldi_mel_banks
 
 SAMPLE_RATE = 16000
 N_MELS = 64
 WIN_MS, HOP_MS = 25.0, 10.0
-
-
-def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int, fmin: float = 0.0, fmax: float | None = None) -> np.ndarray:
-    """HTK-scale triangular filters [n_fft // 2 + 1, n_mels]."""
-    fmax = fmax or sample_rate / 2
-    mel = lambda f: 2595.0 * np.log10(1.0 + f / 700.0)  # noqa: E731
-    hz = lambda m: 700.0 * (10 ** (m / 2595.0) - 1.0)  # noqa: E731
-    edges = hz(np.linspace(mel(fmin), mel(fmax), n_mels + 2))  # [n_mels + 2]
-    bins = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)[:, None]  # [F, 1]
-    lower, centre, upper = edges[:-2], edges[1:-1], edges[2:]
-    up = (bins - lower) / (centre - lower)
-    down = (upper - bins) / (upper - centre)
-    return np.maximum(0.0, np.minimum(up, down)).astype(np.float32)
 
 
 class LogMel(nn.Module):
@@ -41,8 +30,8 @@ class LogMel(nn.Module):
         self.timestamp_embedding_size = n_mels
         self.scene_embedding_size = 2 * n_mels
         self.register_buffer("window", torch.hann_window(self.win), persistent=False)
-        self.register_buffer("fbank", torch.from_numpy(mel_filterbank(self.n_fft, n_mels, sample_rate)),
-                             persistent=False)
+        banks = kaldi_mel_banks(n_mels, self.n_fft, sample_rate, 0.0, sample_rate / 2)  # [n_mels, F]
+        self.register_buffer("fbank", banks.T.contiguous(), persistent=False)  # [F, n_mels]
 
     def forward(self, audio: Tensor) -> Tensor:
         """audio [n, S] -> log-mel [n, T, n_mels], frame t centred at t * hop."""

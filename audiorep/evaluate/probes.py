@@ -6,7 +6,9 @@ normal) with gain 1 on the first layer and sqrt(2) after a ReLU, PyTorch's defau
 init; Adam; batch 1024 in the stored row order (the kit does not shuffle); validation every
 3 epochs, early stopping after 20 checks without a strict improvement of the primary
 validation score, and the best checkpoint (first epoch reaching the best score) is kept.
-No normalization of the embeddings.
+No normalization of the embeddings. A grid point holds the kit's whole configuration
+(`GridPoint`), so a task's `task_specific_param_grid` can change any of it; the points of one
+`train_grid` call share their schedule (epochs, validation interval, patience, batch size).
 
 All grid points of one depth live in stacked tensors [G, ...] and train in one pass over
 the batches (one batched matmul per layer); each point has its own random generator for
@@ -15,6 +17,7 @@ that stop early leave the stack, so no compute is spent on them.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from dataclasses import dataclass, field
@@ -31,8 +34,12 @@ BN_EPS, BN_MOMENTUM = 1e-5, 0.1
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8
 EVAL_ROWS = 4096
 
-# score_fn(probabilities [N, C]) -> (score, extra); extra is e.g. the chosen event post-processing
+# score_fn(logits [N, C]) -> (score, extra); extra is e.g. the chosen event post-processing
 ScoreFn = Callable[[np.ndarray], "tuple[float, Any]"]
+# the kit's PARAM_GRID (heareval 2021.1.3) keys that audiorep honours, with its values
+KIT_GRID = {"batch_size": [1024], "check_val_every_n_epoch": [3], "dropout": [0.1], "hidden_dim": [1024],
+            "hidden_layers": [1, 2], "initialization": list(INITS), "lr": list(HEAR_LRS), "max_epochs": [500],
+            "patience": [20]}
 
 
 @dataclass(frozen=True)
@@ -42,25 +49,46 @@ class GridPoint:
     init: str
     hidden_dim: int = 1024
     dropout: float = 0.1
+    max_epochs: int = 500
+    check_every: int = 3
+    patience: int = 20
+    batch_size: int = 1024
+
+    @classmethod
+    def from_kit(cls, conf: dict[str, Any]) -> "GridPoint":
+        """A point from one of the kit's grid configurations (keys of KIT_GRID)."""
+        return cls(hidden_layers=conf["hidden_layers"], lr=conf["lr"], init=conf["initialization"],
+                   hidden_dim=conf["hidden_dim"], dropout=conf["dropout"], max_epochs=conf["max_epochs"],
+                   check_every=conf["check_val_every_n_epoch"], patience=conf["patience"],
+                   batch_size=conf["batch_size"])
+
+    @property
+    def schedule(self) -> tuple[int, int, int, int]:
+        """What the points of one `train_grid` call share: (max_epochs, check_every, patience, batch_size)."""
+        return self.max_epochs, self.check_every, self.patience, self.batch_size
 
 
-def hear_grid(n_points: int = 8, seed: int = 42, hidden_layers: tuple[int, ...] = (1, 2)) -> list[GridPoint]:
-    """The kit's 16-point grid in its ParameterGrid order, shuffled by `random.Random(seed)`, first n.
+def hear_grid(n_points: int = 8, seed: int = 42, overrides: dict[str, list] | None = None) -> list[GridPoint]:
+    """The kit's grid (KIT_GRID updated by `overrides`, e.g. a task's task_specific_param_grid) in
+    sklearn ParameterGrid order (sorted keys, last key fastest), shuffled by `random.Random(seed)`, first n.
 
-    With seed 42 (the kit's `seed_everything(42)`) these are the kit's own 8 points.
-    `hidden_layers=(0,)` gives the linear probe's grid (lr x init).
+    With seed 42 (the kit's `seed_everything(42)`) these are the kit's own points.
+    `overrides={"hidden_layers": [0]}` gives the linear probe's grid (lr x init).
     """
-    full = [GridPoint(h, lr, init) for h in hidden_layers for init in INITS for lr in HEAR_LRS]
+    grid = {**KIT_GRID, **(overrides or {})}
+    unknown = set(grid) - set(KIT_GRID)
+    if unknown:
+        raise ValueError(f"grid keys {sorted(unknown)} cannot be set (known: {', '.join(KIT_GRID)})")
+    keys = sorted(grid)
+    full = [GridPoint.from_kit(dict(zip(keys, values))) for values in itertools.product(*(grid[k] for k in keys))]
     random.Random(seed).shuffle(full)
     return full[:n_points]
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    max_epochs: int = 500
-    check_every: int = 3
-    patience: int = 20
-    batch_size: int = 1024
+class ProbeConfig:
+    """How a grid trains: the seed of its points' generators, and the device."""
+
     seed: int = 42
     device: str = "cpu"
 
@@ -215,12 +243,17 @@ def probabilities(logits: torch.Tensor, multiclass: bool) -> torch.Tensor:
     return logits.softmax(-1) if multiclass else logits.sigmoid()
 
 
+def validation_loss(logits: np.ndarray, y: np.ndarray, multiclass: bool) -> float:
+    """The kit's val_loss of logits [N, C] against 0/1 targets [N, C]: mean cross-entropy (multiclass)
+    or mean binary cross-entropy over all N x C entries (multilabel)."""
+    yt = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
+    return float(_loss(torch.from_numpy(logits)[None], yt.argmax(1) if multiclass else yt, multiclass))
+
+
 @torch.no_grad()
-def predict_stack(stack: MLPStack, x: torch.Tensor, multiclass: bool) -> np.ndarray:
-    """x [N, D] -> probabilities [G, N, C] (eval mode, in chunks of rows)."""
-    out = [probabilities(stack.forward(x[i:i + EVAL_ROWS], train=False), multiclass).cpu()
-           for i in range(0, len(x), EVAL_ROWS)]
-    return torch.cat(out, 1).numpy()
+def predict_logits(stack: MLPStack, x: torch.Tensor) -> torch.Tensor:
+    """x [N, D] -> logits [G, N, C] on the CPU (eval mode, in chunks of rows)."""
+    return torch.cat([stack.forward(x[i:i + EVAL_ROWS], train=False).cpu() for i in range(0, len(x), EVAL_ROWS)], 1)
 
 
 def predict(results: list[ProbeResult], x: np.ndarray, multiclass: bool, device: str = "cpu") -> np.ndarray:
@@ -229,16 +262,17 @@ def predict(results: list[ProbeResult], x: np.ndarray, multiclass: bool, device:
     out = []
     for r in results:
         stack = MLPStack.from_states([r.state], [r.point], device)
-        out.append(predict_stack(stack, xt, multiclass)[0])
+        out.append(probabilities(predict_logits(stack, xt)[0], multiclass).numpy())
     return np.stack(out)
 
 
 class _Group:
     """The points of one depth being trained together, with their bookkeeping."""
 
-    def __init__(self, idx: list[int], points: list[GridPoint], d_in: int, n_out: int, cfg: TrainConfig):
+    def __init__(self, idx: list[int], points: list[GridPoint], ids: list[int], d_in: int, n_out: int,
+                 cfg: ProbeConfig):
         self.idx = idx  # positions in the caller's list of points
-        self.gens = [_generator(cfg.seed, i) for i in idx]
+        self.gens = [_generator(cfg.seed, ids[i]) for i in idx]
         self.stack = MLPStack.init([points[i] for i in idx], self.gens, d_in, n_out, cfg.device)
         for v in self.stack.params().values():
             v.requires_grad_(True)
@@ -262,10 +296,18 @@ class _Group:
 
 
 def train_grid(points: list[GridPoint], x_train: np.ndarray, y_train: np.ndarray, x_valid: np.ndarray,
-               score_fn: ScoreFn, multiclass: bool, maximize: bool = True, cfg: TrainConfig = TrainConfig(),
-               desc: str = "probes") -> list[ProbeResult]:
+               score_fn: ScoreFn, multiclass: bool, maximize: bool = True, cfg: ProbeConfig = ProbeConfig(),
+               desc: str = "probes", ids: list[int] | None = None) -> list[ProbeResult]:
     """Train every grid point on (x_train [N, D], y_train [N, C] 0/1) with early stopping on
-    `score_fn` of the validation probabilities; -> one result per point, in the order given."""
+    `score_fn` of the validation logits (higher is better unless not `maximize`); -> one result
+    per point, in the order given. The points share one schedule (`GridPoint.schedule`); point i
+    draws its init and dropout from generator `ids[i]` (default: its position i)."""
+    schedules = {p.schedule for p in points}
+    if len(schedules) != 1:
+        raise ValueError(f"the points of one grid must share max_epochs, check_every, patience and batch_size; "
+                         f"got {sorted(schedules)}")
+    max_epochs, check_every, patience, batch_size = schedules.pop()
+    ids = list(range(len(points))) if ids is None else ids
     device = cfg.device
     xt = torch.from_numpy(np.ascontiguousarray(x_train, dtype=np.float32)).to(device)
     xv = torch.from_numpy(np.ascontiguousarray(x_valid, dtype=np.float32)).to(device)
@@ -274,7 +316,7 @@ def train_grid(points: list[GridPoint], x_train: np.ndarray, y_train: np.ndarray
         yt = yt.argmax(1)
     d_in, n_out = x_train.shape[1], y_train.shape[1]
     depths = sorted({p.hidden_layers for p in points})
-    groups = [_Group([i for i, p in enumerate(points) if p.hidden_layers == d], points, d_in, n_out, cfg)
+    groups = [_Group([i for i, p in enumerate(points) if p.hidden_layers == d], points, ids, d_in, n_out, cfg)
               for d in depths]
     sign = 1.0 if maximize else -1.0
     best = [-math.inf] * len(points)
@@ -283,29 +325,29 @@ def train_grid(points: list[GridPoint], x_train: np.ndarray, y_train: np.ndarray
     history: list[list[float]] = [[] for _ in points]
     stopped: set[int] = set()
     n = len(xt)
-    bar = tqdm(range(cfg.max_epochs), desc=desc, leave=False)
+    bar = tqdm(range(max_epochs), desc=desc, leave=False)
     for epoch in bar:
-        for start in range(0, n, cfg.batch_size):
-            xb, yb = xt[start:start + cfg.batch_size], yt[start:start + cfg.batch_size]
+        for start in range(0, n, batch_size):
+            xb, yb = xt[start:start + batch_size], yt[start:start + batch_size]
             for grp in groups:
                 if len(xb) < 2 and grp.stack.depth:  # BatchNorm cannot train on one row
                     continue
                 loss = _loss(grp.stack.forward(xb, train=True, gens=grp.gens), yb, multiclass)
                 loss.backward()
                 grp.opt.step()
-        if (epoch + 1) % cfg.check_every:
+        if (epoch + 1) % check_every:
             continue
         for grp in groups:
-            probs = predict_stack(grp.stack, xv, multiclass)  # [G, Nv, C]
+            logits = predict_logits(grp.stack, xv).numpy()  # [G, Nv, C]
             for j, i in enumerate(grp.idx):
-                score, extra = score_fn(probs[j])
+                score, extra = score_fn(logits[j])
                 history[i].append(score)
                 if not math.isnan(score) and sign * score > best[i]:
                     best[i], waits[i] = sign * score, 0
                     results[i] = ProbeResult(points[i], grp.stack.point_state(j), epoch, score, extra)
                 else:
                     waits[i] += 1
-                    if waits[i] >= cfg.patience:
+                    if waits[i] >= patience:
                         stopped.add(i)
             grp.drop(stopped)
         groups = [g for g in groups if g.idx]
@@ -314,9 +356,9 @@ def train_grid(points: list[GridPoint], x_train: np.ndarray, y_train: np.ndarray
             break
     for i, p in enumerate(points):
         if results[i] is None:  # never validated (max_epochs < check_every) or only NaN scores
-            raise ValueError(f"grid point {p} got no usable validation score in {cfg.max_epochs} epochs "
-                             f"(validation every {cfg.check_every} epochs)")
-        results[i].epochs_run = len(history[i]) * cfg.check_every
+            raise ValueError(f"grid point {p} got no usable validation score in {max_epochs} epochs "
+                             f"(validation every {check_every} epochs)")
+        results[i].epochs_run = len(history[i]) * check_every
         results[i].history = history[i]
     return results
 

@@ -5,39 +5,49 @@ As in hear-eval-kit: the grid is searched on the first data split only; the best
 scored on its test split; scores are averaged over splits (mean and sample std). K-fold
 tasks rotate sorted folds: test = fold i, validation = fold i+1 (mod k), train = the rest.
 Event tasks choose the post-processing (median filter, min duration) on validation at each
-check and test with the one chosen at the kept epoch. A finished task's results file is
-reused on reruns.
+check and test with the one chosen at the kept epoch. What a task's metadata changes, as in
+heareval 2021.1.3: `evaluation_params.task_specific_param_grid` (after the kit's own per-task
+table KIT_TASK_GRIDS) updates the grid (`probes.hear_grid`), so it can change epochs, the
+validation interval, patience, batch size and the model; `use_scoring_for_early_stopping:
+false` picks epochs and grid points by validation loss (lower is better) and post-processes
+events with the grid's single point; `evaluation_params.event_postprocessing_grid` is the
+post-processing grid; `split_mode`, `nfolds` and `splits` give the folds. A finished task's
+results file is reused on reruns.
 """
 from __future__ import annotations
 
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from audiorep.files import write_json
-from audiorep.tasks.format import KFOLD_MODES, METADATA_FILE, VOCABULARY_FILE, _read_vocabulary
+from audiorep.tasks.format import (KFOLD_MODES, METADATA_FILE, VOCABULARY_FILE, multi_hot, param_grid,
+                                   postprocessing_grid, read_vocabulary, scoring_for_early_stopping, split_names)
 
 from . import events as ev
 from . import probes
-from .embeddings import EmbeddingError, load_split, multi_hot
+from .embeddings import EmbeddingError, load_split
 from .metrics import SCENE_METRICS
 
 MODES = ("mlp", "linear", "knn")
 MINIMIZED = {"segment_1s_er"}
-DEFAULT_POSTPROCESSING = {"median_filter_ms": [250], "min_duration": [125, 250]}
+# heareval's TASK_SPECIFIC_PARAM_GRID: grid updates it applies by task name before the metadata's own
+KIT_TASK_GRIDS = {"dcase2016_task2": {"check_val_every_n_epoch": [10]}}
 
 
 @dataclass(frozen=True)
-class ProbeConfig:
+class ProtocolConfig:
     mode: str = "mlp"
     grid_points: int = 8
     seeds: tuple[int, ...] = (42,)
-    train: probes.TrainConfig = field(default_factory=probes.TrainConfig)
+    max_epochs: int | None = None  # a cap on every grid point's max_epochs (None: the grid's own)
+    device: str = "cpu"
 
 
 def data_splits(metadata: dict) -> list[dict[str, list[str]]]:
@@ -46,7 +56,7 @@ def data_splits(metadata: dict) -> list[dict[str, list[str]]]:
         return [{"train": ["train"], "valid": ["valid"], "test": ["test"]}]
     if metadata["split_mode"] not in KFOLD_MODES:
         raise ValueError(f"unknown split_mode {metadata['split_mode']!r}")
-    folds = sorted(metadata.get("splits") or [f"fold{i:02d}" for i in range(int(metadata["nfolds"]))])
+    folds = sorted(split_names(metadata))
     k = len(folds)
     return [{"train": [f for f in folds if f not in (folds[i], folds[(i + 1) % k])],
              "valid": [folds[(i + 1) % k]], "test": [folds[i]]} for i in range(k)]
@@ -61,17 +71,19 @@ class TaskData:
         if not meta_path.exists():
             raise EmbeddingError(f"{meta_path}: missing (not an embeddings folder)")
         self.meta = json.loads(meta_path.read_text())
-        self.vocab = _read_vocabulary(emb_dir / VOCABULARY_FILE)
+        self.vocab = read_vocabulary(emb_dir / VOCABULARY_FILE)
         self.event = self.meta["embedding_type"] == "event"
         self.multiclass = self.meta["prediction_type"] == "multiclass"
         self.metrics = list(self.meta["evaluation"])
         self.primary = self.metrics[0]
         self.maximize = self.primary not in MINIMIZED
-        self.postprocessing = self.meta.get("evaluation_params", {}).get("event_postprocessing_grid",
-                                                                        DEFAULT_POSTPROCESSING)
+        self.postprocessing = postprocessing_grid(self.meta)
+        self.grid = {**KIT_TASK_GRIDS.get(self.meta["task_name"], {}), **param_grid(self.meta)}
+        self.scoring = scoring_for_early_stopping(self.meta)
         names = sorted({s for split in data_splits(self.meta) for part in split.values() for s in part})
         self.splits = {s: load_split(emb_dir, s, self.event) for s in names}
-        self.y = {s: multi_hot(d.labels, self.vocab, f"{emb_dir}/{s}") for s, d in self.splits.items()}
+        self.y = {s: multi_hot(d.labels, self.vocab, d.files or [f"{emb_dir}/{s} row {i}" for i in range(len(d.labels))])
+                  for s, d in self.splits.items()}
         if self.event:
             self.index = {s: ev.FrameIndex.build(d.files, d.timestamps) for s, d in self.splits.items()}
             self.reference = {s: json.loads((emb_dir / f"{s}.json").read_text()) for s in names}
@@ -108,6 +120,23 @@ class TaskData:
 
         return score
 
+    @property
+    def monitor(self) -> str:
+        """What picks epochs and grid points, in the kit's log names."""
+        return f"val_{self.primary}" if self.scoring else "val_loss"
+
+    def monitor_fn(self, names: list[str]) -> tuple[probes.ScoreFn, bool]:
+        """-> (score of validation logits on the rows of `names`, higher is better): the primary score of
+        the probabilities, or with use_scoring_for_early_stopping false the loss (events: post-processed
+        with the grid's single point)."""
+        if self.scoring:
+            score = self.score_fn(names)
+            return (lambda logits: score(probes.probabilities(torch.from_numpy(logits), self.multiclass).numpy()),
+                    self.maximize)
+        y = self.rows(names)[1]
+        point = (self.postprocessing["median_filter_ms"][0], self.postprocessing["min_duration"][0]) if self.event else None
+        return (lambda logits: (probes.validation_loss(logits, y, self.multiclass), point)), False
+
     def test_scores(self, names: list[str], probs: np.ndarray, postprocessing: Any) -> dict[str, float]:
         """Every metric of the task on the test rows."""
         if not self.event:
@@ -120,44 +149,61 @@ class TaskData:
         out = {}
         for m in self.metrics:
             for key, value in ev.event_metric(m, reference, estimated, self.vocab).items():
-                out[m if key == "score" else f"{m}_{key}"] = value
+                if key != "f_measure":  # the score itself
+                    out[m if key == "score" else f"{m}_{key}"] = value
         return out
 
+    def grid_points(self, cfg: ProtocolConfig, seed: int) -> list[probes.GridPoint]:
+        """The first `cfg.grid_points` points of the task's grid for `seed`, max_epochs capped by `cfg`."""
+        overrides = {**self.grid, **({"hidden_layers": [0]} if cfg.mode == "linear" else {})}
+        points = probes.hear_grid(cfg.grid_points, seed, overrides)
+        if cfg.max_epochs is not None:
+            points = [replace(p, max_epochs=min(p.max_epochs, cfg.max_epochs)) for p in points]
+        return points
 
-def _grid(cfg: ProbeConfig, seed: int) -> list[probes.GridPoint]:
-    if cfg.mode == "linear":
-        return probes.hear_grid(cfg.grid_points, seed, hidden_layers=(0,))
-    return probes.hear_grid(cfg.grid_points, seed)
+
+def _train_points(points: list[probes.GridPoint], train: tuple, x_va: np.ndarray, score_fn: probes.ScoreFn,
+                  data: TaskData, maximize: bool, cfg: probes.ProbeConfig, desc: str) -> list[probes.ProbeResult]:
+    """Train `points` (in one `train_grid` per schedule they use); results in the order of `points`."""
+    results: list[probes.ProbeResult | None] = [None] * len(points)
+    for schedule in dict.fromkeys(p.schedule for p in points):
+        ids = [i for i, p in enumerate(points) if p.schedule == schedule]
+        trained = probes.train_grid([points[i] for i in ids], *train, x_va, score_fn, data.multiclass, maximize, cfg,
+                                    desc=desc, ids=ids)
+        for i, r in zip(ids, trained):
+            results[i] = r
+    return results
 
 
-def _run_seed(data: TaskData, cfg: ProbeConfig, seed: int) -> tuple[list[dict], dict]:
+def _run_seed(data: TaskData, cfg: ProtocolConfig, seed: int) -> tuple[list[dict], dict]:
     """-> (test scores per split, selection info) for one seed."""
     splits = data_splits(data.meta)
-    train_cfg = probes.TrainConfig(**{**asdict(cfg.train), "seed": seed})
+    probe_cfg = probes.ProbeConfig(seed=seed, device=cfg.device)
     per_split, selection = [], {}
     chosen = None
-    for i, split in enumerate(splits):
-        x_tr, y_tr = data.rows(split["train"])
+    for split in splits:
+        train = data.rows(split["train"])
         x_va = data.rows(split["valid"])[0]
         x_te = data.rows(split["test"])[0]
-        score_fn = data.score_fn(split["valid"])
         if cfg.mode == "knn":
             ks = (chosen,) if chosen else probes.KNN_KS
-            k, val, extra = probes.select_knn(x_tr, y_tr, x_va, score_fn, data.maximize, ks, train_cfg.device)
+            k, val, extra = probes.select_knn(*train, x_va, data.score_fn(split["valid"]), data.maximize, ks,
+                                              cfg.device)
             chosen = chosen or k
-            probs = probes.knn_probabilities(x_tr, y_tr, x_te, (k,), train_cfg.device)[0]
+            probs = probes.knn_probabilities(*train, x_te, (k,), cfg.device)[0]
             info = {"k": k, "val_score": val}
         else:
-            points = [chosen] if chosen else _grid(cfg, seed)
-            results = probes.train_grid(points, x_tr, y_tr, x_va, score_fn, data.multiclass, data.maximize,
-                                        train_cfg, desc=f"{data.meta['task_name']} {'|'.join(split['test'])}")
-            best = probes.select_best(results, data.maximize)
+            score_fn, maximize = data.monitor_fn(split["valid"])
+            points = [chosen] if chosen else data.grid_points(cfg, seed)
+            results = _train_points(points, train, x_va, score_fn, data, maximize, probe_cfg,
+                                    desc=f"{data.meta['task_name']} {'|'.join(split['test'])}")
+            best = probes.select_best(results, maximize)
             if chosen is None:
                 chosen = best.point
                 selection["grid"] = [{**asdict(r.point), "val_score": r.val_score, "epoch": r.epoch,
                                       "epochs_run": r.epochs_run}
                                      for r in results]
-            probs = probes.predict([best], x_te, data.multiclass, train_cfg.device)[0]
+            probs = probes.predict([best], x_te, data.multiclass, cfg.device)[0]
             val, extra = best.val_score, best.extra
             info = {"val_score": val, "epoch": best.epoch, "epochs_run": best.epochs_run}
         scores = data.test_scores(split["test"], probs, extra)
@@ -174,12 +220,12 @@ def _summary(runs: list[dict]) -> dict[str, dict[str, float]]:
         values = np.array([r["scores"][m] for r in runs], dtype=np.float64)
         with np.errstate(invalid="ignore"):  # d-prime is inf at a perfect AUC, as in the kit
             out[m] = {"mean": float(np.mean(values)),
-                      "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+                      "std": float(np.std(values, ddof=1)) if len(values) > 1 else None,
                       "n": int(len(values))}
     return out
 
 
-def evaluate_task(emb_dir: Path, cfg: ProbeConfig, out_file: Path) -> dict:
+def evaluate_task(emb_dir: Path, cfg: ProtocolConfig, out_file: Path) -> dict:
     """Evaluate one embeddings folder; the result is written to `out_file` (and reused if there)."""
     if out_file.exists():
         return json.loads(out_file.read_text())
@@ -197,6 +243,11 @@ def evaluate_task(emb_dir: Path, cfg: ProbeConfig, out_file: Path) -> dict:
         "task": data.meta["task_name"], "embedding_type": data.meta["embedding_type"],
         "primary": data.primary, "maximize": data.maximize, "mode": cfg.mode,
         "score": summary[data.primary]["mean"], "score_std": summary[data.primary]["std"],
+        "n": summary[data.primary]["n"],
+        "protocol": {"monitor": data.monitor if cfg.mode != "knn" else f"val_{data.primary}",
+                     "grid": {**probes.KIT_GRID, **data.grid}, "max_epochs_cap": cfg.max_epochs,
+                     "postprocessing_grid": data.postprocessing if data.event else None,
+                     "splits": data_splits(data.meta)},
         "scores": summary, "runs": runs, "selection": selections,
         "embedding_dim": int(next(iter(data.splits.values())).x.shape[1]),
         "probe_seconds": time.perf_counter() - start,

@@ -1,8 +1,13 @@
 """The run's outputs: results.json (machine-readable) and report.md with plots.
 
-Plots (matplotlib, PNG under plots/): per-task primary scores as grouped bars, box plots
-of normalized scores per category (PaSST paper Figure 8 style), and timing per model
-(embedding and probe seconds).
+results.json holds the run's config, the tasks (category, primary metric, warnings), the
+tasks that failed and why, primary scores, normalized scores, the mean normalized score of
+each model overall and per category (with n = the number of tasks), timing and the full
+per-task results. report.md shows the same as tables a paper can take: a spread (± sample
+std) only where a score is the mean of more than one run (folds x seeds), with n; each metric
+once; and, when a reference table is given, columns of its published scores for the models
+named by `reference_models`. Plots (matplotlib, PNG under plots/): per-task primary scores,
+box plots of normalized scores per category and over all tasks, and timing per model.
 """
 from __future__ import annotations
 
@@ -15,46 +20,65 @@ from audiorep.files import write_json, write_text
 
 from . import scores as sc
 
+ALL = "all tasks"
 
-def _fmt(v: float, digits: int = 3) -> str:
+
+def _fmt(v: float | None, digits: int = 3) -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
 
-def _plots(out: Path, table: dict, normalized: dict, cats: dict, timing: dict, models: list[str]) -> dict[str, str]:
+def _with_spread(mean: float, std: float | None, n: int) -> str:
+    """`mean`, or `mean ± std (n=N)` when it is the mean of N > 1 runs."""
+    return _fmt(mean) if n <= 1 or std is None else f"{_fmt(mean)} ± {_fmt(std)} (n={n})"
+
+
+def _means(grouped: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, dict]]:
+    return {g: {m: {"mean": float(np.mean(v)), "n": len(v)} for m, v in per.items()} for g, per in grouped.items()}
+
+
+def _plots(out: Path, table: dict, grouped: dict, timing: dict, models: list[str]) -> dict[str, str]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     plots = out / "plots"
     plots.mkdir(parents=True, exist_ok=True)
     files = {}
     tasks = sorted(table)
-    width = 0.8 / max(1, len(models))
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(tasks) * max(1, len(models)) / 2), 4), layout="constrained")
-    for i, m in enumerate(models):
-        vals = [table[t].get(m, np.nan) for t in tasks]
-        ax.bar(np.arange(len(tasks)) + i * width, vals, width, label=m)
-    ax.set_xticks(np.arange(len(tasks)) + width * (len(models) - 1) / 2, tasks, rotation=30, ha="right")
-    ax.set_ylabel("primary test score")
-    ax.legend(fontsize=8)
-    fig.savefig(plots / "tasks.png", dpi=120)
-    plt.close(fig)
-    files["tasks"] = "plots/tasks.png"
+    if tasks:
+        width = 0.8 / max(1, len(models))
+        fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(tasks) * max(1, len(models)) / 2), 4), layout="constrained")
+        for i, m in enumerate(models):
+            vals = [table[t].get(m, np.nan) for t in tasks]
+            ax.bar(np.arange(len(tasks)) + i * width, vals, width, label=m)
+        ax.set_xticks(np.arange(len(tasks)) + width * (len(models) - 1) / 2, tasks, rotation=30, ha="right")
+        ax.set_ylabel("primary test score")
+        ax.legend(fontsize=8)
+        fig.savefig(plots / "tasks.png", dpi=120)
+        plt.close(fig)
+        files["tasks"] = "plots/tasks.png"
 
-    grouped = sc.by_category(normalized, cats)
-    present = [c for c in sc.CATEGORIES if c in grouped]
+    present = [c for c in (*sc.CATEGORIES, ALL) if c in grouped]
     if present:
         label = 0.07 * max(len(m) for m in models)  # inches that rotated model names need
-        fig, axes = plt.subplots(1, len(present), figsize=(max(3.5, 0.6 * len(models) + label) * len(present), 4 + label),
+        fig, axes = plt.subplots(1, len(present), figsize=(max(3.5, 0.6 * len(models) + label) * len(present), 4.6 + label),
                                  squeeze=False, layout="constrained")
         for ax, c in zip(axes[0], present):
             ms = [m for m in models if m in grouped[c]]
-            ax.boxplot([grouped[c][m] for m in ms], showmeans=True)
+            ax.boxplot([grouped[c][m] for m in ms], showmeans=True,
+                       medianprops={"color": "tab:orange"}, meanprops={"marker": "^", "markerfacecolor": "tab:green",
+                                                                       "markeredgecolor": "tab:green"})
             ax.set_xticks(range(1, len(ms) + 1), ms, rotation=30, ha="right")
-            ax.set_title(c)
+            n = max(len(grouped[c][m]) for m in ms)
+            ax.set_title(f"{c} ({n} task{'s' if n != 1 else ''})")
             ax.set_ylim(0, 1.05)
         axes[0][0].set_ylabel("score / best score on the task")
+        legend = [Line2D([], [], color="tab:orange", label="median of the tasks"),
+                  Line2D([], [], marker="^", linestyle="", color="tab:green", label="mean of the tasks"),
+                  Line2D([], [], color="black", label="box: middle half of the tasks; whiskers: 1.5 x box, circles beyond")]
+        fig.legend(handles=legend, loc="outside lower center", ncols=3, fontsize=8)
         fig.savefig(plots / "categories.png", dpi=120)
         plt.close(fig)
         files["categories"] = "plots/categories.png"
@@ -72,49 +96,96 @@ def _plots(out: Path, table: dict, normalized: dict, cats: dict, timing: dict, m
     return files
 
 
+def _reference_rows(reference: dict | None, metadata: dict[str, dict]) -> dict[str, dict[str, float]]:
+    """{task key: {model: score}} of the reference table, matched by folder name, then task_name."""
+    if not reference:
+        return {}
+    out = {}
+    for key, meta in metadata.items():
+        row = reference.get(key) or reference.get(meta.get("task_name", key))
+        if row:
+            out[key] = row
+    return out
+
+
 def write_report(out: Path, results: dict[str, dict[str, dict]], metadata: dict[str, dict], timing: dict,
-                 config: dict, reference: dict | None = None) -> dict:
-    """Write results.json, report.md and plots; -> the results document."""
+                 config: dict, reference: dict | None = None, categories: dict[str, str] | None = None,
+                 failed: dict[str, str] | None = None, warnings: dict[str, list[str]] | None = None,
+                 reference_models: list[str] = ()) -> dict:
+    """Write results.json, report.md and plots; -> the results document.
+
+    `results` {model: {task key: result}}, `metadata` {task key: task_metadata}, `failed`
+    {task key or "task key / model": why}, `warnings` {task key: [messages]}.
+    """
+    failed, warnings = failed or {}, warnings or {}
     models = list(results)
     table = sc.primary_table(results)
     maximize = {t: next(r[t]["maximize"] for r in results.values() if t in r) for t in table}
-    cats = {t: sc.category(t, metadata.get(t)) for t in table}
+    cats = {t: sc.category(t, metadata[t], categories) for t in metadata}
+    ref_rows = _reference_rows(reference, metadata)
     normalized = sc.normalize(table, maximize)
-    normalized_ref = sc.normalize(table, maximize, reference) if reference else None
-    grouped = sc.by_category(normalized_ref or normalized, cats)
-    category_means = {c: {m: float(np.mean(v)) for m, v in per.items()} for c, per in grouped.items()}
-    doc = {"config": config, "models": models, "categories": cats, "primary": table,
-           "normalized": normalized, "normalized_to_reference": normalized_ref,
-           "category_means": category_means, "timing": timing, "results": results}
-    write_json(out / "results.json", doc)
-    plots = _plots(out, table, normalized_ref or normalized, cats, timing, models)
-
+    normalized_ref = sc.normalize(table, maximize, ref_rows) if reference else None
+    basis = normalized_ref if reference else normalized
+    grouped = sc.by_category(basis, cats)
+    overall = sc.by_category(basis, {t: ALL for t in basis})
+    category_means, overall_means = _means(grouped), _means(overall).get(ALL, {})
     tasks = sorted(table)
+    doc = {"config": config, "models": models,
+           "tasks": {t: {"task_name": metadata[t].get("task_name"), "category": cats[t],
+                         "primary": metadata[t]["evaluation"][0], "warnings": warnings.get(t, [])} for t in metadata},
+           "failed": failed, "categories": cats, "primary": table, "normalized": normalized,
+           "normalized_to_reference": normalized_ref, "overall_means": overall_means,
+           "category_means": category_means, "reference": {m: {t: ref_rows[t].get(m) for t in ref_rows}
+                                                           for m in reference_models},
+           "timing": timing, "results": results}
+    write_json(out / "results.json", doc)
+    plots = _plots(out, table, {**grouped, **overall}, timing, models)
+
+    ref_cols = [m for m in reference_models]
     lines = ["# audiorep evaluate report", "",
              f"Mode `{config['mode']}`, grid points {config['grid_points']}, seeds {config['seeds']}, "
-             f"max epochs {config['max_epochs']}. Scores are test means over folds/seeds (± sample std).", "",
-             "## Primary scores", "", "| task | metric | category | " + " | ".join(models) + " |",
-             "|---|---|---|" + "---|" * len(models)]
-    for t in tasks:
-        any_r = next(r[t] for r in results.values() if t in r)
-        cells = [f"{_fmt(results[m][t]['score'])} ± {_fmt(results[m][t]['score_std'])}" if t in results[m] else "–"
-                 for m in models]
-        lines.append(f"| {t} | {any_r['primary']} | {cats[t]} | " + " | ".join(cells) + " |")
-    basis = "the best score of the reference table" if reference else "the best model of this run"
-    lines += ["", f"## Normalized scores (score / {basis})", "",
-              "| category | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
-    for c in sc.CATEGORIES:
-        if c in category_means:
-            lines.append(f"| {c} | " + " | ".join(_fmt(category_means[c].get(m, math.nan)) for m in models) + " |")
-    lines += ["", f"![categories]({plots['categories']})" if "categories" in plots else "",
-              f"![tasks]({plots['tasks']})", "", "## All metrics", ""]
-    for t in tasks:
-        lines.append(f"### {t}")
+             f"max epochs {config['max_epochs'] or 'as the grid says (500 unless the task sets it)'}. "
+             "A score is the test mean over folds and seeds; `± s (n=N)` is the sample standard deviation "
+             "of N > 1 runs.", ""]
+    if failed:
+        lines += ["## Failed", "", f"{len(failed)} task(s) could not be evaluated; the others were.", "",
+                  "| task | problem |", "|---|---|"]
+        lines += [f"| {t} | {why.replace('|', '/')} |" for t, why in sorted(failed.items())]
         lines.append("")
+    lines += ["## Primary scores", "",
+              "| task | metric | category | " + " | ".join(models + [f"HEAR 2021: {m}" for m in ref_cols]) + " |",
+              "|---|---|---|" + "---|" * (len(models) + len(ref_cols))]
+    for t in tasks:
+        cells = [_with_spread(results[m][t]["score"], results[m][t]["score_std"], results[m][t].get("n", 1))
+                 if t in results[m] else "–" for m in models]
+        cells += [_fmt(ref_rows.get(t, {}).get(m)) for m in ref_cols]
+        lines.append(f"| {t} | {metadata[t]['evaluation'][0]} | {cats[t]} | " + " | ".join(cells) + " |")
+    best = "the best score of the reference table" if reference else "the best model of this run"
+    lines += ["", f"## Normalized scores (score / {best}; an error rate: best / score)", "",
+              "Mean over the tasks of each group; n = tasks.", "",
+              "| group | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
+    for name, means in [(ALL, overall_means)] + [(c, category_means[c]) for c in sc.CATEGORIES if c in category_means]:
+        lines.append(f"| {name} | " + " | ".join(
+            f"{_fmt(means[m]['mean'])} (n={means[m]['n']})" if m in means else "–" for m in models) + " |")
+    if "categories" in plots:
+        lines += ["", f"![categories]({plots['categories']})", "",
+                  "Box plots: one normalized score per task; orange line = median, green triangle = mean, "
+                  "box = middle half of the tasks, whiskers up to 1.5 box lengths, circles beyond."]
+    if "tasks" in plots:
+        lines += ["", f"![tasks]({plots['tasks']})"]
+    lines += ["", "## All metrics", ""]
+    for t in tasks:
+        lines += [f"### {t}", ""]
         for m in models:
             if t in results[m]:
                 s = results[m][t]["scores"]
-                lines.append(f"- **{m}**: " + ", ".join(f"{k} {_fmt(v['mean'])}" for k, v in s.items()))
+                lines.append(f"- **{m}**: " + ", ".join(f"{k} {_with_spread(v['mean'], v['std'], v['n'])}"
+                                                        for k, v in s.items()))
+        lines.append("")
+    noted = {t: w for t, w in warnings.items() if w}
+    if noted:
+        lines += ["## Task metadata warnings", ""]
+        lines += [f"- {t}: {w}" for t, ws in sorted(noted.items()) for w in ws]
         lines.append("")
     lines += ["## Timing", "", "| model | embeddings s | probes s |", "|---|---|---|"]
     lines += [f"| {m} | {timing[m]['embed_seconds']:.1f} | {timing[m]['probe_seconds']:.1f} |" for m in models]

@@ -1,12 +1,16 @@
-"""Scores across models and tasks: primary-score tables, normalization, speech/music/general groups.
+"""Scores across models and tasks: primary-score tables, normalization, categories.
 
 Normalization (PaSST paper, HEAR section): each task's score divided by the best score
 of any model in the run on that task (for an error rate, lower is better: best / score),
 and optionally by the best score of a reference table (e.g. the HEAR 2021 results).
 A reference table is a CSV with columns `model,task,score` (scores as reported, e.g.
-0.947 or 94.7 are both read as given) or a JSON {task: {model: score}}.
-Categories follow the PaSST paper's grouping of the HEAR tasks; a task's metadata may
-name its own with "category".
+0.947 or 94.7 are both read as given) or a JSON {task: {model: score}}; its tasks are
+matched by task folder name, then by task_name.
+
+Categories come from data, never from name fragments: a `--categories` file (CSV
+`task,category` or JSON {task: category}), else the task metadata's `category`, else the
+built-in table (the HEAR 2021 task names, grouped as in the PaSST paper, and audiorep's
+suite), else "other".
 """
 from __future__ import annotations
 
@@ -15,26 +19,53 @@ import json
 import math
 from pathlib import Path
 
-CATEGORIES = ("speech", "music", "general")
-# task-name fragments of the HEAR 2021 tasks (and of audiorep's suite) -> category
-CATEGORY_KEYS = {
-    "speech": ("speech_commands", "crema", "libricount", "vox_lingua", "vocal_imitation", "speech", "word",
-               "speaker", "language", "digit", "emotion"),
-    "music": ("nsynth", "gtzan", "beijing_opera", "mridangam", "maestro", "pitch", "instrument", "music",
-              "chord", "note", "genre"),
+from audiorep.tasks.format import CATEGORIES
+
+KNOWN_CATEGORIES = {
+    # HEAR 2021 (task_name as hear-preprocess writes it)
+    "speech_commands": "speech", "tfds_crema_d": "speech", "libricount": "speech", "vox_lingua_top10": "speech",
+    "vocal_imitation": "speech",
+    "nsynth_pitch": "music", "tfds_gtzan": "music", "tfds_gtzan_music_speech": "music", "beijing_opera": "music",
+    "mridangam_stroke": "music", "mridangam_tonic": "music", "maestro": "music",
+    "dcase2016_task2": "general", "esc50": "general", "fsd50k": "general", "gunshot_triangulation": "general",
+    "beehive_states_fold0": "general", "beehive_states_fold1": "general",
+    # audiorep's offline suite (audiorep.tasks.suite)
+    "audiorep_keywords": "speech", "audiorep_speaker_count": "speech", "audiorep_language_id": "speech",
+    "audiorep_speaking_style": "speech", "audiorep_pitch": "music", "audiorep_family": "music",
+    "audiorep_piano_transcription": "music", "audiorep_sound_classes": "general", "audiorep_scene_events": "general",
 }
 
 
-def category(task_name: str, metadata: dict | None = None) -> str:
-    if metadata and metadata.get("category") in CATEGORIES:
-        return metadata["category"]
-    name = task_name.lower()
-    if "music_speech" in name:  # GTZAN music/speech is a music task in the paper
-        return "music"
-    for cat, keys in CATEGORY_KEYS.items():
-        if any(k in name for k in keys):
-            return cat
-    return "general"
+def category(key: str, metadata: dict, categories: dict[str, str] | None = None) -> str:
+    """The category of the task in folder `key` with `metadata` (see the module docstring)."""
+    name = metadata.get("task_name", key)
+    for table in (categories or {}, {key: metadata["category"]} if "category" in metadata else {}, KNOWN_CATEGORIES):
+        for k in (key, name):
+            if k in table:
+                return table[k]
+    return "other"
+
+
+def load_categories(path: str | Path) -> dict[str, str]:
+    """A --categories file (CSV `task,category` or JSON {task: category}) -> {task: category}."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: categories file not found")
+    if path.suffix == ".json":
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a JSON object {{task: category}}")
+        rows = [(f"{path}: {task!r}", task, c) for task, c in data.items()]
+    else:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            if not reader.fieldnames or not {"task", "category"} <= set(reader.fieldnames):
+                raise ValueError(f"{path}: CSV needs the columns task,category (got {reader.fieldnames})")
+            rows = [(f"{path}:{line}", r["task"], r["category"]) for line, r in enumerate(reader, start=2)]
+    for where, _, c in rows:
+        if c not in CATEGORIES:
+            raise ValueError(f"{where}: category {c!r} is not one of {list(CATEGORIES)}")
+    return {task: c for _, task, c in rows}
 
 
 def primary_table(results: dict[str, dict[str, dict]]) -> dict[str, dict[str, float]]:

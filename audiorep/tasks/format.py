@@ -1,19 +1,21 @@
 """The HEAR 2021 task format: the one place that knows it (read, write, check).
 
-A task is a folder:
+A task is a folder, as hear-preprocess 2021.1.1 writes it:
 
-    task_metadata.json     task_name, version, embedding_type, prediction_type, split_mode,
-                           nfolds, sample_duration, evaluation (primary metric first),
-                           optional evaluation_params
+    task_metadata.json     the task's configuration (FIELDS below: what we read, and what
+                           hear-preprocess writes that neither we nor heareval read)
     labelvocabulary.csv    header `idx,label`, idx = 0..n-1
     <split>.json           scene: {"file.wav": ["label", ...]}
                            event: {"file.wav": [{"label": .., "start": ms, "end": ms}, ...]}
     <sample_rate>/<split>/<file>.wav
 
 Splits are train/valid/test for split_mode "trainvaltest" and fold00, fold01, ... for the
-k-fold modes. `load_task` reads a folder into a `Task`; `check_task` lists every problem
-with the file it is in; `TaskWriter` writes a task into a temporary folder and renames it
-into place only when complete, so an interrupted write never leaves a task that looks whole.
+k-fold modes (`fold_name`). `load_task` reads a folder into a `Task`; `check_task` lists every
+problem with the file it is in (`metadata_warnings`: fields nobody reads, reported, not
+refused); `TaskWriter` writes a task into a temporary folder and renames it into place only
+when complete, so an interrupted write never leaves a task that looks whole. `read_vocabulary`,
+`write_vocabulary` and `multi_hot` are the vocabulary file and the label -> target mapping
+used by audiorep.data and audiorep.evaluate.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Sequence, Union
 
 import numpy as np
 
@@ -40,12 +42,36 @@ EMBEDDING_TYPES = ("scene", "event")
 PREDICTION_TYPES = ("multiclass", "multilabel")
 SPLIT_MODES = ("trainvaltest", "presplit_kfold", "new_split_kfold")
 KFOLD_MODES = ("presplit_kfold", "new_split_kfold")
+MIN_FOLDS = 3  # the kit's rotation takes a test and a validation fold and trains on the rest
 REQUIRED_KEYS = ("task_name", "version", "embedding_type", "prediction_type", "split_mode",
                  "sample_duration", "evaluation")
-METRICS = ("top1_acc", "mAP", "d_prime", "aucroc", "pitch_acc", "chroma_acc",
-           "event_onset_200ms_fms", "event_onset_50ms_fms", "event_onset_offset_50ms_fms",
-           "segment_1s_er")
-EVENT_POSTPROCESSING = {"event_postprocessing_grid": {"median_filter_ms": [250], "min_duration": [125, 250]}}
+# task_metadata.json fields beyond REQUIRED_KEYS. Read by audiorep and heareval 2021.1.3:
+READ_FIELDS = {
+    "nfolds": "number of folds (k-fold modes)",
+    "splits": "split names (hear-preprocess writes them; heareval rotates these folds)",
+    "evaluation_params": "event_postprocessing_grid and task_specific_param_grid",
+    "use_scoring_for_early_stopping": "false: validation loss picks epochs and grid points",
+    "category": "audiorep: speech, music, general or other, for the report",
+}
+# ...written by hear-preprocess for its own pipeline; neither audiorep nor heareval reads them
+PREPROCESS_FIELDS = ("default_mode", "mode", "modes", "tmp_dir", "download_urls", "split_percentage",
+                     "max_task_duration_by_split", "max_task_duration_by_fold", "pitch_range_min", "pitch_range_max",
+                     "tfds_task_name", "tfds_task_version", "extract_splits")
+# metric names of heareval.score.available_scores; event_onset_offset_50ms_fms is audiorep's older
+# name of event_onset_offset_50ms_20perc_fms, still read
+METRICS = ("top1_acc", "pitch_acc", "chroma_acc", "mAP", "d_prime", "aucroc", "event_onset_200ms_fms",
+           "event_onset_50ms_fms", "event_onset_offset_50ms_20perc_fms", "segment_1s_er",
+           "event_onset_offset_50ms_fms")
+EVENT_METRIC_NAMES = tuple(m for m in METRICS if m.startswith(("event_", "segment_")))
+POSTPROCESSING_KEYS = ("median_filter_ms", "min_duration")
+DEFAULT_POSTPROCESSING = {"median_filter_ms": [250], "min_duration": [125, 250]}  # heareval's default grid
+EVENT_POSTPROCESSING = {"event_postprocessing_grid": DEFAULT_POSTPROCESSING}
+# task_specific_param_grid keys audiorep honours -> (type, smallest value); the kit's other keys
+# (hidden_norm, embedding_norm, norm_after_activation, initialization, optim) hold Python objects
+PARAM_GRID_KEYS = {"hidden_layers": (int, 0), "hidden_dim": (int, 1), "dropout": (float, 0.0), "lr": (float, 0.0),
+                   "patience": (int, 1), "max_epochs": (int, 1), "check_val_every_n_epoch": (int, 1),
+                   "batch_size": (int, 1)}
+CATEGORIES = ("speech", "music", "general", "other")
 # a clip may be up to one 16 kHz sample longer or shorter than sample_duration, and an
 # event may end up to this much past the clip end (rounding of ms labels)
 DURATION_TOLERANCE_S = 1e-3
@@ -104,10 +130,15 @@ class Task:
         return {label: i for i, label in enumerate(self.vocabulary)}
 
 
+def fold_name(i: int) -> str:
+    """The name of fold i (0-based), as hear-preprocess writes it: fold00, fold01, ..."""
+    return f"fold{i:02d}"
+
+
 def split_names(metadata: dict[str, Any]) -> list[str]:
-    """The split files a task has: train/valid/test, or fold00..fold{k-1} for k-fold tasks."""
+    """The split files a task has: train/valid/test, or its folds (`splits`, else fold00..fold{k-1})."""
     if metadata["split_mode"] in KFOLD_MODES:
-        return [f"fold{i:02d}" for i in range(int(metadata["nfolds"]))]
+        return list(metadata.get("splits") or [fold_name(i) for i in range(int(metadata["nfolds"]))])
     return list(TRAINVALTEST)
 
 
@@ -131,19 +162,24 @@ def make_metadata(task_name: str, embedding_type: str, prediction_type: str, eva
     return meta
 
 
-# ---------------------------------------------------------------- reading
+def postprocessing_grid(metadata: dict[str, Any]) -> dict[str, list[float]]:
+    """An event task's post-processing grid: evaluation_params.event_postprocessing_grid, else heareval's."""
+    return (metadata.get("evaluation_params") or {}).get("event_postprocessing_grid", DEFAULT_POSTPROCESSING)
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise TaskFormatError(f"{path}: missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise TaskFormatError(f"{path}: not valid JSON ({e})") from None
+def param_grid(metadata: dict[str, Any]) -> dict[str, list]:
+    """The probe grid values the task overrides (evaluation_params.task_specific_param_grid)."""
+    return dict((metadata.get("evaluation_params") or {}).get("task_specific_param_grid", {}))
 
 
-def _read_vocabulary(path: Path) -> list[str]:
+def scoring_for_early_stopping(metadata: dict[str, Any]) -> bool:
+    """False: epochs and grid points are chosen by validation loss (use_scoring_for_early_stopping)."""
+    return metadata.get("use_scoring_for_early_stopping", True)
+
+
+def read_vocabulary(path: str | os.PathLike) -> list[str]:
+    """The labels of a labelvocabulary.csv, in idx order; TaskFormatError naming the line on a problem."""
+    path = Path(path)
     try:
         rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))
     except FileNotFoundError:
@@ -164,6 +200,44 @@ def _read_vocabulary(path: Path) -> list[str]:
     return labels
 
 
+def write_vocabulary(path: str | os.PathLike, labels: Sequence[str]) -> None:
+    """Write labelvocabulary.csv (`idx,label`) for `labels` in this order."""
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["idx", "label"])
+        w.writerows(enumerate(labels))
+
+
+def multi_hot(labels: Sequence[Sequence[str]], vocabulary: Sequence[str], names: Sequence[str]) -> np.ndarray:
+    """Label lists (one per row) -> float32 [N, C] 0/1 targets in vocabulary order.
+
+    `names[i]` names row i (its clip) in the error raised for a label outside the vocabulary.
+    """
+    index = {str(label): i for i, label in enumerate(vocabulary)}
+    counts = np.fromiter((len(row) for row in labels), dtype=np.int64, count=len(labels))
+    try:
+        cols = np.fromiter((index[str(x)] for row in labels for x in row), dtype=np.int64, count=int(counts.sum()))
+    except KeyError as e:
+        row = next(i for i, row in enumerate(labels) if any(str(x) not in index for x in row))
+        raise TaskFormatError(f"{names[row]}: label {e.args[0]!r} is not in the vocabulary ({VOCABULARY_FILE}: "
+                              f"{len(vocabulary)} labels)") from None
+    y = np.zeros((len(labels), len(vocabulary)), dtype=np.float32)
+    y[np.repeat(np.arange(len(labels)), counts), cols] = 1.0
+    return y
+
+
+# ---------------------------------------------------------------- reading
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TaskFormatError(f"{path}: missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TaskFormatError(f"{path}: not valid JSON ({e})") from None
+
+
 def load_task(path: str | os.PathLike) -> Task:
     """Read a task folder's metadata, vocabulary and split files (not the audio).
 
@@ -177,7 +251,7 @@ def load_task(path: str | os.PathLike) -> Task:
     problems = _metadata_problems(meta)
     if problems:
         raise TaskFormatError(f"{path / METADATA_FILE}: {'; '.join(problems)}")
-    task = Task(path, meta, _read_vocabulary(path / VOCABULARY_FILE))
+    task = Task(path, meta, read_vocabulary(path / VOCABULARY_FILE))
     for split in split_names(meta):
         data = _read_json(path / f"{split}.json")
         if not isinstance(data, dict):
@@ -189,7 +263,78 @@ def load_task(path: str | os.PathLike) -> Task:
 # ---------------------------------------------------------------- checking
 
 
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _split_problems(meta: dict[str, Any]) -> list[str]:
+    mode, nfolds, splits = meta.get("split_mode"), meta.get("nfolds"), meta.get("splits")
+    problems = []
+    if mode in KFOLD_MODES and (not _is_int(nfolds) or nfolds < MIN_FOLDS):
+        problems.append(f"split_mode {mode} needs an integer nfolds >= {MIN_FOLDS}, got {nfolds!r}")
+    if splits is None:
+        return problems
+    if not isinstance(splits, list) or not all(isinstance(x, str) for x in splits) or len(set(splits)) != len(splits):
+        return problems + [f"splits must be a list of distinct split names, got {splits!r}"]
+    if mode == "trainvaltest" and sorted(splits) != sorted(TRAINVALTEST):
+        problems.append(f"splits {splits} do not match split_mode trainvaltest (train, valid, test)")
+    elif mode in KFOLD_MODES and _is_int(nfolds) and len(splits) != nfolds:
+        problems.append(f"splits lists {len(splits)} folds, nfolds says {nfolds}")
+    return problems
+
+
+def _evaluation_problems(meta: dict[str, Any]) -> list[str]:
+    evaluation = meta.get("evaluation")
+    if not isinstance(evaluation, list) or not evaluation or not all(isinstance(m, str) for m in evaluation):
+        return ["evaluation must be a non-empty list of metric names"]
+    problems = [f"unknown metric {m!r} in evaluation (known: {', '.join(METRICS)})" for m in evaluation if m not in METRICS]
+    event = meta.get("embedding_type") == "event"
+    problems += [f"metric {m!r} in evaluation is for {'scene' if event else 'event'} tasks, this is an "
+                 f"{meta['embedding_type']} task" for m in evaluation if m in METRICS and (m in EVENT_METRIC_NAMES) != event]
+    return problems
+
+
+def _grid_problems(where: str, grid: Any, allowed: dict[str, tuple[type, float]]) -> list[str]:
+    """Problems of a {key: [values]} grid whose keys and value types are `allowed`."""
+    if not isinstance(grid, dict):
+        return [f"{where} must be an object {{name: [values]}}, got {type(grid).__name__}"]
+    problems = []
+    for key, values in grid.items():
+        if key not in allowed:
+            problems.append(f"{where}.{key} cannot be honoured (audiorep sets: {', '.join(allowed)})")
+            continue
+        kind, low = allowed[key]
+        ok = _is_int if kind is int else _is_number
+        if not isinstance(values, list) or not values or not all(ok(v) and v >= low for v in values):
+            problems.append(f"{where}.{key} must be a non-empty list of {kind.__name__}s >= {low}, got {values!r}")
+        elif key == "dropout" and max(values) >= 1:
+            problems.append(f"{where}.dropout must be < 1, got {values!r}")
+    return problems
+
+
+def _evaluation_params_problems(meta: dict[str, Any]) -> list[str]:
+    params = meta.get("evaluation_params", {})
+    if not isinstance(params, dict):
+        return [f"evaluation_params must be an object, got {type(params).__name__}"]
+    problems = []
+    if "event_postprocessing_grid" in params:
+        pp = params["event_postprocessing_grid"]
+        problems += _grid_problems("evaluation_params.event_postprocessing_grid", pp,
+                                   {k: (float, 0.0) for k in POSTPROCESSING_KEYS})
+        if isinstance(pp, dict):
+            problems += [f"evaluation_params.event_postprocessing_grid needs {k}" for k in POSTPROCESSING_KEYS if k not in pp]
+    if "task_specific_param_grid" in params:
+        problems += _grid_problems("evaluation_params.task_specific_param_grid", params["task_specific_param_grid"],
+                                   PARAM_GRID_KEYS)
+    return problems
+
+
 def _metadata_problems(meta: Any) -> list[str]:
+    """Every invalid field of a task_metadata.json, each named."""
     if not isinstance(meta, dict):
         return ["must be a JSON object"]
     problems = [f"missing key {k!r}" for k in REQUIRED_KEYS if k not in meta]
@@ -197,21 +342,36 @@ def _metadata_problems(meta: Any) -> list[str]:
     for key, allowed in choices.items():
         if key in meta and meta[key] not in allowed:
             problems.append(f"{key} is {meta[key]!r}, expected one of {list(allowed)}")
-    if meta.get("split_mode") in KFOLD_MODES:
-        nfolds = meta.get("nfolds")
-        if not isinstance(nfolds, int) or nfolds < 2:
-            problems.append(f"split_mode {meta['split_mode']} needs an integer nfolds >= 2, got {nfolds!r}")
+    if "task_name" in meta and (not isinstance(meta["task_name"], str) or not meta["task_name"]):
+        problems.append(f"task_name must be a non-empty string, got {meta['task_name']!r}")
+    problems += _split_problems(meta)
     duration = meta.get("sample_duration")
-    if duration is not None and (not isinstance(duration, (int, float)) or duration <= 0):
+    if duration is not None and (not _is_number(duration) or duration <= 0):
         problems.append(f"sample_duration must be a positive number or null, got {duration!r}")
-    evaluation = meta.get("evaluation")
     if "evaluation" in meta:
-        if not isinstance(evaluation, list) or not evaluation:
-            problems.append("evaluation must be a non-empty list of metric names")
-        else:
-            problems += [f"unknown metric {m!r} in evaluation (known: {', '.join(METRICS)})"
-                         for m in evaluation if m not in METRICS]
+        problems += _evaluation_problems(meta)
+    problems += _evaluation_params_problems(meta)
+    scoring = meta.get("use_scoring_for_early_stopping", True)
+    if not isinstance(scoring, bool):
+        problems.append(f"use_scoring_for_early_stopping must be true or false, got {scoring!r}")
+    elif not scoring and meta.get("embedding_type") == "event" and not problems:
+        grid = postprocessing_grid(meta)
+        if any(len(grid[k]) != 1 for k in POSTPROCESSING_KEYS):
+            problems.append("use_scoring_for_early_stopping false needs a single event_postprocessing_grid point "
+                            f"(nothing scores the others), got {grid}")
+    if "category" in meta and meta["category"] not in CATEGORIES:
+        problems.append(f"category is {meta['category']!r}, expected one of {list(CATEGORIES)}")
     return problems
+
+
+def metadata_warnings(meta: dict[str, Any]) -> list[str]:
+    """Fields of a valid task_metadata.json that neither audiorep nor heareval reads (ignored)."""
+    known = set(REQUIRED_KEYS) | set(READ_FIELDS) | set(PREPROCESS_FIELDS)
+    out = [f"field {k!r} is not a HEAR 2021 or audiorep field; ignored" for k in meta if k not in known]
+    params = meta.get("evaluation_params") or {}
+    out += [f"evaluation_params.{k} is not read by heareval or audiorep; ignored"
+            for k in params if k not in ("event_postprocessing_grid", "task_specific_param_grid")]
+    return out
 
 
 def _annotation_problems(where: str, ann: Any, task: Task, duration_ms: float | None) -> list[str]:
@@ -339,10 +499,7 @@ class TaskWriter:
 
     def close(self) -> Path:
         vocabulary = self.vocabulary if self.vocabulary is not None else self._labels_used()
-        with open(self.tmp / VOCABULARY_FILE, "w", encoding="utf-8", newline="") as f:
-            w = csv.writer(f, lineterminator="\n")
-            w.writerow(["idx", "label"])
-            w.writerows(enumerate(vocabulary))
+        write_vocabulary(self.tmp / VOCABULARY_FILE, vocabulary)
         for split, entries in self.splits.items():
             _dump_json(self.tmp / f"{split}.json", entries)
         _dump_json(self.tmp / METADATA_FILE, self.metadata)

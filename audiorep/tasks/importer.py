@@ -26,10 +26,8 @@ from tqdm.auto import tqdm
 
 from audiorep import audio
 from audiorep.audio import AudioError
-from audiorep.tasks.format import SAMPLE_RATE, TRAINVALTEST, TaskWriter, make_metadata
-from audiorep.tasks.scaffold import SPLIT_FRACTIONS, fold_name, rng_for
-
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus"}
+from audiorep.tasks.format import MIN_FOLDS, SAMPLE_RATE, TRAINVALTEST, TaskWriter, fold_name, make_metadata
+from audiorep.tasks.scaffold import SPLIT_FRACTIONS, rng_for
 DEFAULT_METRICS = {
     ("scene", "multiclass"): ["top1_acc", "mAP", "d_prime"],
     ("scene", "multilabel"): ["mAP", "d_prime"],
@@ -38,7 +36,9 @@ DEFAULT_METRICS = {
 
 
 @dataclass
-class Clip:
+class ImportRow:
+    """One source file to import: its labels or events and its split (None: to be assigned)."""
+
     source: Path
     labels: list[str] = field(default_factory=list)
     events: list[tuple[str, float, float]] = field(default_factory=list)  # (label, start s, end s)
@@ -56,7 +56,7 @@ class ImportProblem(ValueError):
     """A source that cannot be imported at all (no rows, unknown columns...)."""
 
 
-def _from_folder(src: Path) -> tuple[dict[Path, Clip], list[str]]:
+def _from_folder(src: Path) -> tuple[dict[Path, ImportRow], list[str]]:
     clips, problems = {}, []
     classes = sorted(p for p in src.iterdir() if p.is_dir())
     if not classes:
@@ -64,8 +64,8 @@ def _from_folder(src: Path) -> tuple[dict[Path, Clip], list[str]]:
     for folder in classes:
         files = sorted(p for p in folder.rglob("*") if p.is_file())
         for f in files:
-            if f.suffix.lower() in AUDIO_SUFFIXES:
-                clips[f] = Clip(f, [folder.name])
+            if f.suffix.lower() in audio.AUDIO_EXTENSIONS:
+                clips[f] = ImportRow(f, [folder.name])
             elif not f.name.startswith("."):
                 problems.append(f"{f}: not an audio file (suffix {f.suffix or 'none'}), skipped")
     return clips, problems
@@ -78,7 +78,7 @@ def _seconds(text: str, what: str) -> float:
     return value
 
 
-def _from_csv(src: Path, sep: str) -> tuple[dict[Path, Clip], list[str], bool]:
+def _from_csv(src: Path, sep: str) -> tuple[dict[Path, ImportRow], list[str], bool]:
     with open(src, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     columns = set(rows[0]) if rows else set()
@@ -87,7 +87,7 @@ def _from_csv(src: Path, sep: str) -> tuple[dict[Path, Clip], list[str], bool]:
     if {"split", "fold"} <= columns:
         raise ImportProblem(f"{src}: give either a split or a fold column, not both")
     events = {"start", "end"} <= columns
-    clips: dict[Path, Clip] = {}
+    clips: dict[Path, ImportRow] = {}
     problems = []
     for line, row in enumerate(rows, start=2):
         where = f"{src}:{line}"
@@ -104,7 +104,7 @@ def _from_csv(src: Path, sep: str) -> tuple[dict[Path, Clip], list[str], bool]:
             elif split is not None and split not in TRAINVALTEST:
                 raise ValueError(f"split {split!r} is not one of {list(TRAINVALTEST)}")
             labels = [x.strip() for x in (row["label"] or "").split(sep) if x.strip()]
-            clip = clips.setdefault(path, Clip(path, split=split))
+            clip = clips.setdefault(path, ImportRow(path, split=split))
             if clip.split != split:
                 raise ValueError(f"{path.name} is in split {clip.split} on an earlier row, {split} here")
             if events:
@@ -122,9 +122,9 @@ def _from_csv(src: Path, sep: str) -> tuple[dict[Path, Clip], list[str], bool]:
     return clips, problems, events
 
 
-def _assign_splits(clips: list[Clip], seed: int, folds: int | None) -> None:
+def _assign_splits(clips: list[ImportRow], seed: int, folds: int | None) -> None:
     """Stratified by first label: folds round-robin, or train/valid/test by SPLIT_FRACTIONS."""
-    by_label: dict[str, list[Clip]] = defaultdict(list)
+    by_label: dict[str, list[ImportRow]] = defaultdict(list)
     for c in clips:
         by_label[(c.labels or [e[0] for e in c.events] or [""])[0]].append(c)
     rng = rng_for(seed, "import")
@@ -201,6 +201,9 @@ def import_task(src: str | os.PathLike, out: str | os.PathLike, name: str | None
         split_mode, nfolds = "presplit_kfold", 1 + max(int(c.split[4:]) for c in kept)
     else:
         split_mode, nfolds = "trainvaltest", None
+    if nfolds is not None and nfolds < MIN_FOLDS:
+        return ImportReport(None, 0, problems + [f"{src}: {nfolds} folds; k-fold tasks need at least {MIN_FOLDS} "
+                                                 "(a test, a validation and a training fold)"])
     embedding = "event" if is_event else "scene"
     prediction = "multilabel" if is_event or any(len(c.labels) != 1 for c in kept) else "multiclass"
     vocabulary = sorted({x for c in kept for x in c.labels} | {e[0] for c in kept for e in c.events})

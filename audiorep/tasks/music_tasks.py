@@ -11,9 +11,9 @@ from typing import Iterator
 import numpy as np
 
 from audiorep.tasks import instruments, mixing
-from audiorep.tasks.format import make_metadata
+from audiorep.tasks.format import fold_name, make_metadata
 from audiorep.tasks.instruments import Note
-from audiorep.tasks.scaffold import (PIANO_PROGRAM, Example, Recipe, balanced_labels, fold_name, program_pools,
+from audiorep.tasks.scaffold import (PIANO_PROGRAM, Example, Recipe, balanced_labels, program_pools,
                                      rng_for, split_counts)
 
 NOTE_S = 2.0          # clip length for single notes
@@ -50,7 +50,7 @@ def pitch(seed: int, size: str) -> Recipe:
             for label in balanced_labels(labels, count, rng):
                 yield split, _single_note(rng, int(rng.choice(programs)), int(label)), [label]
 
-    meta = make_metadata("audiorep_pitch", "scene", "multiclass", ["pitch_acc", "chroma_acc"], NOTE_S)
+    meta = make_metadata("audiorep_pitch", "scene", "multiclass", ["pitch_acc", "chroma_acc"], NOTE_S, category="music")
     return Recipe(meta, labels, total, examples)
 
 
@@ -66,7 +66,7 @@ def family(seed: int, size: str) -> Recipe:
                 program = int(rng.choice(pools[split][label]))
                 yield split, _single_note(rng, program, int(rng.integers(*FAMILY_KEYS))), [label]
 
-    meta = make_metadata("audiorep_family", "scene", "multiclass", ["top1_acc"], NOTE_S)
+    meta = make_metadata("audiorep_family", "scene", "multiclass", ["top1_acc"], NOTE_S, category="music")
     return Recipe(meta, labels, total, examples)
 
 
@@ -100,6 +100,6 @@ def piano_transcription(seed: int, size: str) -> Recipe:
             yield fold_name(i % PIECE_FOLDS), wave, events
 
     meta = make_metadata("audiorep_piano_transcription", "event", "multilabel",
-                         ["event_onset_50ms_fms", "event_onset_offset_50ms_fms"], PIECE_S,
-                         split_mode="new_split_kfold", nfolds=PIECE_FOLDS)
+                         ["event_onset_50ms_fms", "event_onset_offset_50ms_20perc_fms"], PIECE_S,
+                         split_mode="new_split_kfold", nfolds=PIECE_FOLDS, category="music")
     return Recipe(meta, labels, total, examples)

@@ -76,7 +76,3 @@ def balanced_labels(labels: list[str], count: int, rng: np.random.Generator) -> 
     """`count` labels cycling through `labels` (as even as possible), in random order."""
     out = [labels[i % len(labels)] for i in range(count)]
     return [out[i] for i in rng.permutation(count)]
-
-
-def fold_name(i: int) -> str:
-    return f"fold{i:02d}"

@@ -11,9 +11,9 @@ from typing import Iterator
 import numpy as np
 
 from audiorep.tasks import instruments, mixing, speech
-from audiorep.tasks.format import make_metadata
+from audiorep.tasks.format import fold_name, make_metadata
 from audiorep.tasks.instruments import Note
-from audiorep.tasks.scaffold import Example, Recipe, balanced_labels, fold_name, rng_for, split_counts, voice_pools
+from audiorep.tasks.scaffold import Example, Recipe, balanced_labels, rng_for, split_counts, voice_pools
 from audiorep.tasks.speech import Voice
 
 SOUND_CLASSES = ("fret_noise", "breath", "seashore", "bird", "telephone", "helicopter", "applause", "gunshot",
@@ -63,7 +63,7 @@ def sound_classes(seed: int, size: str) -> Recipe:
             yield fold_name(per_fold[i]), _sound_clip(rng, label), [label]
 
     meta = make_metadata("audiorep_sound_classes", "scene", "multiclass", ["top1_acc", "mAP", "d_prime"], CLASS_S,
-                         split_mode="presplit_kfold", nfolds=CLASS_FOLDS)
+                         split_mode="presplit_kfold", nfolds=CLASS_FOLDS, category="general")
     return Recipe(meta, labels, total, examples)
 
 
@@ -120,5 +120,5 @@ def scene_events(seed: int, size: str) -> Recipe:
                 yield split, wave, events
 
     meta = make_metadata("audiorep_scene_events", "event", "multilabel", ["event_onset_200ms_fms", "segment_1s_er"],
-                         SCENE_S)
+                         SCENE_S, category="general")
     return Recipe(meta, labels, total, examples)

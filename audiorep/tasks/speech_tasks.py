@@ -85,7 +85,7 @@ def keywords(seed: int, size: str) -> Recipe:
             spoken = mixing.place_randomly(rng, _speak(rng, word, voice), length)
             yield split, _finish(rng, spoken, (5, 30)), [label]
 
-    meta = make_metadata("audiorep_keywords", "scene", "multiclass", ["top1_acc"], KEYWORD_S)
+    meta = make_metadata("audiorep_keywords", "scene", "multiclass", ["top1_acc"], KEYWORD_S, category="speech")
     return Recipe(meta, labels, total, examples)
 
 
@@ -108,7 +108,7 @@ def speaker_count(seed: int, size: str) -> Recipe:
                 wave = _finish(rng, mix, (15, 35))
             yield split, wave.astype(np.float32), [label]
 
-    meta = make_metadata("audiorep_speaker_count", "scene", "multiclass", ["top1_acc"], COUNT_S)
+    meta = make_metadata("audiorep_speaker_count", "scene", "multiclass", ["top1_acc"], COUNT_S, category="speech")
     return Recipe(meta, labels, total, examples)
 
 
@@ -122,7 +122,7 @@ def language_id(seed: int, size: str) -> Recipe:
             said = _speak(rng, _numbers(rng, 4), _talker(rng, pools[split], label))
             yield split, _finish(rng, mixing.place_randomly(rng, said, length), (10, 35)), [label]
 
-    meta = make_metadata("audiorep_language_id", "scene", "multiclass", ["top1_acc"], LANGUAGE_S)
+    meta = make_metadata("audiorep_language_id", "scene", "multiclass", ["top1_acc"], LANGUAGE_S, category="speech")
     return Recipe(meta, labels, total, examples)
 
 
@@ -151,5 +151,5 @@ def speaking_style(seed: int, size: str) -> Recipe:
             said = _speak(rng, _sentence(rng, 10), voice)
             yield split, _finish(rng, mixing.place_randomly(rng, said, length), (20, 40)), [label]
 
-    meta = make_metadata("audiorep_speaking_style", "scene", "multiclass", ["top1_acc"], STYLE_S)
+    meta = make_metadata("audiorep_speaking_style", "scene", "multiclass", ["top1_acc"], STYLE_S, category="speech")
     return Recipe(meta, labels, total, examples)
