@@ -1,0 +1,45 @@
+"""`audiorep crossval --recipe eat --task TASK --out RUN [--seeds N] [field=value ...]`:
+train from scratch on every fold of a task and test on the held-out one (crossval.py);
+rerun the same command to resume."""
+from __future__ import annotations
+
+import argparse
+import os
+
+from .. import presets
+from ..crossval import crossval
+from ..objectives import RECIPES
+from ..tasks.format import load_task
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="audiorep crossval", description=(
+        "k-fold cross-validation from scratch (ESC-50 protocol: train on k-1 folds, test on the held-out one), "
+        "or train -> valid/test for train/valid/test tasks. Overrides: field=value for TrainConfig (steps, "
+        "batch_size, lr...), encoder.FIELD=value and objective.FIELD=value."))
+    parser.add_argument("--recipe", default="eat", choices=sorted(RECIPES))
+    parser.add_argument("--task", required=True, help="HEAR-format scene task folder")
+    parser.add_argument("--out", required=True, help="study folder (rerun the same command to resume)")
+    parser.add_argument("--preset", help="encoder preset (default: the recipe's)")
+    parser.add_argument("--seeds", type=int, default=1, help="repeat every fold with this many seeds")
+    parser.add_argument("--epochs", type=float, help="train this many passes over each fold's training clips "
+                                                     "(sets steps from the fold size and batch_size)")
+    parser.add_argument("--stop-after", type=int, help="stop the first unfinished run after this step, as if interrupted")
+    parser.add_argument("overrides", nargs="*", help="field=value")
+    args = parser.parse_intermixed_args(argv)
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        parser.error("crossval runs its folds one after another in one process; start it without torchrun")
+    if args.seeds < 1:
+        parser.error(f"--seeds {args.seeds}: expected at least 1")
+    task = load_task(args.task)
+    if task.embedding_type != "scene":
+        parser.error(f"{args.task}: cross-validation needs a scene task, this one is {task.embedding_type!r}")
+    recipe = RECIPES[args.recipe]
+    encoder_cfg = presets.get(args.preset or recipe.preset)
+    results = crossval(recipe, encoder_cfg, task, args.out, args.seeds, args.overrides, args.epochs, args.stop_after)
+    for key, s in results.get("summary", {}).items():
+        se = f" +- {s['se']:.4f}" if s["se"] is not None else ""
+        print(f"{task.name} {key}: {s['mean']:.4f}{se} (s.e. over {'folds' if len(s['folds']) > 1 else 'seeds'}, "
+              f"{s['runs']} runs)")
+    return 0

@@ -1,0 +1,144 @@
+"""Cross-validation from scratch: a recipe trained on a task's folds, tested on the held-out one.
+
+The ESC-50 protocol for k-fold tasks: for every fold i, a fresh encoder is trained on the
+other k - 1 folds and tested on fold i; optionally repeated with several seeds. A
+train/valid/test task trains on train and is scored on valid and test. Nothing is selected
+on a test fold: the weights of the last step are scored (and, with train.ema > 0, their
+EMA too, as `<split>_ema`).
+
+    RUN/seed0/fold00/     one run of the training loop (train.train): resumable, with its
+                          own config.json, checkpoints, log.csv, encoder/ and, when done,
+                          metrics.json
+    RUN/results.json      every run's scores; per fold the mean over seeds, per seed the mean
+                          over folds; and for each split and metric the mean +- s.e.
+
+The s.e. is that of the mean over folds (the spread of the per-fold means, k-fold tasks)
+or over seeds (train/valid/test tasks); `se_seeds` is the s.e. over the seeds' means.
+A finished run (metrics.json) is skipped when the command is run again, an unfinished one
+resumes from its last checkpoint, so rerunning the same command completes the study.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .config import override, to_dict
+from .data import ClipDataset, task_clips
+from .encoder import Encoder
+from .files import write_json
+from .finetune import predict, score
+from .train import TrainConfig, split_overrides, train
+
+
+def folds(task) -> list[tuple[str, list[str], dict[str, str]]]:
+    """[(run name, training splits, {score name: scored split})]: each fold held out in turn
+    and scored as "test" (k-fold tasks), or train -> valid and test."""
+    names = task.split_names
+    if names == ["train", "valid", "test"]:
+        return [("train_valid_test", ["train"], {"valid": "valid", "test": "test"})]
+    return [(name, [s for s in names if s != name], {"test": name}) for name in names]
+
+
+def train_config(recipe, overrides: list[str], task, n_train: int, epochs: float | None, seed: int) -> TrainConfig:
+    """The recipe's TrainConfig with the overrides; `epochs` sets steps from the fold's size;
+    the crop is the task's clip length (at most what the encoder takes)."""
+    cfg = override(TrainConfig(), list(recipe.defaults) + overrides)
+    if epochs is not None:
+        cfg = replace(cfg, steps=max(1, math.ceil(epochs * n_train / cfg.batch_size)))
+    if cfg.data.crop_s == 0 and task.metadata.get("sample_duration"):
+        cfg = replace(cfg, data=replace(cfg.data, crop_s=float(task.metadata["sample_duration"])))
+    return replace(cfg, seed=cfg.seed + seed)
+
+
+def run_fold(recipe, encoder_cfg, task, fold: tuple[str, list[str], dict[str, str]], seed: int, overrides: list[str],
+             out: Path, epochs: float | None = None, stop_after: int | None = None) -> dict | None:
+    """Train one fresh encoder on the fold's training splits and score its held-out splits
+    -> {score name: {metric: value}} (also written to out/metrics.json); None when stopped early."""
+    name, train_splits, scored = fold
+    parts = split_overrides(overrides)
+    encoder_cfg = override(encoder_cfg, parts["encoder"])
+    objective_cfg = override(recipe.config(), list(recipe.objective_defaults) + parts["objective"])
+    clips = [c for split in train_splits for c in task_clips(task.path, split)[0]]
+    cfg = train_config(recipe, parts["train"], task, len(clips), epochs, seed)
+    torch.manual_seed(cfg.seed)
+    encoder = Encoder(encoder_cfg)
+    crop = min(round(cfg.data.crop_s * encoder.sample_rate), encoder.span_samples)
+    crop = max(crop, encoder.min_samples)
+    data = ClipDataset(clips, encoder.sample_rate, crop, cfg.data, task.vocabulary, recipe.views)
+    objective = recipe.objective(encoder, objective_cfg, num_classes=len(task.vocabulary))
+    run_config = {"recipe": recipe.name, "task": str(task.path), "fold": name, "seed": seed,
+                  "encoder": to_dict(encoder_cfg), "objective": to_dict(objective_cfg), "vocabulary": task.vocabulary}
+    objective = train(objective, data, cfg, out, run_config, stop_after)
+    if stop_after is not None and stop_after < cfg.steps:
+        return None
+    models = {"": objective}
+    if cfg.ema > 0:
+        models["_ema"] = recipe.objective(Encoder.load(out / "encoder_ema"), objective_cfg)
+    metrics = {}
+    for key, split in scored.items():
+        dataset = ClipDataset(task_clips(task.path, split)[0], encoder.sample_rate, crop, cfg.data, task.vocabulary)
+        for suffix, model in models.items():
+            metrics[key + suffix] = score(*predict(model.to(objective.encoder.device), dataset),
+                                            task.prediction_type)
+    write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def mean_se(values: list[float]) -> tuple[float, float | None]:
+    """Mean and standard error (None for a single value)."""
+    a = np.asarray(values, dtype=np.float64)
+    return float(a.mean()), (float(a.std(ddof=1) / math.sqrt(len(a))) if len(a) > 1 else None)
+
+
+def summarize(runs: list[dict]) -> dict:
+    """runs [{"seed", "fold", "scores": {split: {metric: value}}}] -> per fold, per seed, overall."""
+    fold_names = sorted({r["fold"] for r in runs})
+    seeds = sorted({r["seed"] for r in runs})
+    keys = sorted({(split, metric) for r in runs for split, m in r["scores"].items() for metric in m})
+    summary = {}
+    for split, metric in keys:
+        def value(r):
+            return r["scores"][split][metric]
+        by_fold = {f: mean_se([value(r) for r in runs if r["fold"] == f])[0] for f in fold_names}
+        by_seed = {s: mean_se([value(r) for r in runs if r["seed"] == s])[0] for s in seeds}
+        spread = list(by_fold.values()) if len(fold_names) > 1 else [value(r) for r in runs]
+        mean, se = mean_se(spread)
+        summary[f"{split}/{metric}"] = {
+            "mean": mean, "se": se, "se_seeds": mean_se(list(by_seed.values()))[1],
+            "folds": by_fold, "seeds": {str(s): v for s, v in by_seed.items()}, "runs": len(runs)}
+    return summary
+
+
+def crossval(recipe, encoder_cfg, task, out: str | Path, seeds: int = 1, overrides: list[str] = (),
+             epochs: float | None = None, stop_after: int | None = None) -> dict:
+    """Every (seed, fold) run of `task` under RUN (finished ones skipped, unfinished resumed)
+    -> the results, also written to RUN/results.json. stop_after: leave the first unfinished
+    run after this step, as if interrupted."""
+    out = Path(out)
+    plan = [(seed, fold) for seed in range(seeds) for fold in folds(task)]
+    runs, results = [], {}
+    bar = tqdm(plan, desc=f"crossval {task.name}", unit="run", dynamic_ncols=True)
+    for seed, fold in bar:
+        bar.set_postfix(seed=seed, fold=fold[0])
+        run_dir = out / f"seed{seed}" / fold[0]
+        if (run_dir / "metrics.json").exists():
+            scores = json.loads((run_dir / "metrics.json").read_text())
+        else:
+            scores = run_fold(recipe, encoder_cfg, task, fold, seed, list(overrides), run_dir, epochs, stop_after)
+            if scores is None:
+                break
+        runs.append({"seed": seed, "fold": fold[0], "scores": scores})
+        line = ", ".join(f"{split} {m} {v:.4f}" for split, ms in scores.items() for m, v in ms.items())
+        tqdm.write(f"crossval {task.name} seed {seed} {fold[0]}: {line}", file=sys.stderr)
+        results = {"task": task.name, "recipe": recipe.name, "encoder": encoder_cfg.name, "seeds": seeds,
+                   "complete": len(runs) == len(plan), "summary": summarize(runs), "runs": runs}
+        write_json(out / "results.json", results)
+    bar.close()
+    return results

@@ -1,0 +1,95 @@
+"""`audiorep crossval` on tiny generated tasks: every fold held out once, seeds, results.json
+with mean +- s.e., exact resume of an interrupted study, and train/valid/test tasks."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from audiorep import crossval
+from audiorep.backbones import register_backbone
+from audiorep.backbones.conv import ConvConfig, ConvTransformer
+from audiorep.encoder import EncoderConfig
+from audiorep.frontends import register_frontend
+from audiorep.frontends.waveform import Waveform, WaveformConfig
+from audiorep.objectives import Recipe, Supervised, SupervisedConfig
+from audiorep.tasks.format import TaskWriter, load_task, make_metadata
+
+register_backbone(ConvConfig, ConvTransformer)  # no-ops once the package registers them itself
+register_frontend(WaveformConfig, Waveform)
+
+SR = 16000
+TONES = {"low": 400, "high": 3000}
+ENCODER = EncoderConfig(name="eat-crossval-test", frontend=WaveformConfig(sample_rate=SR),
+                        backbone=ConvConfig(channels=2, factors=(4, 4), dim=16, depth=1, heads=2, ff=32, clip_tokens=80),
+                        head_norm=False, pool="prefix")
+RECIPE = Recipe("eat-test", SupervisedConfig, Supervised, "none",
+                defaults=("steps=4", "batch_size=4", "warmup_steps=1", "lr=3e-3", "ema=0.9", "checkpoint_every=2",
+                          "log_every=1", "data.workers=0", "data.roll=false"),
+                objective_defaults=("loss=auto", "label_smoothing=0.1", "mixup_alpha=0", "freq_mask=0", "time_mask=0",
+                                    "patchout_time=0", "patchout_freq=0"))
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def tone(rng, freq):
+    t = np.arange(int(0.3 * SR)) / SR
+    return (0.5 * np.sin(2 * np.pi * freq * rng.uniform(0.95, 1.05) * t) + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def tasks(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("crossval")
+    rng = np.random.default_rng(0)
+    meta = make_metadata("tones3", "scene", "multiclass", ["top1_acc"], 0.3, "presplit_kfold", 3)
+    with TaskWriter(root / "kfold", meta, list(TONES)) as w:
+        for fold in ("fold00", "fold01", "fold02"):
+            for label in [*TONES, *TONES]:
+                w.add(fold, tone(rng, TONES[label]), [label])
+    meta = make_metadata("tones_tvt", "scene", "multiclass", ["top1_acc"], 0.3)
+    with TaskWriter(root / "tvt", meta, list(TONES)) as w:
+        for split, n in (("train", 4), ("valid", 2), ("test", 2)):
+            for i in range(n):
+                label = list(TONES)[i % 2]
+                w.add(split, tone(rng, TONES[label]), [label])
+    return root
+
+
+def test_every_fold_held_out_once_with_seeds_and_exact_resume(tasks, tmp_path):
+    task = load_task(tasks / "kfold")
+    assert [(name, train, scored) for name, train, scored in crossval.folds(task)] == [
+        ("fold00", ["fold01", "fold02"], {"test": "fold00"}),
+        ("fold01", ["fold00", "fold02"], {"test": "fold01"}),
+        ("fold02", ["fold00", "fold01"], {"test": "fold02"})]
+    full = crossval.crossval(RECIPE, ENCODER, task, tmp_path / "full", seeds=2)
+    assert full["complete"] and len(full["runs"]) == 6
+    saved = json.loads((tmp_path / "full" / "results.json").read_text())
+    assert saved == json.loads(json.dumps(full))
+    s = full["summary"]["test/top1_acc"]
+    accs = {(r["seed"], r["fold"]): r["scores"]["test"]["top1_acc"] for r in full["runs"]}
+    per_fold = [np.mean([accs[0, f], accs[1, f]]) for f in ("fold00", "fold01", "fold02")]
+    assert s["mean"] == pytest.approx(np.mean(per_fold))
+    assert s["se"] == pytest.approx(np.std(per_fold, ddof=1) / np.sqrt(3))
+    assert s["folds"]["fold01"] == pytest.approx(per_fold[1]) and set(s["seeds"]) == {"0", "1"}
+    assert "test_ema/top1_acc" in full["summary"]  # the EMA weights are scored beside the trained ones
+    assert (tmp_path / "full" / "seed1" / "fold02" / "encoder" / "model.safetensors").exists()
+
+    part = crossval.crossval(RECIPE, ENCODER, task, tmp_path / "resumed", seeds=1, stop_after=2)
+    assert part == {}  # interrupted inside the first run
+    again = crossval.crossval(RECIPE, ENCODER, task, tmp_path / "resumed", seeds=1)  # resumes fold00 at step 2
+    assert again["runs"] == full["runs"][:3]
+    a, b = (load_file(str(tmp_path / run / "seed0" / "fold00" / "encoder" / "model.safetensors")) for run in ("full", "resumed"))
+    assert all(torch.equal(a[k], b[k]) for k in a)  # bitwise the weights of the uninterrupted run
+    other_seed = load_file(str(tmp_path / "full" / "seed1" / "fold00" / "encoder" / "model.safetensors"))
+    assert not torch.equal(a["backbone.project.weight"], other_seed["backbone.project.weight"])
+
+
+def test_train_valid_test_task_scores_valid_and_test(tasks, tmp_path):
+    task = load_task(tasks / "tvt")
+    result = crossval.crossval(RECIPE, ENCODER, task, tmp_path / "run", overrides=["ema=0", "steps=2"])
+    assert set(result["runs"][0]["scores"]) == {"valid", "test"}
+    assert result["summary"]["test/top1_acc"]["se"] is None  # one run: no spread to report
+    config = json.loads((tmp_path / "run" / "seed0" / "train_valid_test" / "config.json").read_text())
+    assert config["train"]["steps"] == 2 and config["train"]["data"]["crop_s"] == 0.3  # overrides; crop = clip length
