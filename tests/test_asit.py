@@ -1,17 +1,21 @@
 """ASiT: parity with the official FullPipeline (../shared/parity/asit_small) through the
-converter, GMML corruption, centering and temperature schedules, the EMA teacher."""
+converter, GMML corruption, centering and temperature schedules, the EMA teacher, and the
+training loop (exact resume, 2-process DDP)."""
+import numpy as np
 import pytest
 import torch
 from conftest import load_fixture
 
-from audiorep import presets
+from audiorep import audio, presets
 from audiorep.config import override
 from audiorep.convert import CONVERTERS, load_objective_weights
 from audiorep.convert import asit as convert_asit
+from audiorep.data import ClipDataset, DataConfig, clips_from
 from audiorep.ema import momentum_at
 from audiorep.encoder import Encoder
 from audiorep.masking import gmml_corrupt
 from audiorep.objectives.asit import ASiT, ASiTConfig, teacher_temp_at, update_center
+from audiorep.train import TrainConfig, train
 
 TOL = dict(atol=1e-4, rtol=1e-4)
 # the fixture's heads: CLSHead(64, 256, 128, hidden 128, bottleneck 32), RECHead(hidden 96, bottleneck 32)
@@ -27,10 +31,10 @@ def asit_converter(monkeypatch):
     monkeypatch.setitem(CONVERTERS, "asit", convert_asit)
 
 
-def tiny_asit(seed: int = 0, **changes) -> ASiT:
+def tiny_asit(seed: int = 0, cls=ASiT, **changes) -> ASiT:
     torch.manual_seed(seed)
     cfg = override(presets.get("asit-tiny"), ["backbone.dim=32", "backbone.heads=2", "backbone.max_frames=64"])
-    return ASiT(Encoder(cfg), ASiTConfig(**{**TINY_HEADS, **changes}))
+    return cls(Encoder(cfg), ASiTConfig(**{**TINY_HEADS, **changes}))
 
 
 def tiny_batch(objective: ASiT, clips: int = 4, seed: int = 0) -> dict:
@@ -224,15 +228,111 @@ def test_a_few_steps_lower_every_loss():
     batch = tiny_batch(objective)
     optimizer = torch.optim.AdamW([p for p in objective.parameters() if p.requires_grad], lr=3e-3)
     history = []
-    for step in range(40):
+    for step in range(30):
         torch.manual_seed(step)
         loss, logs = objective(batch)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-        objective.after_step(step, 40)
+        objective.after_step(step, 30)
         history.append(logs)
     for key in ("loss_recon", "loss_local", "loss_global"):
         first = sum(h[key] for h in history[:5]) / 5
         last = sum(h[key] for h in history[-5:]) / 5
         assert last < 0.9 * first, key
+
+
+# ------------------------------------------------------------------- the training loop
+
+SR = 32000
+CROP_S = 0.655  # 64 frames at 32 kHz: 4 x 8 patches
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Eight 1 s clips: a tone each (pitch by clip) in a little noise."""
+    folder = tmp_path_factory.mktemp("asit_corpus")
+    rng = np.random.default_rng(0)
+    t = np.arange(SR) / SR
+    for i in range(8):
+        wave = 0.3 * np.sin(2 * np.pi * 150 * (i + 1) * t) + 0.01 * rng.standard_normal(SR)
+        audio.write(folder / f"{i}.wav", wave.astype(np.float32), SR)
+    return folder
+
+
+def train_run(out, corpus, cls=ASiT, stop_after=None, seed: int = 0, steps: int = 6):
+    cfg = TrainConfig(steps=steps, batch_size=4, lr=1e-3, warmup_steps=2, log_every=1, checkpoint_every=2,
+                      clip_grad=3.0, weight_decay=0.04, weight_decay_end=0.4,
+                      data=DataConfig(crop_s=CROP_S, roll=True, workers=0))
+    clips, _ = clips_from(corpus)
+    data = ClipDataset(clips, SR, round(CROP_S * SR), cfg.data, views=2)
+    return train(tiny_asit(seed, cls), data, cfg, out, {"test": "asit"}, stop_after)
+
+
+def test_killed_run_resumes_to_the_same_weights(tmp_path, corpus):
+    full = train_run(tmp_path / "full", corpus)
+    train_run(tmp_path / "resumed", corpus, stop_after=5)  # checkpoints at 2 and 4, then "killed"
+    resumed = train_run(tmp_path / "resumed", corpus, seed=1)  # another init: all must come from step 4
+    state = resumed.state_dict()
+    assert any(k.startswith("teacher.") for k in state) and "center_cls" in state
+    for name, value in full.state_dict().items():
+        assert torch.equal(value, state[name]), name
+    shipped = Encoder.load(tmp_path / "resumed" / "encoder")
+    for name, value in shipped.state_dict().items():
+        assert torch.equal(value, full.teacher.model.encoder.state_dict()[name]), name
+
+
+class FixedCorruption(ASiT):
+    """The same zeroed pixels in every clip, so the split of a batch over processes cannot change them."""
+
+    def corrupt(self, feats):
+        mask = torch.zeros_like(feats, dtype=torch.bool)
+        mask[:, 8:70, 5:40] = True
+        mask[:, 90:, 30:] = True
+        return feats.masked_fill(mask, 0.0), mask
+
+
+DDP_SCRIPT = """
+import sys
+from pathlib import Path
+import torch
+torch.set_num_threads(1)
+sys.path.insert(0, {tests!r})
+from test_asit import ddp_run
+ddp_run(Path({corpus!r}), Path({out!r}))
+"""
+
+
+def ddp_run(corpus, out) -> None:
+    """3 loop steps of FixedCorruption ASiT on this process's share of batch 4; rank 0 saves the state."""
+    import os
+
+    import torch.distributed as dist
+
+    trained = train_run(out / f"run{os.environ.get('WORLD_SIZE', '1')}", corpus, FixedCorruption, steps=3)
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    if int(os.environ.get("RANK", "0")) == 0:
+        torch.save(trained.state_dict(), out / f"world{world}.pt")
+    if world > 1:
+        dist.destroy_process_group()
+    os.environ.pop("WORLD_SIZE", None)
+
+
+def test_two_processes_match_one(tmp_path, corpus):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = str(Path(__file__).parent)
+    script = tmp_path / "ddp_worker.py"
+    script.write_text(DDP_SCRIPT.format(tests=tests, corpus=str(corpus), out=str(tmp_path)))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
+    env = dict(os.environ, PYTHONPATH=str(Path(tests).parent))
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ddp_run(corpus, tmp_path)
+    one, two = torch.load(tmp_path / "world1.pt"), torch.load(tmp_path / "world2.pt")
+    assert one["center_cls"].abs().sum() > 0
+    for name, value in one.items():
+        torch.testing.assert_close(two[name], value, rtol=1e-4, atol=1e-5, msg=name)
