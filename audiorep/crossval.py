@@ -117,12 +117,18 @@ def summarize(runs: list[dict]) -> dict:
 
 
 def crossval(recipe, encoder_cfg, task, out: str | Path, seeds: int = 1, overrides: list[str] = (),
-             epochs: float | None = None, stop_after: int | None = None) -> dict:
+             epochs: float | None = None, stop_after: int | None = None, only: list[str] | None = None) -> dict:
     """Every (seed, fold) run of `task` under RUN (finished ones skipped, unfinished resumed)
-    -> the results, also written to RUN/results.json. stop_after: leave the first unfinished
-    run after this step, as if interrupted."""
+    -> the results, also written to RUN/results.json. only: run just these held-out folds;
+    stop_after: leave the first unfinished run after this step, as if interrupted."""
     out = Path(out)
-    plan = [(seed, fold) for seed in range(seeds) for fold in folds(task)]
+    chosen = folds(task)
+    if only:
+        unknown = sorted(set(only) - {name for name, _, _ in chosen})
+        if unknown:
+            raise ValueError(f"{task.path}: no fold {unknown} (folds: {[name for name, _, _ in chosen]})")
+        chosen = [fold for fold in chosen if fold[0] in only]
+    plan = [(seed, fold) for seed in range(seeds) for fold in chosen]
     runs, results = [], {}
     bar = tqdm(plan, desc=f"crossval {task.name}", unit="run", dynamic_ncols=True)
     for seed, fold in bar:

@@ -151,7 +151,8 @@ class ConvTransformer(nn.Module):
         return self.num_layers + 1 if name.startswith("norm.") else 0
 
     def no_weight_decay(self) -> set[str]:
-        return {"cls_token", "pos_embed"}
+        """None besides the 1-d parameters: the official optimizer decays the cls token and positions."""
+        return set()
 
     def token_padding(self, padding: torch.Tensor, n_tokens: int) -> torch.Tensor:
         """[B, S] padded samples -> [B, K]: a token is padding when its first sample is."""

@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=1, help="repeat every fold with this many seeds")
     parser.add_argument("--epochs", type=float, help="train this many passes over each fold's training clips "
                                                      "(sets steps from the fold size and batch_size)")
+    parser.add_argument("--folds", help="comma-separated held-out folds to run (default: all), e.g. fold00,fold01")
     parser.add_argument("--stop-after", type=int, help="stop the first unfinished run after this step, as if interrupted")
     parser.add_argument("overrides", nargs="*", help="field=value")
     args = parser.parse_intermixed_args(argv)
@@ -37,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.task}: cross-validation needs a scene task, this one is {task.embedding_type!r}")
     recipe = RECIPES[args.recipe]
     encoder_cfg = presets.get(args.preset or recipe.preset)
-    results = crossval(recipe, encoder_cfg, task, args.out, args.seeds, args.overrides, args.epochs, args.stop_after)
+    results = crossval(recipe, encoder_cfg, task, args.out, args.seeds, args.overrides, args.epochs, args.stop_after,
+                       args.folds.split(",") if args.folds else None)
     for key, s in results.get("summary", {}).items():
         se = f" +- {s['se']:.4f}" if s["se"] is not None else ""
         print(f"{task.name} {key}: {s['mean']:.4f}{se} (s.e. over {'folds' if len(s['folds']) > 1 else 'seeds'}, "
