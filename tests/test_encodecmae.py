@@ -141,3 +141,86 @@ def test_frame_times_are_exact_hops():
     assert out.tokens.shape[1] == 300 and encoder.backbone.hop_s == 318 / 24000
     expected = (torch.arange(300, dtype=torch.float64) + 0.5) * 318 / 24000
     assert torch.equal(out.times, expected.float())
+
+
+# ------------------------------------------------------------------ targets, cache, training step
+
+def tone_corpus(folder, n=6, seconds=2.0, sr=24000):
+    """n clips of tones and noise bursts (different pitches), the second half of each quieter."""
+    from audiorep import audio
+    rng = np.random.default_rng(0)
+    t = np.arange(int(seconds * sr)) / sr
+    for i in range(n):
+        x = 0.3 * np.sin(2 * np.pi * (150 + 90 * i) * t) + 0.05 * rng.standard_normal(len(t))
+        x[len(t) // 2:] *= 0.3
+        audio.write(folder / f"clip{i}.wav", x.astype(np.float32), sr)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    from audiorep.data import ClipDataset, DataConfig, folder_clips
+    folder = tone_corpus(tmp_path_factory.mktemp("corpus"))
+    return ClipDataset(folder_clips(folder), 24000, 24000, DataConfig(roll=False, workers=0))
+
+
+KMEANS = CodecMAEConfig(targets="fbank_kmeans", kmeans_k=8, kmeans_clips=4, kmeans_frames=2000, gamma_clips=2,
+                        decoder_heads=4, decoder_ff_dim=128)
+
+
+def test_fbank_kmeans_targets_train_one_step(corpus, tmp_path, one_thread):
+    torch.manual_seed(0)
+    objective = CodecMAE(tiny_encoder(), KMEANS)
+    objective.prepare(corpus, "cpu", tmp_path)
+    assert objective.gamma.tolist() == [1.0]
+    batch = torch.utils.data.default_collate([corpus[(i, 7)] for i in range(4)])
+    loss, logs = objective(batch)
+    assert torch.isfinite(loss) and 0 < logs["masked_loss"] < 10 and 0 <= logs["masked_acc"] <= 1
+    loss.backward()
+    assert objective.encoder.backbone.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
+    state = objective.state_dict()  # the cache travels in the state: a resumed run finds it
+    fresh = CodecMAE(tiny_encoder(), KMEANS)
+    fresh.load_state_dict(state)
+    assert fresh.cache.folder == objective.cache.folder
+
+
+def test_targets_follow_the_crop_start(corpus, tmp_path):
+    objective = CodecMAE(tiny_encoder(), KMEANS)
+    objective.prepare(corpus, "cpu", tmp_path)
+    cached = np.load(objective.cache.path(0))[:, 0]  # [T'] codes of clip 0 on the fbank frame grid
+    hop = 318
+    codes, valid = objective.cache.lookup(torch.tensor([0, 0]), torch.tensor([0, 10 * hop]), 40, hop, 318.0)
+    assert valid.all()
+    assert torch.equal(codes[0, :, 0], torch.from_numpy(cached[:40]).long())
+    assert torch.equal(codes[1, :, 0], torch.from_numpy(cached[10:50]).long())  # 10 frames later
+    _, valid = objective.cache.lookup(torch.tensor([0]), torch.tensor([len(cached) * hop - 5 * hop]), 40, hop, 318.0)
+    assert valid[0, :5].all() and not valid[0, 5:].any()  # past the clip's end: not scored
+
+
+def test_target_cache_resumes_after_a_kill_and_kmeans_is_deterministic(corpus, tmp_path, monkeypatch):
+    from audiorep.frontends.codec import KMeansTokenizer
+    reference = CodecMAE(tiny_encoder(), KMEANS)
+    reference.prepare(corpus, "cpu", tmp_path / "a")
+    calls = []
+    encode = KMeansTokenizer.encode
+
+    def dies_on_the_fourth_clip(self, wave):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt  # killed mid-way
+        return encode(self, wave)
+    monkeypatch.setattr(KMeansTokenizer, "encode", dies_on_the_fourth_clip)
+    with pytest.raises(KeyboardInterrupt):
+        CodecMAE(tiny_encoder(), KMEANS).prepare(corpus, "cpu", tmp_path / "b")
+    assert len(list((tmp_path / "b" / "targets" / "codes").rglob("*.npy"))) == 3
+    calls.clear()
+    resumed = CodecMAE(tiny_encoder(), KMEANS)
+    resumed.prepare(corpus, "cpu", tmp_path / "b")
+    assert len(calls) == len(corpus) - 3  # only the missing clips were tokenized
+    for name in ("tokenizer.safetensors", "meta.json"):  # same seed: same k-means, same gamma
+        assert (tmp_path / "a" / "targets" / name).read_bytes() == (tmp_path / "b" / "targets" / name).read_bytes()
+    for i in range(len(corpus)):
+        assert np.array_equal(np.load(reference.cache.path(i)), np.load(resumed.cache.path(i)))
+    with pytest.raises(ValueError, match="other settings"):
+        CodecMAE(tiny_encoder(), dataclasses.replace(KMEANS, kmeans_k=4)).prepare(corpus, "cpu", tmp_path / "a")
+

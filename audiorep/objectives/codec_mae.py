@@ -164,7 +164,7 @@ class CodecMAE(nn.Module):
         targets, valid = self.targets(batch, T)
         visible = ~masked if self.cfg.padded_as_visible or padding is None else ~masked & ~padding
         loss, parts = codec_loss(logits, targets, masked & valid, visible & valid, self.gamma, self.cfg.masked_weight)
-        logs = {k: float(v) for k, v in parts.items() if k in ("masked_loss", "unmasked_loss")}
+        logs = {k: float(v.detach()) for k, v in parts.items() if k in ("masked_loss", "unmasked_loss")}
         logs["masked_acc"] = float(((logits.argmax(-1) == targets).float().mean(-1) * (masked & valid)).sum()
                                    / (masked & valid).sum().clamp(min=1))
         return loss, logs
