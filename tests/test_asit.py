@@ -200,6 +200,9 @@ def test_loss_weights_and_paper_options():
     objective = tiny_asit(w_local=0.0, w_global=0.0)
     loss, logs = objective(tiny_batch(objective))
     assert set(k for k in logs if k.startswith("loss_")) == {"loss_recon"}
+    assert not any(p.requires_grad for p in objective.head_cls.parameters())  # skipped heads are frozen (DDP)
+    local_only = tiny_asit(w_global=0.0).head_cls
+    assert not local_only.cls_layer.weight_v.requires_grad and local_only.data_layer.weight_v.requires_grad
     torch.testing.assert_close(loss, torch.tensor(2 * logs["loss_recon"]))
     objective = tiny_asit(local_corrupted_only=True, w_recon=1.0)
     loss, logs = objective(tiny_batch(objective))

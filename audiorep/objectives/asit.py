@@ -177,6 +177,11 @@ class ASiT(nn.Module):
         self.head_recons = ReconstructionHead(bb.dim, cfg, self.patch)
         self.head_cls.mlp.apply(_init_weights)
         self.head_recons.mlp.apply(_init_weights)
+        unused = [m for m, w in ((self.head_recons, cfg.w_recon), (self.head_cls.data_layer, cfg.w_local),
+                                 (self.head_cls.cls_layer, cfg.w_global), (self.head_cls.mlp, cfg.w_local + cfg.w_global))
+                  if not w]
+        for module in unused:  # a loss weighted 0 is skipped: its head is frozen, so DDP expects no gradient
+            module.requires_grad_(False)
         self.teacher = EMA(Branch(encoder, self.head_cls))
         self.register_buffer("center_cls", torch.zeros(cfg.global_dim))
         self.register_buffer("center_data", torch.zeros(cfg.local_dim))
