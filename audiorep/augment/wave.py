@@ -168,7 +168,7 @@ def phase_noise(x: torch.Tensor, n_fft: int, low: float = 0.01, high: float = 0.
     X = stft(x, n_fft)  # [B, F, T]
     sigma = uniform(x.shape[0], low, high, x, generator)[:, None, None]
     jitter = sigma * torch.rand(X.shape, generator=generator, device=x.device, dtype=x.dtype)
-    return istft(X * torch.exp(1j * jitter), n_fft, x.shape[-1])
+    return istft(X * torch.polar(torch.ones_like(jitter), jitter), n_fft, x.shape[-1])
 
 
 def resample(x: torch.Tensor, factor: float) -> torch.Tensor:
