@@ -139,7 +139,7 @@ def test_frame_times_are_exact_hops():
     encoder = tiny_encoder(max_frames=300)
     out = encoder(torch.zeros(1, encoder.span_samples))
     assert out.tokens.shape[1] == 300 and encoder.backbone.hop_s == 318 / 24000
-    expected = (torch.arange(300, dtype=torch.float64) + 0.5) * 318 / 24000
+    expected = (torch.arange(300, dtype=torch.float64) + 1) * 318 / 24000  # a 637-sample frame is centred 318 in
     assert torch.equal(out.times, expected.float())
 
 
@@ -223,4 +223,5 @@ def test_target_cache_resumes_after_a_kill_and_kmeans_is_deterministic(corpus, t
         assert np.array_equal(np.load(reference.cache.path(i)), np.load(resumed.cache.path(i)))
     with pytest.raises(ValueError, match="other settings"):
         CodecMAE(tiny_encoder(), dataclasses.replace(KMEANS, kmeans_k=4)).prepare(corpus, "cpu", tmp_path / "a")
+
 

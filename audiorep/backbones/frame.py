@@ -34,6 +34,8 @@ class FrameConfig:
     heads: int = 12
     ff_dim: int = 4096       # the shared feed-forward's hidden width (released default)
     max_frames: int = 300    # longest window: 4 s at 24 kHz, the released training crop
+    centre: float = 1.0      # frame i's centre is (i + centre) hops from the window start: the
+                             # released fbank frame (637 samples, 26.56 ms) spans two hops (318)
     norm_eps: float = 1e-5
 
 
@@ -128,9 +130,9 @@ class Frame(ResiDualStack):
         self.frames = (1, cfg.max_frames)
 
     def frame_times(self, positions: torch.Tensor) -> torch.Tensor:
-        """Centre of frame i: (i + 1/2) hops from the window start, in seconds (float64
-        arithmetic: frame i sits at exactly i hops, no drift)."""
-        return ((positions.double() + 0.5) * self.hop_s).float()
+        """Centre of frame i in seconds from the window start: (i + centre) hops, computed in
+        float64 so frame i sits at exactly i hops after frame 0 (13.25 ms steps, no drift)."""
+        return ((positions.double() + self.cfg.centre) * self.hop_s).float()
 
     def forward(self, feats: torch.Tensor, keep: torch.Tensor | None = None, mask: torch.Tensor | None = None,
                 padding: torch.Tensor | None = None, layers: list[int] | None = None) -> BackboneOutput:
