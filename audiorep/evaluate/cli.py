@@ -102,11 +102,11 @@ def main(argv: list[str] | None = None) -> int:
         parser().error("nothing to evaluate: give --model or drop --no-references")
     if args.reference_model and not args.reference_table:
         parser().error("--reference-model needs --reference-table")
-    paths = find_tasks(args.tasks)
     try:
         models = model_list(args.model, not args.no_references)
     except ValueError as e:
         parser().error(str(e))
+    paths = find_tasks(args.tasks)
     reference = load_reference(args.reference_table) if args.reference_table else None
     categories = load_categories(args.categories) if args.categories else None
     cfg = ProtocolConfig(mode=args.mode, grid_points=args.grid_points, seeds=tuple(range(args.seed, args.seed + args.seeds)),
