@@ -5,7 +5,6 @@ the 19 tasks (its task config with the default mode applied, `modes` removed and
 `mode`, `splits` added); the audio and labels are tiny stand-ins of the stated durations. Then
 one test per metadata field that heareval honours, each showing that it changes what runs.
 """
-import copy
 import json
 import sys
 import types
@@ -16,7 +15,7 @@ import torch
 
 from audiorep.evaluate import cli
 from audiorep.tasks import cli as tasks_cli
-from audiorep.tasks.format import TaskWriter, check_task, fold_name, metadata_warnings
+from audiorep.tasks.format import TaskWriter, check_task, fold_name, make_metadata, metadata_warnings
 
 SR = 16000
 HOP_S = 4.0  # few frames per 120 s clip keep the event probes cheap
@@ -75,6 +74,46 @@ PUBLIC = {
         "splits": _folds(5)},
 }
 LABELS = ["a", "b", "c"]
+SCENE4 = ["top1_acc", "mAP", "d_prime", "aucroc"]
+
+
+def _published(task_name, version, mode, prediction, split_mode, nfolds, duration, evaluation, **extra):
+    """The other task configurations of hear-preprocess 2021.1.1, as written to task_metadata.json."""
+    kfold = split_mode != "trainvaltest"
+    meta = {"task_name": task_name, "version": version, "embedding_type": "scene", "prediction_type": prediction,
+            "split_mode": split_mode, "sample_duration": duration, "evaluation": evaluation,
+            "download_urls": _urls("train"), "default_mode": mode, "tmp_dir": "_workdir", "mode": mode,
+            "splits": _folds(nfolds) if kfold else TRAINVALTEST, **extra}
+    if kfold:
+        meta.update(nfolds=nfolds, max_task_duration_by_fold=None)
+    else:
+        meta["max_task_duration_by_split"] = {"train": None, "valid": None, "test": None}
+    return meta
+
+
+OTHERS = [
+    _published("nsynth_pitch", "v2.2.3", "50h", "multiclass", "trainvaltest", None, 4.0, ["pitch_acc", "chroma_acc"],
+               pitch_range_min=21, pitch_range_max=108),
+    _published("speech_commands", "v0.0.2", "5h", "multiclass", "trainvaltest", None, 1.0, ["top1_acc"]),
+    _published("speech_commands", "v0.0.2", "full", "multiclass", "trainvaltest", None, 1.0, ["top1_acc"]),
+    _published("beehive_states_fold0", "v2", "5h", "multiclass", "trainvaltest", None, 30,
+               ["aucroc", "mAP", "d_prime", "top1_acc"]),
+    _published("beehive_states_fold1", "v2", "5h", "multiclass", "trainvaltest", None, 30,
+               ["aucroc", "mAP", "d_prime", "top1_acc"]),
+    _published("tfds_crema_d", "1.0.0", "full", "multiclass", "new_split_kfold", 5, 5, SCENE4,
+               tfds_task_name="crema_d", tfds_task_version="1.0.0", extract_splits=["train", "test", "valid"]),
+    _published("esc50", "v2.0.0", "full", "multiclass", "presplit_kfold", 5, 5, SCENE4),
+    _published("fsd50k", "v1.0", "full", "multilabel", "trainvaltest", None, None, ["mAP", "d_prime", "aucroc", "top1_acc"]),
+    _published("tfds_gtzan", "1.0.0", "full", "multiclass", "new_split_kfold", 10, 30.0, SCENE4,
+               tfds_task_name="gtzan", tfds_task_version="1.0.0", extract_splits=["train"]),
+    _published("tfds_gtzan_music_speech", "1.0.0", "full", "multiclass", "new_split_kfold", 10, 30.0, SCENE4,
+               tfds_task_name="gtzan_music_speech", tfds_task_version="1.0.0", extract_splits=["train"]),
+    _published("libricount", "v1.0.0-hear2021", "full", "multiclass", "new_split_kfold", 5, 5.0, SCENE4),
+    _published("mridangam_stroke", "v1.5", "full", "multiclass", "new_split_kfold", 5, 0.81, SCENE4),
+    _published("mridangam_tonic", "v1.5", "full", "multiclass", "new_split_kfold", 5, 0.81, SCENE4),
+    _published("vox_lingua_top10", "hear2021", "full", "multiclass", "new_split_kfold", 5, 18.64, SCENE4),
+    _published("coughvid", "v2.0", "full", "multiclass", "new_split_kfold", 5, 10.19, SCENE4),
+]
 
 
 def write_task(out, meta, clips_per_split=3, seed=0):
@@ -139,6 +178,11 @@ def _evaluate(task, out, module, *extra):
                      "--grid-points", "2", *extra])
     doc = json.loads((out / "results.json").read_text())
     return code, doc, doc["results"][module][task.name]
+
+
+@pytest.mark.parametrize("meta", OTHERS, ids=lambda m: f"{m['task_name']}-{m['mode']}")
+def test_every_other_public_configuration_is_read_without_warnings(meta):
+    assert make_metadata(**meta) == meta and metadata_warnings(meta) == []
 
 
 def test_tasks_check_accepts_the_public_tasks(public_tasks, capsys):
