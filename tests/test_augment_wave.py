@@ -287,5 +287,6 @@ def test_bad_input_is_refused_clearly(one_thread):
         wave_augment(bad, torch.eye(3), WaveAugmentConfig(), SR)
     with pytest.raises(ValueError, match="stft_sizes"):
         wave_augment(torch.randn(2, 200), torch.eye(2), WaveAugmentConfig(signal=(), noises=(), mixes=("freqmix",)), SR)
-    with pytest.raises(ValueError, match=r"\[B, S\]"):
-        wave_augment(torch.randn(2, 1, 300), torch.eye(2), WaveAugmentConfig(), SR)
+    for shape in ((2, 1, 300), (2, 1)):
+        with pytest.raises(ValueError, match=r"\[B, S\]"):
+            wave_augment(torch.randn(shape), torch.eye(2), WaveAugmentConfig(), SR)

@@ -121,8 +121,8 @@ def wave_augment(wave: torch.Tensor, target: torch.Tensor | None, cfg: WaveAugme
                  sample_rate: int = 22050, generator=None) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
     """wave [B, S], target [B, C] (or None when cfg.mixes is empty) -> (wave, target, mixed).
     `generator` must live on wave's device; the output keeps wave's device and dtype."""
-    if wave.ndim != 2:
-        raise ValueError(f"wave_augment: wave must be [B, S], got shape {tuple(wave.shape)}")
+    if wave.ndim != 2 or wave.shape[1] < 2:
+        raise ValueError(f"wave_augment: wave must be [B, S] with S >= 2, got shape {tuple(wave.shape)}")
     if cfg.mixes and (target is None or target.shape[0] != wave.shape[0]):
         raise ValueError(f"wave_augment: WaveAugmentConfig.mixes={cfg.mixes} needs a target [B, C] with B = "
                          f"{wave.shape[0]}, got {None if target is None else tuple(target.shape)} (mixes=() for none)")
