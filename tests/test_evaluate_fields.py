@@ -10,6 +10,7 @@ import pytest
 from audiorep.evaluate import cli
 from audiorep.evaluate.embeddings import embed_task, parse_model
 from audiorep.evaluate.protocol import ProtocolConfig, evaluate_task
+from audiorep.tasks import cli as tasks_cli
 from audiorep.tasks.format import TaskFormatError, TaskWriter, load_task, make_metadata, metadata_warnings, split_names
 
 SR = 16000
@@ -120,11 +121,14 @@ def test_invalid_metadata_names_the_field(change, message):
         make_metadata(**args)
 
 
-def test_unknown_fields_are_warnings():
+def test_unknown_fields_are_warnings(tmp_path, capsys):
     meta = {**make_metadata("t", "scene", "multiclass", ["top1_acc"], 1.0), "licence": "cc-by",
             "evaluation_params": {"note": "x"}}
     assert metadata_warnings(meta) == ["field 'licence' is not a HEAR 2021 or audiorep field; ignored",
                                        "evaluation_params.note is not read by heareval or audiorep; ignored"]
+    task = _set(_scene(tmp_path / "t"), licence="cc-by")
+    assert tasks_cli.main(["check", str(task)]) == 0
+    assert "warning: field 'licence'" in capsys.readouterr().out
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("out")
     i.add_argument("--name", help="task_name (default: the OUT folder name)")
     i.add_argument("--seed", type=int, default=0, help="seed for the splits made when none are given")
-    i.add_argument("--folds", type=int, help="make K folds instead of train/valid/test")
+    i.add_argument("--folds", type=int, help="make K >= 3 folds instead of train/valid/test")
     i.add_argument("--sep", default=";", help="separator of several labels in one CSV label cell (multi-label)")
     i.add_argument("--duration", type=float, help="pad/crop every clip to this many seconds (default: keep lengths)")
     i.add_argument("--metric", nargs="+", help="evaluation metrics, primary first (default by task kind)")
@@ -61,6 +61,8 @@ def _check(dirs: list[str], read_audio: bool) -> int:
                 n = sum(len(v) for v in task.splits.values())
                 print(f"ok   {path}: {task.embedding_type}/{task.prediction_type}, {len(task.vocabulary)} labels, "
                       f"{n} clips in {', '.join(task.split_names)}")
+                for warning in task_format.metadata_warnings(task.metadata):
+                    print(f"  warning: {warning}")
     return 1 if failed else 0
 
 
