@@ -187,7 +187,7 @@ def test_fbank_kmeans_targets_train_one_step(corpus, tmp_path, one_thread):
 def test_targets_follow_the_crop_start(corpus, tmp_path):
     objective = CodecMAE(tiny_encoder(), KMEANS)
     objective.prepare(corpus, "cpu", tmp_path)
-    cached = np.load(objective.cache.path(0))[:, 0]  # [T'] codes of clip 0 on the fbank frame grid
+    cached = objective.cache.codes(0)[:, 0]  # [T'] codes of clip 0 on the fbank frame grid
     hop = 318
     codes, valid = objective.cache.lookup(torch.tensor([0, 0]), torch.tensor([0, 10 * hop]), 40, hop, 318.0)
     assert valid.all()
@@ -220,7 +220,7 @@ def test_target_cache_resumes_after_a_kill_and_kmeans_is_deterministic(corpus, t
     for name in ("tokenizer.safetensors", "meta.json"):  # same seed: same k-means, same gamma
         assert (tmp_path / "a" / "targets" / name).read_bytes() == (tmp_path / "b" / "targets" / name).read_bytes()
     for i in range(len(corpus)):
-        assert np.array_equal(np.load(reference.cache.path(i)), np.load(resumed.cache.path(i)))
+        assert np.array_equal(reference.cache.codes(i), resumed.cache.codes(i))
     with pytest.raises(ValueError, match="other settings"):
         CodecMAE(tiny_encoder(), dataclasses.replace(KMEANS, kmeans_k=4)).prepare(corpus, "cpu", tmp_path / "a")
 

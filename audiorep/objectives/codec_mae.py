@@ -169,6 +169,21 @@ class CodecMAE(nn.Module):
                                    / (masked & valid).sum().clamp(min=1))
         return loss, logs
 
+    def init_from(self, run: str | Path) -> list[str]:
+        """Self-training starts from a stage-1 run: its last checkpoint's parameters whose
+        names and shapes match (encoder, post_net, decoder; not a head of another size), as
+        the released non-strict load. Returns the names left at their initialization."""
+        from ..train import checkpoints
+        found = checkpoints(Path(run))
+        if not found:
+            raise FileNotFoundError(f"{run}: no checkpoint to start from (a training run folder is expected)")
+        state = torch.load(found[-1] / "objective.pt", map_location="cpu", weights_only=True)
+        own = self.state_dict()
+        keep = {k: v for k, v in state.items() if k in own and k not in ("gamma", "_extra_state")
+                and own[k].shape == v.shape}
+        self.load_state_dict(keep, strict=False)
+        return sorted(k for k in own if k not in keep and k != "_extra_state")
+
     def load_released(self, source: str | Path) -> None:
         """A released EnCodecMAE checkpoint (hub .pt file or its state_dict) into the encoder,
         decoder, post_net and head."""

@@ -3,18 +3,22 @@ turns every training clip into frame targets once; they are cached on disk.
 
     RUN/targets/meta.json               tokenizer, frame grid, clip count, gamma_q
     RUN/targets/tokenizer.safetensors   what the tokenizer's `fit` derived (codebooks, centroids)
-    RUN/targets/codes/NNNN/IIIIIII.npy  int16 [T', Q] codes of clip I
+    RUN/targets/codes/NNNN/IIIIIII.npy  int16 [T', Q] codes of clip I, while tokenizing
+    RUN/targets/codes.npy, offsets.npy  all clips' codes in one int16 [sum T', Q] array and
+                                        where each clip starts in it (N + 1), once all are done
 
 Every file is written atomically and the fitted tokenizer is saved before the clips are
 tokenized, so a killed run resumes where it stopped (tokenized clips are skipped) with the
-same tokenizer. Training reads only the cache: the crop's targets are the cached frames
-nearest in time to its input frames (`TargetCache.lookup`), memory-mapped, never recomputed.
+same tokenizer. Training reads only the packed cache, memory-mapped: a crop's targets are
+the cached frames nearest in time to its input frames (`TargetCache.lookup`, one gather
+per batch), never recomputed.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -117,32 +121,52 @@ class TargetCache:
         os.replace(tmp, self.folder / "tokenizer.safetensors")
 
     def fill(self, clips, sample_rate: int, tokenizer, device) -> None:
-        """Tokenize every clip not cached yet (whole clips, chunked inside the tokenizer)."""
+        """Tokenize every clip not cached yet (whole clips, chunked inside the tokenizer),
+        then pack them into one array."""
+        if (self.folder / "codes.npy").exists():
+            return
         todo = [i for i in range(len(clips)) if not self.path(i).exists()]
         for i in tqdm(todo, desc="targets", unit="clip", disable=not todo):
             clip = clips[i]
             wave, _ = audio.read(clip.path, sample_rate, start=clip.offset, duration=clip.duration)
             codes = tokenizer.encode(torch.from_numpy(wave).to(device))  # [Q, T']
-            path = self.path(i)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp.npy")
-            np.save(tmp, codes.T.cpu().numpy().astype(np.int16))
-            os.replace(tmp, path)
+            save(self.path(i), codes.T.cpu().numpy().astype(np.int16))
+        self.pack(len(clips))
+
+    def pack(self, n: int) -> None:
+        parts = [np.load(self.path(i)) for i in range(n)]
+        save(self.folder / "offsets.npy", np.cumsum([0] + [len(p) for p in parts]))
+        save(self.folder / "codes.npy", np.concatenate(parts))  # written last: its presence means done
+        shutil.rmtree(self.folder / "codes")
+
+    def packed(self) -> tuple[np.ndarray, np.ndarray]:
+        if not hasattr(self, "_packed"):
+            self._packed = np.load(self.folder / "codes.npy", mmap_mode="r"), np.load(self.folder / "offsets.npy")
+        return self._packed
+
+    def codes(self, i: int) -> np.ndarray:
+        """[T', Q] codes of clip i."""
+        codes, offsets = self.packed()
+        return np.array(codes[offsets[i]:offsets[i + 1]])  # a copy, off the memory map
 
     def lookup(self, index: torch.Tensor, start: torch.Tensor, n_frames: int, hop: int,
                centre: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Targets of crops: input frame t of the crop of clip index[b] starting at sample
         start[b] gets the cached frame nearest to its centre -> (codes [B, T, Q] long,
         valid [B, T]: False past the clip's cached frames)."""
-        t_hop, t_centre, q = self.meta["hop"], self.meta["centre"], self.meta["codebooks"]
-        codes = np.zeros((len(index), n_frames, q), np.int64)
-        valid = np.zeros((len(index), n_frames), bool)
-        for b, (i, s) in enumerate(zip(index.tolist(), start.tolist())):
-            cached = np.load(self.path(i), mmap_mode="r")  # [T', Q]
-            j = np.floor((s + centre + hop * np.arange(n_frames) - t_centre) / t_hop + 0.5).astype(np.int64)
-            valid[b] = (j >= 0) & (j < len(cached))
-            codes[b] = cached[j.clip(0, len(cached) - 1)]
-        return torch.from_numpy(codes), torch.from_numpy(valid)
+        codes, offsets = self.packed()
+        first, length = offsets[index.numpy()], np.diff(offsets)[index.numpy()]  # [B]
+        centres = start.numpy()[:, None] + centre + hop * np.arange(n_frames)  # [B, T] samples
+        j = np.floor((centres - self.meta["centre"]) / self.meta["hop"] + 0.5).astype(np.int64)
+        valid = (j >= 0) & (j < length[:, None])
+        rows = first[:, None] + j.clip(0, length[:, None] - 1)  # [B, T]
+        return torch.from_numpy(codes[rows.ravel()].astype(np.int64)).view(*rows.shape, -1), torch.from_numpy(valid)
+
+def save(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.npy")
+    np.save(tmp, array)
+    os.replace(tmp, path)
 
 
 def sample_waves(dataset, n: int, generator: torch.Generator, device) -> list[torch.Tensor]:

@@ -1,0 +1,242 @@
+"""EnCodecMAE: target extraction speed, the full-size training step, and a small study.
+
+    python benchmarks/bench_encodecmae.py extraction               # tokenizers: s of audio per s, with / without the cache
+    python benchmarks/bench_encodecmae.py step --batch 4           # encodecmae-base training step, samples/s
+    python benchmarks/bench_encodecmae.py study --out runs/ecmae   # ~25 min on 2 CPU cores
+
+The study: one tiny frame model (encodecmae-tiny: 64 wide, 2 blocks, 2 s crops) pretrained
+with the same seeds, steps and batches on the suite's unlabeled corpus with
+  random-EnCodec   EnCodec's network with random weights, codebooks drawn from the data (8 x 1024)
+  fbank-k-means    k-means of the fbank frames (one codebook)
+and, from the random-EnCodec run, two continuations of equal length (optimizer restarted):
+  + self-training  predicting k-means ids of the stage-1 encoder's last-block activations
+  + more stage 1   the same random-EnCodec targets (the control: as many steps, no new targets)
+Every encoder is scored with `audiorep evaluate` on a few suite tasks (with the log-mel
+baseline and the encoder at init); the table gives the mean normalized score (task score /
+best evaluated score, averaged over tasks) +- s.e. over seeds, beside the paper's Table 1.
+Every stage reuses what an earlier run left in --out.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from audiorep.backbones import register_backbone
+from audiorep.backbones.frame import Frame, FrameConfig
+from audiorep.convert import CONVERTERS, encodecmae
+from audiorep.encoder import EmbedConfig, Encoder, EncoderConfig
+from audiorep.frontends import FbankConfig
+from audiorep.objectives import RECIPES, Recipe, register_recipe
+from audiorep.objectives.codec_mae import CodecMAE, CodecMAEConfig
+
+FBANK = FbankConfig(sample_rate=24000, n_mels=256, frame_length_ms=26.56, frame_shift_ms=13.28,
+                    remove_mean=False, mean=-6.12, scale=4.82)
+EMBED = EmbedConfig(levels=("M",), timestamps="tokens", hop_ms=13.25, scene_hop_s=4.0)
+BASE = EncoderConfig(name="encodecmae-base", frontend=FBANK, backbone=FrameConfig(), pool="tokens", embed=EMBED)
+TINY = replace(BASE, name="encodecmae-tiny", backbone=FrameConfig(dim=64, depth=2, heads=4, ff_dim=256, max_frames=150))
+TRAIN = ("lr=1e-4", "schedule=constant", "warmup_steps=0", "weight_decay=0.05", "betas=0.9,0.95", "batch_size=128",
+         "data.crop_s=4", "data.roll=false", "data.gain_db=0")
+VARIANTS = {  # name -> (objective overrides, start from)
+    "random-EnCodec": (["objective.targets=encodec_random"], None),
+    "fbank-k-means": (["objective.targets=fbank_kmeans"], None),
+    "random-EnCodec + self-training": (["objective.targets=teacher_kmeans"], "random-EnCodec"),
+    "random-EnCodec + more stage 1": (["objective.targets=encodec_random"], "random-EnCodec"),
+}
+PAPER = {  # Table 1, global score (HEAR subset), Base unless noted
+    "random-EnCodec": "EC targets, mel input: 95.9 (Mel256 -> EC)",
+    "fbank-k-means": "-",
+    "random-EnCodec + self-training": "Base 97.0 -> Base+ST 97.6",
+    "random-EnCodec + more stage 1": "-",
+}
+TASKS = ("keywords", "pitch", "family", "sound_classes")
+
+
+def setup() -> None:
+    """The frame backbone, converter and recipes, for as long as the package does not list them."""
+    register_backbone(FrameConfig, Frame)
+    CONVERTERS.setdefault(encodecmae.FORMAT, encodecmae)
+    if "encodecmae" not in RECIPES:
+        register_recipe(Recipe("encodecmae", CodecMAEConfig, CodecMAE, "encodecmae-base", TRAIN + ("steps=500000",)))
+        register_recipe(Recipe("encodecmae-st", CodecMAEConfig, CodecMAE, "encodecmae-base",
+                               TRAIN + ("steps=150000",), ("targets=teacher_kmeans",)))
+
+
+# ------------------------------------------------------------------------------ extraction
+
+
+def extraction(seconds: float) -> None:
+    """Tokenizer throughput on one thread, then the cache's (memory-mapped lookups of 4 s crops)."""
+    import tempfile
+
+    from audiorep import audio
+    from audiorep.data import ClipDataset, DataConfig, folder_clips
+    torch.set_num_threads(1)
+    encoder = Encoder(TINY)
+    with tempfile.TemporaryDirectory() as tmp:
+        rng = np.random.default_rng(0)
+        n = max(2, int(seconds // 10))
+        for i in range(n):
+            audio.write(Path(tmp) / "clips" / f"{i}.wav", (0.1 * rng.standard_normal(240000)).astype(np.float32), 24000)
+        data = ClipDataset(folder_clips(Path(tmp) / "clips"), 24000, 96000, DataConfig(roll=False, workers=0))
+        total = 10.0 * n
+        for targets in ("encodec_random", "fbank_kmeans"):
+            objective = CodecMAE(encoder, CodecMAEConfig(targets=targets, kmeans_k=256, kmeans_clips=n, gamma_clips=2))
+            objective.prepare(data, "cpu", Path(tmp) / targets)  # fit the tokenizer, estimate gamma, tokenize
+            for name in ("codes.npy", "offsets.npy"):
+                (Path(tmp) / targets / "targets" / name).unlink()
+            began = time.perf_counter()
+            objective.prepare(data, "cpu", Path(tmp) / targets)  # the fitted tokenizer reloads: tokenizing only
+            made = time.perf_counter() - began
+            index = torch.randint(0, n, (128,))
+            start = torch.randint(0, 240000 - 96000, (128,))
+            began = time.perf_counter()
+            for _ in range(10):
+                objective.targets({"wave": torch.zeros(128, 1), "index": index, "start": start}, 300)
+            looked = (time.perf_counter() - began) / 10
+            print(f"{targets:>15}: tokenizing {total:.0f} s of audio (1 thread) {made:.2f} s = {total / made:.0f} s/s; "
+                  f"from the cache, 128 crops of 4 s: {looked * 1000:.2f} ms = {128 * 4 / looked:.0f} s/s")
+
+
+# ------------------------------------------------------------------------------ training step
+
+
+def step(batch: int, steps: int, device: str, precision: str) -> None:
+    """Forward + backward + AdamW of encodecmae-base (10 x 768, shared FF 4096) with its
+    2-block decoder and 8 x 1024 head on 4 s crops; random codes stand in for the cache."""
+    torch.manual_seed(0)
+    objective = CodecMAE(Encoder(BASE), CodecMAEConfig(targets="encodec_random")).to(device)
+    optimizer = torch.optim.AdamW(objective.parameters(), lr=1e-4)
+    wave = torch.randn(batch, 96000, device=device) * 0.1
+    T = objective.encoder.frontend.num_frames(96000)
+    codes = torch.randint(0, 1024, (batch, T, 8), device=device)
+    objective.targets = lambda b, n: (codes, torch.ones(batch, T, dtype=torch.bool, device=device))
+    dtype = {"fp32": None, "bf16": torch.bfloat16}[precision]
+    times = []
+    for i in range(steps + 2):
+        began = time.perf_counter()
+        with torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype is not None):
+            loss, _ = objective({"wave": wave})
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - began)
+    per_step = statistics.median(times[2:])
+    params = sum(p.numel() for p in objective.parameters())
+    print(f"encodecmae-base step, {device} {precision}, batch {batch} x 4 s ({T} frames, {T // 2} visible): "
+          f"{per_step:.2f} s/step = {batch / per_step:.1f} samples/s ({params / 1e6:.1f} M parameters)")
+
+
+# ------------------------------------------------------------------------------ the study
+
+
+def slug(variant: str, seed: int) -> str:
+    return f"{variant.replace(' + ', '+').replace(' ', '-')}-seed{seed}"
+
+
+def pretrain(out: Path, corpus: Path, variant: str, seed: int, steps: int, batch: int, k: int) -> Path:
+    from audiorep.config import override
+    from audiorep.train import TrainConfig, crop_samples, open_data, split_overrides, train
+    run = out / "runs" / slug(variant, seed)
+    if (run / "encoder" / "model.safetensors").exists() and (run / "done").exists():
+        return run
+    extra, start = VARIANTS[variant]
+    overrides = [f"steps={steps}", f"batch_size={batch}", "lr=1e-3", "warmup_steps=10", f"seed={seed}",
+                 "data.workers=1", "data.crop_s=2", f"checkpoint_every={steps}", f"log_every={max(1, steps // 20)}",
+                 f"objective.kmeans_k={k}", "objective.kmeans_clips=200", "objective.gamma_clips=50",
+                 "objective.decoder_heads=4", "objective.decoder_ff_dim=256", *extra]
+    recipe = RECIPES["encodecmae"]
+    parts = split_overrides(overrides)
+    objective_cfg = override(recipe.config(), list(recipe.objective_defaults) + parts["objective"])
+    cfg = override(TrainConfig(), list(recipe.defaults) + parts["train"])
+    torch.manual_seed(cfg.seed)
+    encoder = Encoder(TINY)
+    data, _ = open_data(str(corpus), encoder.sample_rate, crop_samples(encoder, cfg.data), cfg.data)
+    objective = CodecMAE(encoder, objective_cfg)
+    if start is not None:  # what `audiorep pretrain encodecmae-st --init RUN` does
+        objective.init_from(out / "runs" / slug(start, seed))
+    train(objective, data, cfg, run, {"variant": variant, "objective": overrides})
+    (run / "done").write_text("")
+    return run
+
+
+def study(args) -> None:
+    from audiorep.demo import mean_normalized, normalized
+    from audiorep.evaluate import cli as evaluate_cli
+    from audiorep.tasks.suite import build_corpus, build_suite
+    torch.set_num_threads(1)
+    began = time.perf_counter()
+    tasks, corpus = args.out / "tasks", args.out / "corpus"
+    if not (tasks / "done").exists():
+        build_suite(tasks, 0, "small", list(args.tasks))
+        (tasks / "done").write_text("")
+    if not corpus.exists():
+        build_corpus(corpus, args.corpus_hours, 0)
+    runs = {(v, s): pretrain(args.out, corpus / "16000", v, s, args.steps, args.batch, args.k)
+            for s in range(args.seeds) for v in VARIANTS}
+    init = args.out / "runs" / "init-seed0"
+    torch.manual_seed(0)
+    Encoder(TINY).save(init)
+    minutes_pretrain = (time.perf_counter() - began) / 60
+    names = {slug(v, s): str(run) for (v, s), run in runs.items()}
+    names.update({"init": str(init), "logmel": "logmel"})
+    evaluate_cli.main(["--tasks", str(tasks), "--out", str(args.out / "eval"), "--no-references",
+                       "--grid-points", "2", "--max-epochs", "50",
+                       *[x for name, spec in names.items() for x in ("--model", f"{name}={spec}")]])
+    results = json.loads((args.out / "eval" / "results.json").read_text())
+    means = mean_normalized(normalized(results, list(names)))
+    lines = [f"EnCodecMAE study: encodecmae-tiny (64 wide, 2 blocks), {args.steps} steps x {args.batch} crops of 2 s "
+             f"per stage, lr 1e-3, k = {args.k}, {args.seeds} seeds, corpus {args.corpus_hours} h; tasks "
+             f"{', '.join(args.tasks)}; {(time.perf_counter() - began) / 60:.1f} min in all "
+             f"({minutes_pretrain:.1f} pretraining)", "",
+             "| variant | mean normalized score (+- s.e. over seeds) | paper Table 1 (global score) |", "|---|---|---|"]
+    for variant in VARIANTS:
+        values = [means[slug(variant, s)] for s in range(args.seeds)]
+        se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else math.nan
+        lines.append(f"| {variant} | {statistics.mean(values):.3f} +- {se:.3f} | {PAPER[variant]} |")
+    lines += [f"| encoder at init (seed 0) | {means['init']:.3f} | |", f"| log-mel baseline | {means['logmel']:.3f} | |"]
+    text = "\n".join(lines)
+    (args.out / "study.md").write_text(text + "\n")
+    print(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="what", required=True)
+    p = sub.add_parser("extraction")
+    p.add_argument("--seconds", type=float, default=60.0, help="audio to tokenize")
+    p = sub.add_parser("step")
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    p = sub.add_parser("study")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--k", type=int, default=256, help="k-means clusters (paper: 1024)")
+    p.add_argument("--corpus-hours", type=float, default=0.2)
+    p.add_argument("--tasks", nargs="+", default=list(TASKS))
+    args = parser.parse_args(argv)
+    setup()
+    if args.what == "extraction":
+        extraction(args.seconds)
+    elif args.what == "step":
+        step(args.batch, args.steps, args.device, args.precision)
+    else:
+        study(args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
