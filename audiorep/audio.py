@@ -21,6 +21,20 @@ class AudioError(ValueError):
     """A file or array that cannot be used as audio; the message names it and the problem."""
 
 
+def audio_files(paths: list) -> list[Path]:
+    """Files named directly, plus the audio files (AUDIO_EXTENSIONS) found recursively in
+    named folders, sorted; a name that does not exist is an error."""
+    files = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS and f.is_file())
+        elif p.exists():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"{p}: no such file or folder")
+    return files
+
+
 def check(x: np.ndarray, name: str = "audio") -> np.ndarray:
     """Reject empty or non-finite audio with a message naming `name`."""
     if x.size == 0:
@@ -110,13 +124,13 @@ def pad_or_crop(x: np.ndarray, length: int, offset: int = 0) -> np.ndarray:
     return np.pad(x, pad)
 
 
-def window_starts(n: int, size: int, hop: int) -> list[int]:
-    """Starts of windows of `size` every `hop` samples covering n samples; the last window
-    ends at n (audio no longer than one window: a single window at 0)."""
+def window_starts(n: int, size: int, hop: int, to_end: bool = True) -> list[int]:
+    """Starts of windows of `size` every `hop` samples over n samples; with `to_end` a last
+    window ends at n (audio no longer than one window: a single window at 0)."""
     if n <= size:
         return [0]
     starts = list(range(0, n - size + 1, hop))
-    return starts if starts[-1] == n - size else starts + [n - size]
+    return starts if starts[-1] == n - size or not to_end else starts + [n - size]
 
 
 def chunk(x: np.ndarray, size: int, hop: int) -> np.ndarray:

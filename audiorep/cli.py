@@ -5,13 +5,13 @@ import importlib
 import sys
 
 COMMANDS = {
-    "embed": ("audiorep.embed", "embed files or folders to .npy"),
-    "convert": ("audiorep.convert", "convert an official checkpoint to an audiorep encoder"),
-    "presets": ("audiorep.presets", "list the presets"),
+    "embed": ("audiorep.commands.embed", "embed files or folders to .npy"),
+    "convert": ("audiorep.commands.convert", "convert an official checkpoint to an audiorep encoder"),
+    "presets": ("audiorep.commands.presets", "list the presets"),
     "tasks": ("audiorep.tasks.cli", "build, import and check HEAR-format tasks"),
     "evaluate": ("audiorep.evaluate.cli", "HEAR downstream evaluation and report"),
-    "pretrain": ("audiorep.train", "pretrain an encoder with a recipe"),
-    "finetune": ("audiorep.finetune", "fine-tune an encoder on a task"),
+    "pretrain": ("audiorep.commands.pretrain", "pretrain an encoder with a recipe"),
+    "finetune": ("audiorep.commands.finetune", "fine-tune an encoder on a task"),
     "demo": ("audiorep.demo", "the whole toolkit on a laptop: suite, pretraining, evaluation"),
 }
 

@@ -1,42 +1,26 @@
 """Scene and timestamp embeddings (PaSST paper, section 4), batched, any length and rate.
 
-Levels: L = mel frames (mean over the window), M = features (pooled tokens, or the mean
-of chosen blocks' pooled outputs), H = classifier logits. Scenes: audio longer than
-the model's span is cut into overlapping windows whose embeddings are averaged.
-Timestamps: either a receptive field of `rf_ms` centred on every timestamp (one window
-each; several fields are concatenated, e.g. 160 + 640 ms = "2RF"), or the model's own
-time-local tokens mapped to their times. Windows always go through the network in
-batches of `batch_size`, never one forward per window, and are views of the padded
-audio, so memory is bounded by one batch plus the outputs.
+Levels: L = what the frontend declares (mel frames: their mean over the window), M =
+features (pooled tokens, or the mean of chosen blocks' pooled outputs), H = classifier
+logits. Scenes: audio longer than one window is cut into overlapping windows whose
+embeddings are averaged (the model's span, or hear21passt's 10 s windows over audio
+reflect-padded by 5 s). Timestamps: either a receptive field of `rf_ms` centred on every
+timestamp (one window each; several fields are concatenated, e.g. 160 + 640 ms = "2RF"),
+or the model's own tokens mapped to their times (`BackboneOutput.times`, any backbone;
+tokens of equal time, e.g. a ViT's frequency patches, are averaged). Windows always go
+through the network in batches of `batch_size`, never one forward per window, and are
+views of the padded audio, so memory is bounded by one batch plus the outputs.
 """
 from __future__ import annotations
 
-import json
-import os
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .audio import AudioError, check, resample, window_starts
-
-LEVELS = ("L", "M", "H")
-TIMESTAMP_METHODS = ("window", "tokens")
-
-
-@dataclass(frozen=True)
-class EmbedConfig:
-    levels: tuple[str, ...] = ("M",)    # any of L, M, H, concatenated in this order
-    layers: tuple[int, ...] = ()        # M from these blocks (mean of their pooled outputs); () = final norm
-    timestamps: str = "window"          # "window": a receptive field per timestamp; "tokens": token times
-    rf_ms: tuple[float, ...] = (160.0,)  # receptive fields of "window" timestamps; (160, 640) = 2RF
-    hop_ms: float = 50.0                # timestamp hop
-    scene_hop_s: float = 2.5            # hop between windows of audio longer than the model's span
-    batch_size: int = 32                # windows per forward
-
+from .audio import AudioError, check, read_blocks, resample, window_starts
+from .encoder import EmbedConfig
 
 def as_waves(audio, sample_rate: int, target_rate: int, device=None) -> torch.Tensor:
     """[S] or [B, S] audio (numpy or torch) at `sample_rate` -> float32 [B, S] at `target_rate`."""
@@ -52,13 +36,13 @@ def as_waves(audio, sample_rate: int, target_rate: int, device=None) -> torch.Te
 
 def window_embeddings(encoder, waves: torch.Tensor, cfg: EmbedConfig) -> torch.Tensor:
     """[N, S] windows -> [N, D]: the chosen levels of one forward each, concatenated."""
-    feats = encoder.frontend(waves)  # [N, F, T]
-    parts = {"L": lambda: feats.mean(-1)}
+    feats = encoder.frontend(waves)  # [N, C, T]
+    parts = {"L": lambda: encoder.frontend.level_l(feats)}
     if {"M", "H"} & set(cfg.levels):
         out = encoder.backbone(feats, layers=list(cfg.layers) or None)
-        final = encoder.pool(out.tokens, out.prefix)
+        final = encoder.pool(out)
         parts["H"] = lambda: encoder.head(final)
-        parts["M"] = (lambda: torch.stack([encoder.pool(h, out.prefix) for h in out.hidden]).mean(0)) \
+        parts["M"] = (lambda: torch.stack([encoder.pool(out, h) for h in out.hidden]).mean(0)) \
             if cfg.layers else (lambda: final)
     return torch.cat([parts[level]() for level in cfg.levels], dim=-1)
 
@@ -82,9 +66,15 @@ def scene_embeddings(encoder, audio, sample_rate: int, cfg: EmbedConfig | None =
     """[S] or [B, S] audio -> [B, D] clip embeddings (window means for audio past the span)."""
     cfg = cfg or encoder.config.embed
     waves = encoder.pad_short(as_waves(audio, sample_rate, encoder.sample_rate, encoder.device))
+    window = encoder.span_samples
+    if cfg.scene_window_s > 0:
+        window = max(encoder.min_samples, min(window, round(cfg.scene_window_s * encoder.sample_rate)))
+    hop = int(cfg.scene_hop_s * encoder.sample_rate)
+    if waves.shape[1] > window and cfg.scene_pad == "reflect":  # hear21passt: half a window each side
+        waves = F.pad(waves[:, None], (window // 2, window // 2), mode="reflect")[:, 0]
     S = waves.shape[1]
-    starts = window_starts(S, encoder.span_samples, int(cfg.scene_hop_s * encoder.sample_rate))
-    size = min(S, encoder.span_samples)
+    starts = window_starts(S, window, hop, to_end=cfg.scene_pad == "none")
+    size = min(S, window)
     emb = over_windows(lambda w: window_embeddings(encoder, w, cfg), waves, starts, size, cfg.batch_size)
     return emb.mean(1).float()  # [B, K, D] -> [B, D]
 
@@ -93,8 +83,6 @@ def scene_embeddings(encoder, audio, sample_rate: int, cfg: EmbedConfig | None =
 def timestamp_embeddings(encoder, audio, sample_rate: int, cfg: EmbedConfig | None = None):
     """[S] or [B, S] audio -> ([B, T, D] embeddings, [B, T] timestamps in ms), T = S // hop + 1."""
     cfg = cfg or encoder.config.embed
-    if cfg.timestamps not in TIMESTAMP_METHODS:
-        raise ValueError(f"EmbedConfig.timestamps={cfg.timestamps!r}: expected one of {TIMESTAMP_METHODS}")
     waves = as_waves(audio, sample_rate, encoder.sample_rate, encoder.device)
     sr = encoder.sample_rate
     hop = max(1, round(cfg.hop_ms * sr / 1000))
@@ -119,26 +107,29 @@ def rf_embeddings(encoder, waves: torch.Tensor, rf_ms: float, hop: int, n_ts: in
 
 
 def token_embeddings(encoder, waves: torch.Tensor, times: torch.Tensor, cfg: EmbedConfig) -> torch.Tensor:
-    """Time-local tokens (mean over frequency) mapped to the nearest timestamp -> [B, T, D]."""
+    """The backbone's tokens (those of equal time averaged) mapped to the nearest timestamp -> [B, T, D]."""
     if tuple(cfg.levels) != ("M",):
         raise ValueError(f"token timestamps give level M only, got levels {cfg.levels}")
     waves = encoder.pad_short(waves)
     S = waves.shape[1]
     starts = window_starts(S, encoder.span_samples, encoder.span_samples)
     size = min(S, encoder.span_samples)
+    token_times = []
 
     def columns(w):
         out = encoder.backbone(encoder.frontend(w), layers=list(cfg.layers) or None)
-        states = torch.stack(out.hidden).mean(0)[:, out.prefix:] if cfg.layers else out.patches
-        return states.unflatten(1, out.grid).mean(2)  # [b, T', D]
+        states = torch.stack(out.hidden).mean(0)[:, out.prefix:] if cfg.layers else out.patches  # [b, K, D]
+        uniq, inverse = torch.unique(out.times, return_inverse=True)  # a window's token times are shared
+        token_times[:] = [uniq]
+        summed = states.new_zeros(len(w), len(uniq), states.shape[-1]).index_add_(1, inverse, states)
+        count = torch.bincount(inverse, minlength=len(uniq)).to(states.dtype)
+        return summed / count[:, None]  # [b, U, D]
 
-    cols = over_windows(columns, waves, starts, size, cfg.batch_size)  # [B, K, T', D]
-    n_cols = cols.shape[2]
-    col_times = encoder.backbone.token_times(n_cols, encoder.frontend.hop_s).to(waves.device)  # [T']
-    starts_s = torch.tensor(starts, device=waves.device, dtype=torch.float32) / encoder.sample_rate
-    all_times = (starts_s[:, None] + col_times[None]).flatten()  # [K * T']
-    cols = cols.flatten(1, 2)  # [B, K * T', D]
-    return cols[:, nearest(all_times.double(), times)]
+    cols = over_windows(columns, waves, starts, size, cfg.batch_size)  # [B, K, U, D]
+    starts_s = torch.tensor(starts, device=waves.device, dtype=torch.float64) / encoder.sample_rate
+    all_times = (starts_s[:, None] + token_times[0].double()[None]).flatten()  # [K * U]
+    cols = cols.flatten(1, 2)  # [B, K * U, D]
+    return cols[:, nearest(all_times, times)]
 
 
 def nearest(points: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
@@ -151,28 +142,10 @@ def nearest(points: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
     return order[torch.where(pick_left, left, right)]
 
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus")
-
-
-def audio_files(paths: list[str]) -> list[Path]:
-    """Files named directly, plus audio files found recursively in named folders (sorted)."""
-    files = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS)
-        elif p.exists():
-            files.append(p)
-        else:
-            raise FileNotFoundError(f"{p}: no such file or folder")
-    return files
-
-
 def embed_file(encoder, path: Path, kind: str, cfg: EmbedConfig, block_s: float):
     """Embed one file, streaming blocks of block_s seconds so memory stays bounded for
     hours-long audio. Scene: length-weighted mean of blocks. Timestamps: blocks are a
     whole number of hops, so timestamps continue seamlessly across blocks."""
-    from .audio import read_blocks
-
     sr = encoder.sample_rate
     hop = max(1, round(cfg.hop_ms * sr / 1000))
     block = max(hop, int(block_s * sr) // hop * hop)
@@ -199,71 +172,3 @@ def embed_file(encoder, path: Path, kind: str, cfg: EmbedConfig, block_s: float)
         w = torch.tensor(weights, dtype=torch.float32)
         return (torch.stack(pieces) * (w / w.sum())[:, None]).sum(0).numpy(), None
     return torch.cat([e for e, _ in pieces]).numpy(), torch.cat([t for _, t in pieces]).numpy()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`audiorep embed PATHS... --model NAME --out DIR`: one .npy per file plus index.json."""
-    import argparse
-    import dataclasses
-
-    from tqdm import tqdm
-
-    from . import load
-    from .config import override
-    from .files import save_npy, write_json
-
-    p = argparse.ArgumentParser(prog="audiorep embed", description=main.__doc__)
-    p.add_argument("paths", nargs="+", help="audio files or folders (searched recursively)")
-    p.add_argument("--model", default="passt-s", help="preset name or saved encoder/run directory")
-    p.add_argument("--weights", help="checkpoint path or URL for a preset (official or audiorep)")
-    p.add_argument("--random-init", action="store_true", help="no weights: the architecture at random init")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--kind", choices=("scene", "timestamp"), default="scene")
-    p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
-                   help="override embedding settings, e.g. levels=L,M rf_ms=160,640 hop_ms=10")
-    p.add_argument("--block-minutes", type=float, default=10.0, help="stream long files in blocks of this size")
-    p.add_argument("--device", default="cpu")
-    args = p.parse_args(argv)
-
-    encoder = load(args.model, weights=args.weights, random_init=args.random_init).to(args.device).eval()
-    cfg = override(encoder.config.embed, args.set)
-    roots = [Path(p) for p in args.paths]
-    files = audio_files(args.paths)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    index_path = out / "index.json"
-    index = json.loads(index_path.read_text()) if index_path.exists() else {"files": {}}
-    setup = json.loads(json.dumps({"model": args.model, "kind": args.kind, "embed": dataclasses.asdict(cfg)}))
-    if index.get("setup", setup) != setup:  # different settings: earlier outputs are not reusable
-        index = {"files": {}}
-    index.update(setup=setup, errors={})
-    for path in tqdm(files, desc="embedding", unit="file"):
-        stem = out_stem(path, roots)
-        if str(path) in index["files"] and (out / f"{stem}.npy").exists():
-            continue
-        try:
-            emb, ts = embed_file(encoder, path, args.kind, cfg, args.block_minutes * 60)
-        except (AudioError, ValueError) as e:
-            index["errors"][str(path)] = str(e)
-            tqdm.write(f"audiorep embed: skipped {e}", file=sys.stderr)
-            continue
-        save_npy(out / f"{stem}.npy", emb)
-        record = {"npy": f"{stem}.npy", "shape": list(emb.shape)}
-        if ts is not None:
-            save_npy(out / f"{stem}.timestamps_ms.npy", ts)
-            record["timestamps_ms"] = f"{stem}.timestamps_ms.npy"
-        index["files"][str(path)] = record
-        write_json(index_path, index)
-    write_json(index_path, index)
-    print(f"{len(index['files'])} embedded, {len(index['errors'])} failed -> {out}")
-    for path, err in index["errors"].items():
-        print(f"  {err}", file=sys.stderr)
-    return 1 if index["errors"] else 0
-
-
-def out_stem(path: Path, roots: list[Path]) -> str:
-    """Output name: the path below the folder it was found in, '/' -> '__', no suffix."""
-    for root in roots:
-        if root.is_dir() and root in path.parents:
-            return str(path.relative_to(root).with_suffix("")).replace(os.sep, "__")
-    return path.stem

@@ -101,7 +101,8 @@ def sincos_table(n_time: int, n_freq: int, dim: int) -> torch.Tensor:
 
 
 class FactorizedPosEmbed(nn.Module):
-    """PaSST: separate learned freq and time embeddings (time cropped to the input)."""
+    """PaSST: separate learned freq and time embeddings (time cropped to the input, from
+    `offset`: PaSST's training crops at a random offset, its inference from 0)."""
 
     def __init__(self, n_time: int, n_freq: int, n_prefix: int, dim: int):
         super().__init__()
@@ -111,9 +112,9 @@ class FactorizedPosEmbed(nn.Module):
         for p in self.parameters():
             nn.init.trunc_normal_(p, std=0.02)
 
-    def forward(self, n_time: int) -> torch.Tensor:
-        check_length(n_time, self.time.shape[0])
-        return self.time[:n_time, None] + self.freq[None]  # [T', F', D]
+    def forward(self, n_time: int, offset: int = 0) -> torch.Tensor:
+        check_length(offset + n_time, self.time.shape[0])
+        return self.time[offset:offset + n_time, None] + self.freq[None]  # [T', F', D]
 
 
 class TablePosEmbed(nn.Module):

@@ -1,27 +1,30 @@
-"""Presets as data: name -> EncoderConfig; (name, tag) -> released weights."""
+"""Presets as data: name -> EncoderConfig; name -> the format of its official checkpoints;
+(name, tag) -> released weights."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
 from .backbones import ViTConfig
-from .embed import EmbedConfig
-from .encoder import EncoderConfig
+from .encoder import EmbedConfig, EncoderConfig
 from .frontends import FbankConfig, PasstMelConfig
 
 PASST_RELEASES = "https://github.com/kkoutini/PaSST/releases/download"
 TINY = dict(dim=64, depth=2, heads=4)
 
+# PaSST embeds as the released hear21passt wrapper: [logits, features] (1295-d), audio past
+# 10 s reflect-padded by 5 s at each end and cut into 10 s windows every 2.5 s
 _passt = EncoderConfig(
     name="passt-s", frontend=PasstMelConfig(), backbone=ViTConfig(), num_classes=527, pool="prefix",
-    embed=EmbedConfig(levels=("M", "H"), rf_ms=(160.0,), hop_ms=50.0, scene_hop_s=2.5))
+    embed=EmbedConfig(levels=("H", "M"), rf_ms=(160.0,), hop_ms=50.0, scene_hop_s=2.5, scene_window_s=10.0,
+                      scene_pad="reflect"))
 _audiomae = EncoderConfig(
     name="audiomae-b", frontend=FbankConfig(),
     backbone=ViTConfig(max_frames=1024, stride=(16, 16), prefix=1, pos="sincos"),
-    pool="patches", embed=EmbedConfig(levels=("M",), timestamps="tokens", scene_hop_s=5.0))
+    pool="tokens", embed=EmbedConfig(levels=("M",), timestamps="tokens", scene_hop_s=5.0))
 _asit = EncoderConfig(
     name="asit-b", frontend=FbankConfig(sample_rate=32000),
     backbone=ViTConfig(max_frames=592, stride=(16, 16), prefix=1, pos="learned"),
-    pool="patches", embed=EmbedConfig(levels=("M",), timestamps="tokens", scene_hop_s=3.0))
+    pool="tokens", embed=EmbedConfig(levels=("M",), timestamps="tokens", scene_hop_s=3.0))
 
 PRESETS: dict[str, EncoderConfig] = {
     "passt-s": _passt,
@@ -35,11 +38,19 @@ PRESETS: dict[str, EncoderConfig] = {
 }
 
 
+# The format of each preset's official checkpoints (a converter in convert/); a checkpoint
+# given for a preset is read as this format and refused when it is not.
+FORMATS: dict[str, str] = {
+    "passt-s": "passt", "passt-s-hop5": "passt", "passt-tiny": "passt",
+    "audiomae-b": "audiomae", "audiomae-tiny": "audiomae",
+}
+
+
 @dataclass(frozen=True)
 class Weights:
-    url: str
+    url: str            # https://, file:// or hf://owner/repo/file[@revision]
     sha256: str | None  # None: recorded on first download, checked on every later use
-    format: str         # "passt", "audiomae" or "audiorep"
+    format: str         # a converter in convert/ (or "audiorep")
     note: str = ""
 
 
@@ -62,13 +73,3 @@ def get(name: str) -> EncoderConfig:
 
 def list_presets() -> list[str]:
     return list(PRESETS)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`audiorep presets`: the table of presets and their released weights."""
-    for name, cfg in PRESETS.items():
-        b = cfg.backbone
-        weights = ", ".join(f"{tag}: {w.note}" for (n, tag), w in WEIGHTS.items() if n == name) or "none released"
-        print(f"{name:<14} {cfg.frontend.kind:<9} {cfg.frontend.sample_rate:>5} Hz  ViT {b.dim}x{b.depth}  "
-              f"patch {b.patch} stride {b.stride}  frames {b.max_frames}  weights: {weights}")
-    return 0

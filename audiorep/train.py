@@ -4,12 +4,14 @@
     torchrun --nproc_per_node 2 -m audiorep.train audiomae --data corpus/ --out runs/mae
 
 An objective is an nn.Module owning `encoder`, with `forward(batch) -> (loss, logs)` and
-optionally `after_step(step, total_steps)`; the loop knows nothing else about it.
+optionally `after_step`, `prepare` and `encoder_to_save` (objectives/__init__.py); the loop
+knows nothing else about it. Parameter groups follow the backbone's own rules
+(`layer_id`, `no_weight_decay`) and any submodule's `no_weight_decay()`.
 
 Run folder:
     RUN/config.json                  resolved configs (recipe, encoder, objective, train, data)
-    RUN/encoder/                     the current encoder (Encoder.save), so audiorep.load(RUN) works
-    RUN/encoder_ema/                 its EMA, when train.ema > 0
+    RUN/encoder/                     the encoder the objective ships (Encoder.save), so audiorep.load(RUN) works
+    RUN/encoder_ema/                 an EMA of the objective's encoder, when train.ema > 0
     RUN/checkpoints/step_XXXXXXX/    objective, optimizer, EMA (torch.save, weights_only-loadable),
                                      state.json; written as .step_XXXXXXX.tmp and renamed; last N kept
     RUN/log.csv, RUN/tb/             metrics (TensorBoard when installed)
@@ -21,7 +23,6 @@ as an uninterrupted one (bitwise on CPU).
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import json
@@ -48,8 +49,6 @@ from .files import write_json
 SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 CHECKPOINT = re.compile(r"^step_(\d{7})$")
-NO_DECAY_NAMES = ("cls_token", "dist_token", "mask_token", "pos_embed")
-EMBED_NAMES = ("patch_embed", "pos_embed", "cls_token", "dist_token", "mask_token")
 
 
 @dataclass(frozen=True)
@@ -58,15 +57,17 @@ class TrainConfig:
     batch_size: int = 64            # samples per optimizer step, over all processes and accumulation
     accum: int = 1                  # micro-batches per optimizer step
     lr: float = 1.5e-4              # peak learning rate
+    blr: float = 0.0                # > 0: lr = blr * batch_size / 256 (MAE/DINO-style base rate)
     min_lr: float = 0.0
     warmup_steps: int = 100
     schedule: str = "cosine"        # one of SCHEDULES, after the linear warmup
     weight_decay: float = 0.05      # not applied to norms, biases, tokens and position embeddings
+    weight_decay_end: float | None = None  # cosine schedule from weight_decay to this (ASiT/DINO); None = constant
     betas: tuple[float, float] = (0.9, 0.95)
     layer_decay: float = 1.0        # < 1: layer-wise lr decay (fine-tuning), lr * decay^(depth + 1 - layer)
     clip_grad: float = 0.0          # max global grad norm; 0 = no clipping
     precision: str = "fp32"         # fp32, bf16 (autocast) or fp16 (autocast + loss scaling)
-    ema: float = 0.0                # > 0: keep an EMA of the objective with this momentum
+    ema: float = 0.0                # > 0: keep an EMA of the encoder with this momentum per step
     seed: int = 0
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
@@ -77,54 +78,66 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
 
 
-# Training defaults per recipe (command-line overrides win), from the papers' recipes.
-RECIPE_DEFAULTS: dict[str, list[str]] = {
-    "audiomae": ["lr=2e-4", "weight_decay=1e-4", "betas=0.9,0.95", "data.gain_db=6", "data.roll=true"],
-    "passt": ["lr=2e-5", "weight_decay=1e-4", "betas=0.9,0.999", "schedule=linear", "data.gain_db=7",
-              "data.balanced=true"],
-}
-DEFAULT_PRESET = {"audiomae": "audiomae-b", "passt": "passt-s", "asit": "asit-b"}
-
-
 # ---------------------------------------------------------------- optimizer and schedule
 
 
-def layer_id(name: str, depth: int) -> int:
-    """0 for the embeddings, i + 1 for backbone block i, depth + 1 for everything after."""
-    block = re.search(r"backbone\.blocks\.(\d+)\.", name)
-    if block:
-        return int(block.group(1)) + 1
-    if any(f"backbone.{part}" in name for part in EMBED_NAMES):
-        return 0
-    return depth + 1
+def no_decay_names(model: nn.Module) -> set[str]:
+    """Parameter names that submodules declare through `no_weight_decay()` (timm's rule)."""
+    names = set()
+    for prefix, module in model.named_modules():
+        if callable(getattr(module, "no_weight_decay", None)) and module is not model:
+            names |= {f"{prefix}.{n}" for n in module.no_weight_decay()}
+    return names
 
 
-def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0, depth: int = 0) -> list[dict]:
-    """AdamW groups: no decay on 1-d parameters (norms, biases) and tokens/position embeddings;
-    with layer_decay < 1, one group per (layer, decay) with lr_scale = layer_decay^(depth + 1 - layer)."""
+def param_groups(objective: nn.Module, weight_decay: float, layer_decay: float = 1.0) -> list[dict]:
+    """AdamW groups: no decay on 1-d parameters (norms, biases) and on what modules declare;
+    with layer_decay < 1, one group per (layer, decay) with lr_scale = layer_decay^(L + 1 - layer),
+    the layer of an encoder parameter given by its backbone (`layer_id`), the frontend at 0,
+    everything outside the encoder (heads, decoders) at L + 1."""
+    backbone = objective.encoder.backbone
+    depth = backbone.num_layers
+    skip = no_decay_names(objective)
     groups: dict[tuple[int, bool], dict] = {}
-    for name, p in model.named_parameters():
+    for name, p in objective.named_parameters():
         if not p.requires_grad:
             continue
-        decay = p.ndim > 1 and not any(part in name for part in NO_DECAY_NAMES)
-        layer = layer_id(name, depth) if layer_decay != 1.0 else depth + 1
+        decay = p.ndim > 1 and name not in skip
+        layer = depth + 1
+        if layer_decay != 1.0 and name.startswith("encoder.backbone."):
+            layer = backbone.layer_id(name[len("encoder.backbone."):])
+        elif layer_decay != 1.0 and name.startswith("encoder.frontend."):
+            layer = 0
         group = groups.setdefault((layer, decay), {
-            "params": [], "weight_decay": weight_decay if decay else 0.0,
+            "params": [], "weight_decay": weight_decay if decay else 0.0, "decay": decay,
             "lr_scale": layer_decay ** (depth + 1 - layer), "layer": layer})
         group["params"].append(p)
     return [groups[k] for k in sorted(groups)]
 
 
+def peak_lr(cfg: "TrainConfig") -> float:
+    return cfg.blr * cfg.batch_size / 256 if cfg.blr > 0 else cfg.lr
+
+
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Linear warmup over `warmup_steps`, then cosine/linear decay to `min_lr` at `steps`."""
+    lr = peak_lr(cfg)
     if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
+        return lr * (step + 1) / cfg.warmup_steps
     progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
     if cfg.schedule == "cosine":
-        return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+        return cfg.min_lr + (lr - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
     if cfg.schedule == "linear":
-        return cfg.lr - (cfg.lr - cfg.min_lr) * progress
-    return cfg.lr
+        return lr - (lr - cfg.min_lr) * progress
+    return lr
+
+
+def weight_decay_at(step: int, cfg: TrainConfig) -> float:
+    """Constant, or cosine from weight_decay (step 0) to weight_decay_end (last step)."""
+    if cfg.weight_decay_end is None:
+        return cfg.weight_decay
+    progress = step / max(1, cfg.steps - 1)
+    return cfg.weight_decay_end + (cfg.weight_decay - cfg.weight_decay_end) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def all_finite(loss: float, world: int, device: torch.device) -> bool:
@@ -162,12 +175,16 @@ def save_checkpoint(out: Path, step: int, objective: nn.Module, optimizer, scale
     write_json(tmp / "state.json", {"step": step, "scaler": scaler.state_dict()})
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
-    objective.encoder.save(out / "encoder")
+    encoder_to_save(objective).save(out / "encoder")
     if ema is not None:
-        ema.model.encoder.save(out / "encoder_ema")
+        ema.model.save(out / "encoder_ema")
     for old in checkpoints(out)[:-keep]:
         shutil.rmtree(old)
     return final
+
+
+def encoder_to_save(objective: nn.Module):
+    return objective.encoder_to_save() if hasattr(objective, "encoder_to_save") else objective.encoder
 
 
 def load_checkpoint(path: Path, objective: nn.Module, optimizer, scaler, ema: EMA | None) -> int:
@@ -284,17 +301,18 @@ def train(objective: nn.Module, data: ClipDataset | ShardStream, cfg: TrainConfi
         write_json(saved, run_config)
 
     objective.to(device)
-    depth = getattr(objective.encoder.config.backbone, "depth", 0)
-    optimizer = torch.optim.AdamW(param_groups(objective, cfg.weight_decay, cfg.layer_decay, depth),
-                                  lr=cfg.lr, betas=cfg.betas)
+    resume = checkpoints(out)[-1] if checkpoints(out) else None
+    if resume is None and hasattr(objective, "prepare"):  # data-dependent stage of a fresh run
+        objective.prepare(data, device, out)
+    optimizer = torch.optim.AdamW(param_groups(objective, cfg.weight_decay, cfg.layer_decay),
+                                  lr=peak_lr(cfg), betas=cfg.betas)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
-    ema = EMA(objective) if cfg.ema > 0 else None
+    ema = EMA(objective.encoder) if cfg.ema > 0 else None
     start = 0
-    if checkpoints(out):
-        last = checkpoints(out)[-1]
-        start = load_checkpoint(last, objective, optimizer, scaler, ema)
+    if resume is not None:
+        start = load_checkpoint(resume, objective, optimizer, scaler, ema)
         if rank == 0:
-            print(f"resuming {out} from {last.name}", file=sys.stderr)
+            print(f"resuming {out} from {resume.name}", file=sys.stderr)
     model = objective
     if world > 1:
         model = nn.parallel.DistributedDataParallel(objective, find_unused_parameters=cfg.find_unused)
@@ -309,9 +327,10 @@ def train(objective: nn.Module, data: ClipDataset | ShardStream, cfg: TrainConfi
     objective.train()
     step = start
     while step < cfg.steps and (stop_after is None or step < stop_after):
-        lr = lr_at(step, cfg)
+        lr, wd = lr_at(step, cfg), weight_decay_at(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr * group["lr_scale"]
+            group["weight_decay"] = wd if group["decay"] else 0.0
         torch.manual_seed(step_seed(cfg.seed, step, rank))
         totals: dict[str, float] = {}
         for micro in range(cfg.accum):
@@ -337,14 +356,14 @@ def train(objective: nn.Module, data: ClipDataset | ShardStream, cfg: TrainConfi
         if hasattr(objective, "after_step"):
             objective.after_step(step, cfg.steps)
         if ema is not None:
-            ema.update(objective, cfg.ema)
+            ema.update(objective.encoder, cfg.ema)
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{totals['loss']:.4f}", lr=f"{lr:.2e}")
         if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps):
             now = time.perf_counter()
             rate = (step - last_step) * cfg.batch_size / (now - last_time)
-            logger.log({"step": step, "lr": lr, "grad_norm": float(grad_norm), "samples_per_s": rate,
+            logger.log({"step": step, "lr": lr, "weight_decay": wd, "grad_norm": float(grad_norm), "samples_per_s": rate,
                         "skipped": skipped, **totals})
             last_time, last_step = now, step
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
@@ -356,7 +375,7 @@ def train(objective: nn.Module, data: ClipDataset | ShardStream, cfg: TrainConfi
     return objective
 
 
-# ---------------------------------------------------------------- command line
+# ---------------------------------------------------------------- runs from the command line
 
 
 def split_overrides(items: list[str]) -> dict[str, list[str]]:
@@ -371,71 +390,42 @@ def split_overrides(items: list[str]) -> dict[str, list[str]]:
     return parts
 
 
-def open_data(spec: str, sample_rate: int, crop_samples: int, cfg: DataConfig, split: str = "train"):
+def open_data(spec: str, sample_rate: int, crop_samples: int, cfg: DataConfig, split: str = "train", views: int = 1):
     """(dataset or shard stream, vocabulary or None) for `--data`."""
     from .data import clips_from, is_shards, list_shards, shard_vocabulary
 
     if is_shards(spec):
+        if views != 1:
+            raise ValueError(f"{spec}: tar shards give one crop per clip; this recipe needs {views} views")
         vocabulary = shard_vocabulary(spec)
         return ShardStream(list_shards(spec), sample_rate, crop_samples, 1, cfg, vocabulary), vocabulary
     clips, vocabulary = clips_from(spec, split)
-    return ClipDataset(clips, sample_rate, crop_samples, cfg, vocabulary), vocabulary
-
-
-def samples_for_frames(frontend, frames: int) -> int:
-    """Most samples for which the frontend gives at most `frames` frames."""
-    lo, hi = frontend.min_samples, frontend.min_samples + (frames + 1) * round(frontend.hop_s * frontend.sample_rate)
-    while lo < hi:  # last n with num_frames(n) <= frames (num_frames is non-decreasing)
-        mid = (lo + hi + 1) // 2
-        lo, hi = (mid, hi) if frontend.num_frames(mid) <= frames else (lo, mid - 1)
-    return lo
+    return ClipDataset(clips, sample_rate, crop_samples, cfg, vocabulary, views), vocabulary
 
 
 def crop_samples(encoder, cfg: DataConfig) -> int:
-    """Training crop: data.crop_s, or the backbone's max_frames (what its positions were built for)."""
+    """Training crop: data.crop_s, or the frames the backbone was built for (`train_frames`,
+    else the most it accepts)."""
     if cfg.crop_s > 0:
         return round(cfg.crop_s * encoder.sample_rate)
-    return samples_for_frames(encoder.frontend, encoder.config.backbone.max_frames)
+    backbone = encoder.backbone
+    return encoder.crop_samples(getattr(backbone, "train_frames", backbone.frames[1]))
 
 
-def main(argv: list[str] | None = None) -> int:
-    from . import presets
+def run_recipe(recipe, encoder_cfg, data_spec: str, out: str | Path, overrides: list[str],
+               stop_after: int | None = None, run_config: dict | None = None) -> nn.Module:
+    """Build the encoder, data and objective of `recipe` and train them (all processes)."""
     from .encoder import Encoder
-    from .objectives import RECIPES
 
-    parser = argparse.ArgumentParser(prog="audiorep pretrain", description=(
-        "Train an encoder with a recipe. Overrides: field=value for TrainConfig (e.g. steps=2000, "
-        "data.crop_s=4), encoder.FIELD=value and objective.FIELD=value for the other configs."))
-    parser.add_argument("recipe", choices=sorted(RECIPES))
-    parser.add_argument("--data", required=True, help="task folder, folder of audio, .csv/.jsonl manifest or tar shards")
-    parser.add_argument("--out", required=True, help="run folder (rerun the same command to resume)")
-    parser.add_argument("--preset", help="encoder preset (default: the recipe's base model)")
-    parser.add_argument("--stop-after", type=int, help="stop after this step, as if interrupted")
-    parser.add_argument("overrides", nargs="*", help="field=value")
-    args = parser.parse_intermixed_args(argv)
-
-    config_cls, objective_cls = RECIPES[args.recipe]
-    preset = args.preset or DEFAULT_PRESET.get(args.recipe)
-    if preset is None:
-        parser.error(f"recipe {args.recipe!r} has no default preset: pass --preset")
-    parts = split_overrides(args.overrides)
-    encoder_cfg = override(presets.get(preset), parts["encoder"])
-    objective_cfg = override(config_cls(), parts["objective"])
-    cfg = override(TrainConfig(), RECIPE_DEFAULTS.get(args.recipe, []) + parts["train"])
-
+    parts = split_overrides(overrides)
+    encoder_cfg = override(encoder_cfg, parts["encoder"])
+    objective_cfg = override(recipe.config(), list(recipe.objective_defaults) + parts["objective"])
+    cfg = override(TrainConfig(), list(recipe.defaults) + parts["train"])
     torch.manual_seed(cfg.seed)
     encoder = Encoder(encoder_cfg)
-    data, vocabulary = open_data(args.data, encoder.sample_rate, crop_samples(encoder, cfg.data), cfg.data)
-    objective = objective_cls(encoder, objective_cfg, num_classes=len(vocabulary or []))
-    run_config = {"recipe": args.recipe, "preset": preset, "data": str(args.data), "encoder": to_dict(encoder_cfg),
-                  "objective": to_dict(objective_cfg), "vocabulary": vocabulary}
-    train(objective, data, cfg, args.out, run_config, args.stop_after)
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(f"encoder saved to {Path(args.out) / 'encoder'} (audiorep.load({str(args.out)!r}))")
-    if dist.is_initialized():
-        dist.destroy_process_group()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    data, vocabulary = open_data(data_spec, encoder.sample_rate, crop_samples(encoder, cfg.data), cfg.data,
+                                 views=recipe.views)
+    objective = recipe.objective(encoder, objective_cfg, num_classes=len(vocabulary or []))
+    run_config = dict(run_config or {}, recipe=recipe.name, data=str(data_spec), encoder=to_dict(encoder_cfg),
+                      objective=to_dict(objective_cfg), vocabulary=vocabulary)
+    return train(objective, data, cfg, out, run_config, stop_after)

@@ -64,12 +64,12 @@ def main():
           f"levels {cfg.levels}, RF {cfg.rf_ms[0]:g} ms, hop {cfg.hop_ms:g} ms")
 
     t_loop, ref = best_of(lambda: per_window(enc, wave, cfg), 1)
-    t_batch, (emb, _) = best_of(lambda: enc.timestamp_embeddings(wave, sr), args.repeats)
+    t_batch, (emb, _) = best_of(lambda: audiorep.timestamp_embeddings(enc, wave, sr), args.repeats)
     diff = (emb - ref).abs().max().item()
     print(f"timestamp embeddings [{emb.shape[1]} windows]: one forward per window {t_loop:.2f} s, "
           f"batched {t_batch:.2f} s -> {t_loop / t_batch:.1f}x faster; max |diff| {diff:.2e}")
     with FlopCounterMode(display=False) as counter:
-        enc.timestamp_embeddings(wave, sr)
+        audiorep.timestamp_embeddings(enc, wave, sr)
     flops, rate = counter.get_total_flops(), matmul_rate(enc)
     print(f"  batched: {flops / 1e9:.0f} GFLOP at {flops / t_batch / 1e9:.0f} GFLOP/s; the device's fp32 matmul "
           f"rate at the model's shapes: {rate / 1e9:.0f} GFLOP/s, so the same arithmetic takes at least "
@@ -78,7 +78,7 @@ def main():
     mel = enc.frontend(wave)
     with torch.inference_mode():
         t_bare, _ = best_of(lambda: enc.backbone(mel), args.repeats)
-    t_enc, _ = best_of(lambda: enc.scene_embeddings(wave, sr), args.repeats)
+    t_enc, _ = best_of(lambda: audiorep.scene_embeddings(enc, wave, sr), args.repeats)
     print(f"scene embedding of the clip: bare backbone forward {t_bare * 1000:.0f} ms, "
           f"Encoder.scene_embeddings (resample check, mel, backbone, pooling, head) {t_enc * 1000:.0f} ms "
           f"-> overhead {t_enc / t_bare:.2f}x")

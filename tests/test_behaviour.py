@@ -32,7 +32,7 @@ def test_timestamps_in_ms_line_up_with_labelled_events(tasks):
     for split in task.split_names:
         for name, events in task.splits[split].items():
             wave, sr = read(task.audio_path(split, name))
-            emb, ts = enc.timestamp_embeddings(wave, sr, cfg)
+            emb, ts = audiorep.timestamp_embeddings(enc, wave, sr, cfg)
             energy, ts = emb[0].mean(1).numpy(), ts[0].numpy()
             hit = np.zeros(len(ts), bool)
             near = np.zeros(len(ts), bool)

@@ -27,7 +27,7 @@ def tone(seconds, sr, freq=440.0):
 def test_batched_timestamps_equal_one_forward_per_window(passt):
     cfg = EmbedConfig(levels=("L", "M", "H"), rf_ms=(160.0, 640.0))
     wave = torch.from_numpy(tone(1.3, 32000))[None]
-    emb, ts = passt.timestamp_embeddings(wave, 32000, cfg)
+    emb, ts = audiorep.timestamp_embeddings(passt, wave, 32000, cfg)
     hop = 1600
     for j, rf in enumerate(cfg.rf_ms):  # the released PaSST way: pad, then one window at a time
         size = int(rf * 32)
@@ -41,9 +41,11 @@ def test_batched_timestamps_equal_one_forward_per_window(passt):
 
 
 def test_long_audio_scene_is_the_mean_of_overlapping_windows(passt):
+    """Our own windowing (by config): windows of the model's span ending at the clip end."""
     sr = 32000
     wave = torch.from_numpy(tone(23.0, sr, 300.0) + 0.01 * np.random.default_rng(0).standard_normal(23 * sr).astype(np.float32))
-    emb = passt.scene_embeddings(wave, sr)
+    cfg = EmbedConfig(levels=("H", "M"), scene_hop_s=2.5)
+    emb = audiorep.scene_embeddings(passt, wave, sr, cfg)
     span, hop = passt.span_samples, int(2.5 * sr)
     starts = list(range(0, len(wave) - span + 1, hop)) + [len(wave) - span]
     with torch.no_grad():
@@ -54,7 +56,7 @@ def test_long_audio_scene_is_the_mean_of_overlapping_windows(passt):
 def test_token_timestamps_follow_time_local_tokens():
     enc = audiorep.load("audiomae-tiny")
     wave = np.concatenate([np.zeros(16000 * 2, np.float32), tone(2.0, 16000, 1000.0)])
-    emb, ts = enc.timestamp_embeddings(wave, 16000)
+    emb, ts = audiorep.timestamp_embeddings(enc, wave, 16000)
     assert emb.shape == (1, 81, 64) and float(ts[0, -1]) == 4000.0
     # patch columns are 160 ms wide, centred at 80, 240, ... ms: 0-150 ms map to the first
     assert all(torch.equal(emb[0, 0], emb[0, k]) for k in range(4)) and not torch.equal(emb[0, 0], emb[0, 4])
@@ -68,9 +70,9 @@ def test_any_sample_rate_and_stereo_file(passt, tmp_path, sr):
     sf.write(tmp_path / "stereo.wav", np.stack([x, 0.5 * x], 1), sr)
     wave, rate = read(tmp_path / "stereo.wav")
     assert wave.ndim == 1 and rate == sr
-    emb, ts = passt.timestamp_embeddings(wave, rate)
+    emb, ts = audiorep.timestamp_embeddings(passt, wave, rate)
     assert emb.shape == (1, 5, 74) and torch.isfinite(emb).all()
-    assert passt.scene_embeddings(wave, rate).shape == (1, 74)
+    assert audiorep.scene_embeddings(passt, wave, rate).shape == (1, 74)
 
 
 def test_ten_minutes_streams_in_blocks_with_seamless_timestamps(passt, tmp_path):
@@ -100,7 +102,7 @@ def test_empty_and_nonfinite_audio(tmp_path, passt):
     with pytest.raises(AudioError, match="nan.wav: audio contains 1?0?0 NaN/Inf"):
         read(tmp_path / "nan.wav")
     with pytest.raises(AudioError, match="NaN/Inf"):
-        passt.scene_embeddings(np.full(1000, np.inf, np.float32), 16000)
+        audiorep.scene_embeddings(passt, np.full(1000, np.inf, np.float32), 16000)
 
 
 def test_embed_cli_writes_npy_skips_done_and_reports_bad_files(tmp_path, capsys):
@@ -125,4 +127,4 @@ def test_embed_cli_writes_npy_skips_done_and_reports_bad_files(tmp_path, capsys)
 
 def test_channels_last_arrays_are_refused_not_misread(passt):
     with pytest.raises(AudioError, match=r"looks like \[samples, channels\]"):
-        passt.scene_embeddings(np.zeros((32000, 2), np.float32), 32000)
+        audiorep.scene_embeddings(passt, np.zeros((32000, 2), np.float32), 32000)

@@ -96,7 +96,7 @@ def test_num_frames_and_short_inputs(name):
     n = frontend.min_samples
     for length in [n, n + 1, n + 317, n + 318, n + 320, 3 * n + 5, frontend.sample_rate]:
         out = frontend(torch.randn(2, length))
-        assert out.shape == (2, frontend.n_mels, frontend.num_frames(length))
+        assert out.shape == (2, frontend.features, frontend.num_frames(length))
     assert frontend.num_frames(n) == 1 or isinstance(frontend, PasstMel)
     for length in [0, 1, n - 1]:
         with pytest.raises(ValueError, match="at least"):
@@ -129,7 +129,7 @@ def test_dtype_and_device_follow_input(name):
 
 def test_build_frontend():
     assert isinstance(build_frontend(PasstMelConfig()), PasstMel)
-    assert isinstance(build_frontend(ENCODECMAE), Fbank) and build_frontend(ENCODECMAE).n_mels == 256
+    assert isinstance(build_frontend(ENCODECMAE), Fbank) and build_frontend(ENCODECMAE).features == 256
     with pytest.raises(ValueError, match="unknown frontend"):
         build_frontend(dataclasses.replace(AUDIOMAE, kind="nope"))
     assert not PasstMel().state_dict()  # all buffers are derived, nothing to save

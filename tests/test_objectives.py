@@ -73,11 +73,12 @@ def test_supervised_overfits(preset, cfg):
 
 
 def test_recipes_build_with_the_training_loop_contract():
-    for name, (config_cls, cls) in RECIPES.items():
+    for name in ("passt", "audiomae"):
+        recipe = RECIPES[name]
         enc = encoder("passt-tiny" if name == "passt" else "audiomae-tiny")
-        cfg = config_cls() if name == "passt" else config_cls(**TINY_MAE)
-        objective = cls(enc, cfg, num_classes=4)
-        assert objective.encoder is enc
+        cfg = recipe.config() if name == "passt" else recipe.config(**TINY_MAE)
+        objective = recipe.objective(enc, cfg, num_classes=4 if name == "passt" else 0)
+        assert objective.encoder.config.name == enc.config.name and recipe.views == 1
         batch = {"wave": waves(enc, [0, 1]), "target": torch.eye(4)[:2]}
         loss, logs = objective(batch)
         assert loss.ndim == 0 and torch.isfinite(loss)
@@ -179,13 +180,16 @@ def test_structured_and_unstructured_patchout_keep_what_they_claim():
     assert sup.patchout(2, (99, 12)) is None
 
 
-def test_head_refit_and_own_head():
+def test_head_refit_never_mutates_the_given_encoder():
     enc = encoder("passt-tiny")  # has a 10-class head
     sup = Supervised(enc, SupervisedConfig(), num_classes=5)
-    assert sup.head is None and enc.head[1].out_features == 5 and enc.config.num_classes == 5
-    enc = encoder("audiomae-tiny")  # no head: the objective owns one
+    assert sup.encoder.head[1].out_features == 5 and sup.encoder.config.num_classes == 5
+    assert enc.head[1].out_features == 10 and enc.config.num_classes == 10
+    torch.testing.assert_close(sup.encoder.backbone.cls_token, enc.backbone.cls_token)
+    assert Supervised(enc, SupervisedConfig(), num_classes=10).encoder is enc  # a head that fits is kept
+    enc = encoder("audiomae-tiny")  # no head: the objective's encoder gets one
     sup = Supervised(enc, SupervisedConfig(), num_classes=5)
-    assert sup.head[1].out_features == 5 and not hasattr(enc, "head")
+    assert sup.encoder.head[1].out_features == 5 and not hasattr(enc, "head")
     with pytest.raises(ValueError):
         Supervised(encoder("audiomae-tiny"), SupervisedConfig())
 

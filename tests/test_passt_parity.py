@@ -26,7 +26,7 @@ def test_passt_backbone_head_and_hear_embedding_match_official(tmp_path):
         mel = inp[f"x_{name}"][:, 0]  # [B, 1, F, T] -> [B, F, T]
         with torch.no_grad():
             o = enc.backbone(mel)
-            features = enc.pool(o.tokens, o.prefix)
+            features = enc.pool(o)
             logits = enc.head(features)
         torch.testing.assert_close(features, out[f"features_{name}"], **TOL)
         torch.testing.assert_close(logits, out[f"logits_{name}"], **TOL)
@@ -95,7 +95,7 @@ def test_download_path_caches_records_and_verifies_sha256(tmp_path, monkeypatch)
     url = release.as_uri()
     enc = audiorep.load("passt-s", weights=url, overrides=SMALL)
     with torch.no_grad():
-        torch.testing.assert_close(enc.head(enc.pool(*_tokens(enc, inp))), out["logits_short"], **TOL)
+        torch.testing.assert_close(enc.head(enc.pool(enc.backbone(inp["x_short"][:, 0]))), out["logits_short"], **TOL)
     cached = tmp_path / "cache" / "passt-small.pt"
     assert cached.exists() and (tmp_path / "cache" / "passt-small.pt.sha256").read_text().strip() == sha256_of(release)
     assert fetch(url) == cached  # second use: from the cache, verified
@@ -110,11 +110,6 @@ def test_download_path_caches_records_and_verifies_sha256(tmp_path, monkeypatch)
         fetch(url, sha256="0" * 64)  # a published hash wins over the recorded one
 
 
-def _tokens(enc, inp):
-    o = enc.backbone(inp["x_short"][:, 0])
-    return o.tokens, o.prefix
-
-
 def test_convert_command_writes_a_loadable_encoder(tmp_path, capsys):
     from audiorep import cli
     sd, _, _, _ = load_fixture("passt_s_small")
@@ -126,3 +121,22 @@ def test_convert_command_writes_a_loadable_encoder(tmp_path, capsys):
                      "--set", *SMALL]) == 0
     enc = audiorep.load(str(tmp_path / "out"))
     assert enc.config.backbone.dim == 64 and "converted" in capsys.readouterr().out
+
+
+def test_checkpoint_format_is_declared_never_guessed(tmp_path):
+    """An Audio-MAE checkpoint given for a PaSST preset (and the reverse) is refused, naming both
+    formats; the usual containers are unwrapped (DDP `module.`, Lightning `state_dict` + `model.`)."""
+    sd, inp, out, _ = load_fixture("passt_s_small")
+    mae, _, _, _ = load_fixture("audiomae_small")
+    torch.save({"model": mae}, tmp_path / "mae.pth")
+    with pytest.raises(ValueError, match="is not a passt checkpoint.*looks like audiomae"):
+        audiorep.load("passt-s", weights=str(tmp_path / "mae.pth"), overrides=SMALL)
+    torch.save(sd, tmp_path / "passt.pt")
+    with pytest.raises(ValueError, match="is not a audiomae checkpoint.*looks like passt"):
+        audiorep.load("audiomae-tiny", weights=str(tmp_path / "passt.pt"))
+    for wrapped in ({"module." + k: v for k, v in sd.items()},
+                    {"state_dict": {"model." + k: v for k, v in sd.items()}, "epoch": 3}):
+        torch.save(wrapped, tmp_path / "wrapped.pt")
+        enc = audiorep.load("passt-s", weights=str(tmp_path / "wrapped.pt"), overrides=SMALL)
+        with torch.no_grad():
+            torch.testing.assert_close(enc.head(enc.pool(enc.backbone(inp["x_short"][:, 0]))), out["logits_short"], **TOL)

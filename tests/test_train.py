@@ -19,7 +19,7 @@ from audiorep import audio, load, presets
 from audiorep.config import override
 from audiorep.data import ClipDataset, DataConfig, clips_from
 from audiorep.encoder import Encoder
-from audiorep.train import TrainConfig, checkpoints, layer_id, lr_at, param_groups, train
+from audiorep.train import TrainConfig, checkpoints, lr_at, param_groups, train, weight_decay_at
 
 CLASSES = ["low", "mid", "high"]
 SR = 16000
@@ -35,7 +35,7 @@ class TagObjective(nn.Module):
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         out = self.encoder(batch["wave"])
-        logits = self.head(self.encoder.pool(out.tokens, out.prefix))  # [B, C]
+        logits = self.head(self.encoder.pool(out))  # [B, C]
         loss = F.binary_cross_entropy_with_logits(logits, batch["target"])
         return loss, {"acc": float(((logits > 0) == (batch["target"] > 0)).float().mean())}
 
@@ -90,14 +90,23 @@ def test_schedule_warmup_then_cosine_to_min():
     assert lr_at(55, linear) == pytest.approx(1.0 - 0.9 * 0.5)
 
 
+def test_weight_decay_schedule_cosine_to_end():
+    cfg = TrainConfig(steps=11, weight_decay=0.04, weight_decay_end=0.4)
+    wds = [weight_decay_at(s, cfg) for s in range(11)]
+    assert wds[0] == pytest.approx(0.04) and wds[5] == pytest.approx(0.22) and wds[-1] == pytest.approx(0.4)
+    assert weight_decay_at(7, replace(cfg, weight_decay_end=None)) == 0.04
+
+
 def test_param_groups_no_decay_and_layer_decay():
     objective = TagObjective(tiny_encoder())
-    depth = 2
-    assert layer_id("encoder.backbone.blocks.1.attn.qkv.weight", depth) == 2
-    assert layer_id("encoder.backbone.pos_embed.table", depth) == 0
-    assert layer_id("encoder.backbone.cls_token", depth) == 0
-    assert layer_id("head.weight", depth) == depth + 1
-    groups = param_groups(objective, 0.05, 0.5, depth)
+    depth, backbone = 2, objective.encoder.backbone
+    assert backbone.layer_id("blocks.1.attn.qkv.weight") == 2
+    assert backbone.layer_id("pos_embed.table") == 0
+    assert backbone.layer_id("cls_token") == 0
+    assert backbone.layer_id("norm.weight") == depth + 1
+    groups = param_groups(objective, 0.05, 0.5)
+    by_name = {n: g["layer"] for g in groups for n, p in objective.named_parameters() if any(p is q for q in g["params"])}
+    assert by_name["head.weight"] == depth + 1 and by_name["encoder.backbone.blocks.0.mlp.fc1.weight"] == 1
     names = {id(p): n for n, p in objective.named_parameters()}
     for g in groups:
         for p in g["params"]:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import audiorep
-from audiorep import finetune, train
+from audiorep.commands import finetune, pretrain
 from audiorep.tasks.format import TaskWriter, make_metadata
 
 SR = 16000
@@ -50,11 +50,11 @@ def test_audiomae_pretrain_overfits_and_resumes_exactly(tmp_path, task):
     corpus = task / "16000" / "train"
     args = ["audiomae", "--data", str(corpus), "--preset", "audiomae-tiny", "steps=32", "lr=2e-3",
             "checkpoint_every=4", *COMMON, *MAE_TINY]
-    assert train.main([*args, "--out", str(tmp_path / "full")]) == 0
+    assert pretrain.main([*args, "--out", str(tmp_path / "full")]) == 0
     curve = losses(tmp_path / "full")
     assert np.mean(curve[-4:]) < 0.85 * np.mean(curve[:4]), curve
-    train.main([*args, "--out", str(tmp_path / "resumed"), "--stop-after", "10"])
-    train.main([*args, "--out", str(tmp_path / "resumed")])  # continues from step 8: masks are re-drawn alike
+    pretrain.main([*args, "--out", str(tmp_path / "resumed"), "--stop-after", "10"])
+    pretrain.main([*args, "--out", str(tmp_path / "resumed")])  # continues from step 8: masks are re-drawn alike
     a, b = audiorep.load(str(tmp_path / "full")), audiorep.load(str(tmp_path / "resumed"))
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(x, y), name
@@ -66,7 +66,7 @@ def test_passt_supervised_overfits(tmp_path, task):
             "data.workers=0", "data.balanced=false", "objective.loss=ce", "objective.mixup_alpha=0",
             "objective.time_mask=0", "objective.freq_mask=0", "objective.patchout_time=0.2",
             "objective.patchout_freq=0", "data.gain_db=0", "data.roll=false"]
-    assert train.main(args) == 0
+    assert pretrain.main(args) == 0
     curve = losses(tmp_path / "passt")
     assert np.mean(curve[-4:]) < 0.6 * np.mean(curve[:4]), curve
     assert audiorep.load(str(tmp_path / "passt")).config.num_classes == 3

@@ -3,7 +3,8 @@
 One class covers PaSST (overlapping 16x16 patches, stride 10, cls + dist tokens,
 factorized freq/time positions), Audio-MAE (non-overlapping patches, cls, fixed sin-cos
 table) and ASiT (learned table). Input [B, F, T] (mel bins, frames); patch tokens are
-flattened time-major (k = t * F' + f) so a token's index tells its time.
+flattened time-major (k = t * F' + f) so a token's index tells its time. Implements the
+backbone contract of backbones/base.py (kind "vit").
 """
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ import torch
 import torch.nn as nn
 
 from ..layers import Block, FactorizedPosEmbed, PatchEmbed, TablePosEmbed
+from .base import BackboneOutput, unsupported
 
 POS_EMBEDS = ("factorized", "learned", "sincos")
 
 
 @dataclass(frozen=True)
 class ViTConfig:
+    kind: str = "vit"
     n_mels: int = 128            # input frequency bins
     max_frames: int = 998        # frames the positional embeddings cover
     patch: tuple[int, int] = (16, 16)   # (freq, time)
@@ -35,25 +38,13 @@ class ViTConfig:
     drop_path: float = 0.0
 
 
-@dataclass
-class BackboneOutput:
-    tokens: torch.Tensor                  # [B, P + K, D] after the final norm
-    prefix: int                           # P: cls/dist tokens come first
-    grid: tuple[int, int]                 # (T', F') of the full patch grid
-    keep: torch.Tensor | None = None      # [B, K] indices of the patch tokens present
-    hidden: list[torch.Tensor] | None = None  # selected blocks' outputs, [B, P + K, D] each
-
-    @property
-    def patches(self) -> torch.Tensor:
-        return self.tokens[:, self.prefix:]
-
-
 class ViT(nn.Module):
-    def __init__(self, cfg: ViTConfig):
+    def __init__(self, cfg: ViTConfig, hop_s: float):
         super().__init__()
         if cfg.pos not in POS_EMBEDS:
             raise ValueError(f"ViTConfig.pos={cfg.pos!r}: expected one of {POS_EMBEDS}")
-        self.cfg = cfg
+        self.cfg, self.hop_s = cfg, hop_s
+        self.dim, self.in_features, self.num_layers = cfg.dim, cfg.n_mels, cfg.depth
         self.patch_embed = PatchEmbed(cfg.patch, cfg.stride, cfg.dim)
         n_time, n_freq = self.patch_embed.grid(cfg.n_mels, cfg.max_frames)
         if cfg.pos == "factorized":
@@ -71,6 +62,7 @@ class ViT(nn.Module):
             Block(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.qkv_bias, cfg.norm_eps, rate) for rate in rates)
         self.norm = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
         self.apply(_init_weights)
+        self.frames = (cfg.patch[1], self.max_input_frames())  # at least one patch of frames
 
     def grid(self, n_frames: int) -> tuple[int, int]:
         return self.patch_embed.grid(self.cfg.n_mels, n_frames)
@@ -81,42 +73,62 @@ class ViT(nn.Module):
         n_time = self.grid(self.cfg.max_frames)[0]
         return self.cfg.patch[1] + n_time * self.cfg.stride[1] - 1
 
-    def token_times(self, n_time: int, hop_s: float) -> torch.Tensor:
-        """Centre time (s) of each time column of patches -> [T']."""
-        patch_t, stride_t = self.cfg.patch[1], self.cfg.stride[1]
-        return (torch.arange(n_time) * stride_t + patch_t / 2) * hop_s
+    def layer_id(self, name: str) -> int:
+        if name.startswith("blocks."):
+            return int(name.split(".")[1]) + 1
+        return 0 if name.startswith(("patch_embed", "pos_embed", "cls_token", "dist_token", "mask_token")) else self.num_layers + 1
 
-    def patchify(self, feats: torch.Tensor) -> torch.Tensor:
-        """[B, F, T] -> position-embedded patch tokens [B, N = T' * F', D]."""
+    def no_weight_decay(self) -> set[str]:
+        return {n for n, _ in self.named_parameters() if n.startswith(("pos_embed", "cls_token", "dist_token", "mask_token"))}
+
+    def token_times(self, grid: tuple[int, int]) -> torch.Tensor:
+        """Centre time (s) of every patch token, time-major -> [T' * F']."""
+        patch_t, stride_t = self.cfg.patch[1], self.cfg.stride[1]
+        columns = (torch.arange(grid[0]) * stride_t + patch_t / 2) * self.hop_s  # [T']
+        return columns.repeat_interleave(grid[1])
+
+    def positions(self, n_time: int) -> torch.Tensor:
+        """[T', F', D] position embeddings; in training PaSST's time table is cropped at a
+        random offset (kkoutini/PaSST issue #42), in eval from 0."""
+        if self.cfg.pos != "factorized":
+            return self.pos_embed(n_time)
+        spare = self.pos_embed.time.shape[0] - n_time
+        offset = int(torch.randint(spare + 1, ())) if self.training and spare > 0 else 0
+        return self.pos_embed(n_time, offset)
+
+    def patchify(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, F, T] -> (position-embedded patch tokens [B, N = T' * F', D], positions [N, D])."""
         x = self.patch_embed(feats)  # [B, D, F', T']
         x = x.permute(0, 3, 2, 1)  # [B, T', F', D]
-        x = x + self.pos_embed(x.shape[1])
-        return x.flatten(1, 2)  # [B, N, D]
+        pos = self.positions(x.shape[1])  # [T', F', D]
+        return (x + pos).flatten(1, 2), pos.flatten(0, 1)  # [B, N, D], [N, D]
 
     def prefix_tokens(self, B: int) -> list[torch.Tensor]:
         tokens = [getattr(self, name) for name in ("cls_token", "dist_token")[: self.cfg.prefix]]
         return [(t + self.pos_embed.prefix[i]).expand(B, -1, -1) for i, t in enumerate(tokens)]
 
     def forward(self, feats: torch.Tensor, keep: torch.Tensor | None = None, mask: torch.Tensor | None = None,
-                layers: list[int] | None = None) -> BackboneOutput:
+                padding: torch.Tensor | None = None, layers: list[int] | None = None) -> BackboneOutput:
         """feats [B, F, T]; keep [B, K] patch indices to keep (patchout, MAE); mask [B, N] bool
         (True = replace by the mask token); layers: block indices whose outputs to return."""
+        unsupported("vit", padding=padding)
         B = feats.shape[0]
-        x = self.patchify(feats)  # [B, N, D]
+        x, pos = self.patchify(feats)  # [B, N, D], [N, D]
         grid = self.grid(feats.shape[-1])
-        if mask is not None:
-            # the mask token takes the place of the patch content; positions stay
-            pos = self.pos_embed(grid[0]).flatten(0, 1)  # [N, D]
+        times = self.token_times(grid).to(feats.device)  # [N]
+        if mask is not None:  # the mask token takes the place of the patch content; positions stay
             x = torch.where(mask[..., None], self.mask_token + pos, x)
         if keep is not None:
             x = x.gather(1, keep[..., None].expand(-1, -1, x.shape[-1]))  # [B, K, D]
+            times = times[keep]  # [B, K]
         x = torch.cat(self.prefix_tokens(B) + [x], dim=1)  # [B, P + K, D]
         hidden = []
         for i, block in enumerate(self.blocks):
             x = block(x)
             if layers is not None and i in layers:
                 hidden.append(x)
-        return BackboneOutput(self.norm(x), self.cfg.prefix, grid, keep, hidden if layers is not None else None)
+        return BackboneOutput(self.norm(x), self.cfg.prefix, times, grid, keep,
+                              hidden=hidden if layers is not None else None)
 
 
 def _init_weights(m: nn.Module) -> None:

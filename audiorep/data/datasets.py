@@ -1,7 +1,8 @@
 """Clip lists from folders, manifests and HEAR task splits, and the dataset that crops them.
 
 A clip is (file, offset s, duration s or None, labels). `ClipDataset` turns clip i into a
-fixed-length random crop at the encoder's sample rate with random gain and circular roll.
+fixed-length random crop at the encoder's sample rate with random gain and circular roll
+(or `views` such crops, for recipes that compare views of one clip).
 Its randomness comes from the key it is indexed with, `(i, seed)` as the samplers yield
 them, never from global state, so a batch is a function of (run seed, step) whichever
 worker decodes it: the basis of exact resume.
@@ -20,7 +21,6 @@ from torch.utils.data import Dataset
 
 from .. import audio
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".aiff", ".aif")
 LABEL_SEPARATORS = (";", "|")  # a manifest's labels column: "dog;bark" or "dog|bark"
 
 
@@ -43,10 +43,9 @@ class DataConfig:
 
 def folder_clips(root: str | os.PathLike) -> list[Clip]:
     """Every audio file under `root` (recursively), sorted, without labels."""
-    root = Path(root)
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+    files = audio.audio_files([root])
     if not files:
-        raise FileNotFoundError(f"{root}: no audio files ({', '.join(AUDIO_EXTENSIONS)})")
+        raise FileNotFoundError(f"{root}: no audio files ({', '.join(audio.AUDIO_EXTENSIONS)})")
     return [Clip(str(p)) for p in files]
 
 
@@ -130,40 +129,46 @@ def multi_hot(clips: list[Clip], vocabulary: list[str]) -> torch.Tensor:
     return targets
 
 
-def crop_gain_roll(wave: np.ndarray, length: int, cfg: DataConfig, rng: np.random.Generator | None) -> np.ndarray:
-    """[S] -> [length]: random crop (or zero pad), gain and roll; deterministic start crop without rng."""
+def crop_gain_roll(wave: np.ndarray, length: int, cfg: DataConfig,
+                   rng: np.random.Generator | None) -> tuple[np.ndarray, int]:
+    """[S] -> ([length], start): random crop (or zero pad) from `start`, gain and roll;
+    the deterministic first `length` samples without rng."""
     start = int(rng.integers(0, len(wave) - length + 1)) if rng is not None and len(wave) > length else 0
     wave = audio.pad_or_crop(wave, length, start)
     if rng is None:
-        return wave
+        return wave, start
     if cfg.gain_db:
         wave = wave * np.float32(10 ** (rng.uniform(-cfg.gain_db, cfg.gain_db) / 20))
     if cfg.roll:
         wave = np.roll(wave, int(rng.integers(0, length)))
-    return wave
+    return wave, start
 
 
 class ClipDataset(Dataset):
-    """Clips -> {"wave": [S] float32, "target": [C] (with a vocabulary), "index": int}.
+    """Clips -> {"wave": [S] float32 ([V, S] with views = V), "start": first sample of the crop
+    in the clip ([V]), "target": [C] (with a vocabulary), "index": int}.
 
-    Index with `(i, seed)` for a random crop/gain/roll drawn from `seed`, or with `i` for
+    Index with `(i, seed)` for random crops/gain/roll drawn from `seed`, or with `i` for
     the deterministic first `crop_samples` (evaluation).
     """
 
     def __init__(self, clips: list[Clip], sample_rate: int, crop_samples: int, cfg: DataConfig = DataConfig(),
-                 vocabulary: list[str] | None = None):
+                 vocabulary: list[str] | None = None, views: int = 1):
+        if views < 1:
+            raise ValueError(f"views={views}: a dataset gives at least one crop per clip")
         self.clips = clips
         self.sample_rate = sample_rate
         self.crop_samples = crop_samples
         self.cfg = cfg
         self.vocabulary = vocabulary
+        self.views = views
         self.targets = multi_hot(clips, vocabulary) if vocabulary is not None else None
 
     def __len__(self) -> int:
         return len(self.clips)
 
-    def read(self, clip: Clip, rng: np.random.Generator | None) -> np.ndarray:
-        """Decode only the crop's span when the clip is longer than the crop."""
+    def read(self, clip: Clip, rng: np.random.Generator | None) -> tuple[np.ndarray, int]:
+        """(audio, its first sample in the clip): only the crop's span when the clip is longer."""
         crop_s = self.crop_samples / self.sample_rate
         duration = clip.duration
         if duration is None:
@@ -174,13 +179,21 @@ class ClipDataset(Dataset):
         else:
             start = clip.offset + rng.uniform(0, duration - crop_s)
         wave, _ = audio.read(clip.path, self.sample_rate, start=start, duration=min(duration, crop_s))
-        return wave
+        return wave, round((start - clip.offset) * self.sample_rate)
+
+    def crop(self, clip: Clip, rng: np.random.Generator | None) -> tuple[np.ndarray, int]:
+        wave, first = self.read(clip, rng)
+        wave, start = crop_gain_roll(wave, self.crop_samples, self.cfg, rng)
+        return np.ascontiguousarray(wave, dtype=np.float32), first + start
 
     def __getitem__(self, key) -> dict:
         i, seed = key if isinstance(key, tuple) else (key, None)
         rng = np.random.default_rng(seed) if seed is not None else None
-        wave = crop_gain_roll(self.read(self.clips[i], rng), self.crop_samples, self.cfg, rng)
-        item = {"wave": torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)), "index": i}
+        crops = [self.crop(self.clips[i], rng) for _ in range(self.views)]
+        waves = torch.from_numpy(np.stack([w for w, _ in crops]))  # [V, S]
+        starts = torch.tensor([s for _, s in crops])  # [V]
+        item = {"wave": waves[0] if self.views == 1 else waves, "start": starts[0] if self.views == 1 else starts,
+                "index": i}
         if self.targets is not None:
             item["target"] = self.targets[i]
         return item

@@ -26,7 +26,8 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from .. import audio
-from .datasets import AUDIO_EXTENSIONS, Clip, DataConfig, crop_gain_roll
+from ..audio import AUDIO_EXTENSIONS
+from .datasets import Clip, DataConfig, crop_gain_roll
 from .samplers import SEED_STRIDE
 
 SHARD_PATTERN = "shard-{:06d}.tar"
@@ -149,8 +150,8 @@ class ShardStream(IterableDataset):
             raise ValueError(f"shard sample {sample['__key__']}: no audio member ({', '.join(AUDIO_EXTENSIONS)})")
         x, sr = sf.read(io.BytesIO(sample[ext]), dtype="float32", always_2d=True)
         wave = audio.resample(audio.check(audio.to_mono(x), sample["__key__"]), sr, self.sample_rate)
-        wave = crop_gain_roll(wave, self.crop_samples, self.cfg, np.random.default_rng(seed))
-        item = {"wave": torch.from_numpy(np.ascontiguousarray(wave))}
+        wave, start = crop_gain_roll(wave, self.crop_samples, self.cfg, np.random.default_rng(seed))
+        item = {"wave": torch.from_numpy(np.ascontiguousarray(wave)), "start": torch.tensor(start)}
         if self.vocabulary is not None:
             labels = json.loads(sample.get("json", b"{}")).get("labels", [])
             target = torch.zeros(len(self.vocabulary))

@@ -1,8 +1,9 @@
 """The only mel code of audiorep: PaSST's STFT log-mel and a Kaldi-compatible fbank.
 
 Both map a waveform [B, S] to features [B, F, T] (bins first, frames second), declare
-`sample_rate`, `hop_s`, `n_mels`, `min_samples` and `num_frames(num_samples)`, and share
-one implementation of the Kaldi mel banks. No augmentation happens here (see augment.py).
+`sample_rate`, `hop_s`, `features` (= n_mels), `min_samples`, `num_frames(num_samples)` and
+its inverse `samples_for(frames)`, and share one implementation of the Kaldi mel banks.
+Their level L (HEAR embeddings) is the mean mel frame of a window. No augmentation happens here (see augment.py).
 Inputs shorter than `min_samples` raise a ValueError; callers that want a frame anyway pad first.
 """
 from __future__ import annotations
@@ -51,6 +52,26 @@ def kaldi_mel_banks(n_mels: int, n_fft: int, sample_rate: float, low_freq: float
     return F.pad(banks, (0, 1))  # [F, n_fft/2 + 1], the Nyquist bin gets no weight
 
 
+class Spectrogram(nn.Module):
+    """What the two mel frontends share: level L and the frames <-> samples arithmetic
+    (num_frames(n) = (n - first) // hop + 1 for n >= min_samples)."""
+
+    first: int  # samples of the first frame
+    step: int   # samples per further frame
+
+    def num_frames(self, num_samples: int) -> int:
+        if num_samples < self.min_samples:
+            raise ValueError(f"{type(self).__name__} needs at least {self.min_samples} samples, got {num_samples}")
+        return (num_samples - self.first) // self.step + 1
+
+    def samples_for(self, frames: int) -> int:
+        """Fewest samples that give at least `frames` frames."""
+        return max(self.min_samples, self.first + (frames - 1) * self.step)
+
+    def level_l(self, feats: torch.Tensor) -> torch.Tensor:
+        return feats.mean(-1)  # [B, F, T] -> [B, F]
+
+
 def _prepare(frontend: nn.Module, wave: torch.Tensor) -> torch.Tensor:
     """Check wave [B, S]; fp16/bf16 are computed in float32 (FFTs and logs) and cast back by the caller."""
     if wave.ndim != 2:
@@ -75,7 +96,7 @@ class PasstMelConfig:
     norm_scale: float = 5.0
 
 
-class PasstMel(nn.Module):
+class PasstMel(Spectrogram):
     """PaSST's log-mel (hear21passt AugmentMelSTFT in eval): pre-emphasis, STFT power, Kaldi mel banks."""
 
     def __init__(self, cfg: PasstMelConfig = PasstMelConfig()):
@@ -83,18 +104,14 @@ class PasstMel(nn.Module):
         self.cfg = cfg
         self.sample_rate = cfg.sample_rate
         self.hop_s = cfg.hop_length / cfg.sample_rate
-        self.n_mels = cfg.n_mels
+        self.features = cfg.n_mels
         # valid conv1d pre-emphasis drops one sample; the centred STFT reflect-pads n_fft // 2
         self.min_samples = cfg.n_fft // 2 + 2
+        self.first, self.step = 1, cfg.hop_length
         fmax = cfg.sample_rate / 2 - 1000 if cfg.fmax is None else cfg.fmax
         self.register_buffer("mel_basis", kaldi_mel_banks(cfg.n_mels, cfg.n_fft, cfg.sample_rate, cfg.fmin, fmax), persistent=False)
         self.register_buffer("window", torch.hann_window(cfg.win_length, periodic=False), persistent=False)
         self.register_buffer("preemph_kernel", torch.tensor([[[-cfg.preemphasis, 1.0]]]), persistent=False)
-
-    def num_frames(self, num_samples: int) -> int:
-        if num_samples < self.min_samples:
-            raise ValueError(f"PasstMel needs at least {self.min_samples} samples, got {num_samples}")
-        return (num_samples - 1) // self.cfg.hop_length + 1
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         cfg = self.cfg
@@ -128,7 +145,7 @@ class FbankConfig:
     scale: float = 2 * 4.5689974
 
 
-class Fbank(nn.Module):
+class Fbank(Spectrogram):
     """Batched torch reimplementation of torchaudio.compliance.kaldi.fbank for the settings above."""
 
     def __init__(self, cfg: FbankConfig = FbankConfig()):
@@ -139,16 +156,12 @@ class Fbank(nn.Module):
         self.length = int(cfg.sample_rate * cfg.frame_length_ms * MS)
         self.n_fft = 1 << (self.length - 1).bit_length()  # next power of two
         self.hop_s = self.shift / cfg.sample_rate
-        self.n_mels = cfg.n_mels
-        self.min_samples = self.length
+        self.features = cfg.n_mels
+        self.min_samples = self.first = self.length
+        self.step = self.shift
         banks = kaldi_mel_banks(cfg.n_mels, self.n_fft, cfg.sample_rate, cfg.low_freq, cfg.high_freq)
         self.register_buffer("mel_basis", banks, persistent=False)  # [F, n_fft/2 + 1]
         self.register_buffer("window", torch.hann_window(self.length, periodic=False), persistent=False)
-
-    def num_frames(self, num_samples: int) -> int:
-        if num_samples < self.min_samples:
-            raise ValueError(f"Fbank needs at least one {self.length}-sample frame, got {num_samples} samples")
-        return (num_samples - self.length) // self.shift + 1
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         """wave [B, S] -> [B, F, T]. With remove_mean the mean is over the whole row, padding

@@ -1,14 +1,53 @@
 """Objectives: nn.Modules that own an Encoder and turn a batch into (loss, logs).
 
-RECIPES maps a recipe name to (config class, objective class); every objective is built
-as `Cls(encoder, cfg, num_classes=...)` and its config is a frozen dataclass.
+The contract the training loop relies on (train.py):
+
+    Cls(encoder, cfg, num_classes=0)    cfg: the recipe's frozen config dataclass
+    encoder                             the Encoder being trained (never mutated: a new head
+                                        means a new encoder, Encoder.with_head)
+    forward(batch) -> (loss, logs)      batch["wave"] [B, S], or [B, V, S] for a recipe with
+                                        views = V crops per clip; batch["target"] [B, C] with labels;
+                                        batch["index"], batch["start"] (the crop's first sample)
+    after_step(step, total_steps)       optional: EMA teachers, schedules
+    prepare(dataset, device, run_dir)   optional: a data-dependent stage run once before step 0
+                                        of a fresh run (e.g. k-means targets); what it computes
+                                        lives in the objective's state_dict, so a resume has it
+    encoder_to_save()                   optional: the encoder the run ships (default `encoder`)
+    no_weight_decay() on any submodule  optional: parameter names kept out of weight decay
+
+A recipe is a record beside its objective: its config and objective classes, the default
+preset, TrainConfig defaults (the command line wins) and the views per clip.
 """
-from .mae import MAE, MAEConfig, decoder_from_audiomae
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .mae import MAE, MAEConfig
 from .supervised import Supervised, SupervisedConfig
 
-RECIPES = {
-    "audiomae": (MAEConfig, MAE),
-    "passt": (SupervisedConfig, Supervised),
-}
 
-__all__ = ["MAE", "MAEConfig", "RECIPES", "Supervised", "SupervisedConfig", "decoder_from_audiomae"]
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    config: type                     # the objective's config dataclass
+    objective: type                  # Cls(encoder, cfg, num_classes=...)
+    preset: str                      # default encoder preset
+    defaults: tuple[str, ...] = ()   # TrainConfig overrides from the paper's recipe
+    objective_defaults: tuple[str, ...] = ()  # objective config overrides
+    views: int = 1                   # random crops per clip in a batch
+
+
+RECIPES: dict[str, Recipe] = {r.name: r for r in (
+    Recipe("audiomae", MAEConfig, MAE, "audiomae-b",
+           ("lr=2e-4", "weight_decay=1e-4", "betas=0.9,0.95", "data.gain_db=6", "data.roll=true")),
+    Recipe("passt", SupervisedConfig, Supervised, "passt-s",
+           ("lr=2e-5", "weight_decay=1e-4", "betas=0.9,0.999", "schedule=linear", "data.gain_db=7",
+            "data.balanced=true")),
+)}
+
+
+def register_recipe(recipe: Recipe) -> None:
+    RECIPES[recipe.name] = recipe
+
+
+__all__ = ["MAE", "MAEConfig", "RECIPES", "Recipe", "Supervised", "SupervisedConfig", "register_recipe"]

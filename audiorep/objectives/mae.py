@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..convert import load_objective_weights
 from ..layers import Block, Mlp, TablePosEmbed
 from ..masking import masked_from_keep, random_keep, restore_ids, time_freq_keep
 
@@ -189,6 +190,9 @@ class Decoder(nn.Module):
         self.norm = nn.LayerNorm(dim, eps=cfg.norm_eps)
         self.pred = nn.Linear(dim, patch_pixels)
 
+    def no_weight_decay(self) -> set[str]:
+        return {"mask_token"}
+
     def forward(self, tokens: torch.Tensor, ids_restore: torch.Tensor, grid: tuple[int, int], prefix: int) -> torch.Tensor:
         """tokens [B, P + K, D_enc] (kept patches in `keep` order), ids_restore [B, N]
         -> pred [B, N, patch_pixels] in token order."""
@@ -270,12 +274,9 @@ class MAE(nn.Module):
         return loss, {"visible_tokens": float(keep.shape[1])}
 
     def load_audiomae(self, source) -> None:
-        """Load a released Audio-MAE pretraining checkpoint (path, or its state_dict)."""
-        from ..convert import read_state_dict, to_audiorep
-
-        sd = read_state_dict(source) if not isinstance(source, dict) else source
-        self.encoder.load_state_dict(to_audiorep(sd, self.encoder))
-        self.decoder.load_state_dict(decoder_from_audiomae(sd, self.decoder.pos_embed.table.shape[1]))
+        """Load a released Audio-MAE pretraining checkpoint (path, or its state_dict): the
+        encoder and the decoder, through convert/audiomae.py."""
+        load_objective_weights(self, source, "audiomae")
 
 
 def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor, masked: torch.Tensor, norm_pix: bool) -> torch.Tensor:
@@ -286,20 +287,6 @@ def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor, masked: torch.
     per_patch = (pred - target).pow(2).mean(dim=-1)  # [B, N]
     masked = masked.to(per_patch.dtype)
     return (per_patch * masked).sum() / masked.sum()
-
-
-def decoder_from_audiomae(sd: dict, n_freq: int) -> dict:
-    """Released Audio-MAE decoder names -> `Decoder` state_dict names: `decoder_X` -> `X`,
-    `mask_token` kept; the fixed `decoder_pos_embed [1, 1 + N, D]` (the same quirky
-    sin-cos table as the encoder's) -> pos_embed.prefix [1, D] + pos_embed.table [T', F', D]
-    for n_freq (F') frequency patches."""
-    out = {k[len("decoder_"):]: v for k, v in sd.items()
-           if k.startswith(("decoder_embed.", "decoder_blocks.", "decoder_norm.", "decoder_pred."))}
-    out["mask_token"] = sd["mask_token"]
-    pos = sd["decoder_pos_embed"][0]  # [1 + T' * F', D]
-    out["pos_embed.prefix"] = pos[:1]
-    out["pos_embed.table"] = pos[1:].reshape(-1, n_freq, pos.shape[-1])  # [T', F', D]
-    return out
 
 
 def _init_weights(m: nn.Module) -> None:

@@ -1,18 +1,21 @@
-"""Supervised training and fine-tuning: the PaSST recipe, and Audio-MAE fine-tuning.
+"""Supervised training and fine-tuning: the PaSST and EAT recipes, and Audio-MAE fine-tuning.
 
-features -> SpecAugment -> mixup -> patchout -> backbone -> pool -> head -> BCE or CE.
+wave -> waveform augmentations -> frontend -> SpecAugment -> mixup -> patchout -> backbone
+     -> pool -> the encoder's head -> BCE or CE.
 
-Augmentation and patchout happen in training mode only; in eval mode the same forward
-gives the clean validation loss. Patchout drops tokens before the transformer, so it also
-makes training cheaper: structured (whole time columns and freq rows: PaSST's s_patchout,
-Audio-MAE's 2-D fine-tuning masks) and unstructured (random tokens) can be combined.
-The head is LayerNorm + Linear on the pooled features (`encoder.config.pool`: mean of the
-cls/dist tokens or of the patch tokens). An encoder with its own `head` (PaSST presets)
-trains that head, so the saved encoder keeps its logits (HEAR level H).
+Every augmentation and the token sampler come from the config, each off at zero, so one
+objective serves a spectrogram ViT (SpecAugment, mixup, patchout) and a waveform network
+(waveform augmentations and mixes, no patchout). They act in training mode only; in eval
+mode the same forward gives the clean validation loss. Patchout drops tokens before the
+transformer: structured (whole time columns and freq rows: PaSST's s_patchout, Audio-MAE's
+2-D fine-tuning masks) and unstructured (random tokens); it needs a backbone with a token
+grid. The head is the encoder's own (`EncoderConfig.num_classes`): an encoder without one,
+or with one of another size, is replaced by `encoder.with_head(num_classes)` (the given
+encoder is left as it was), so the saved encoder keeps its logits (HEAR level H).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -21,26 +24,20 @@ import torch.nn.functional as F
 from ..augment import mixup, spec_augment
 from ..masking import time_freq_keep
 
-LOSSES = ("bce", "ce")
+LOSSES = ("bce", "ce", "auto")
 
 
 @dataclass(frozen=True)
 class SupervisedConfig:
-    loss: str = "bce"              # "bce": multi-label (sigmoid per class); "ce": multi-class (softmax)
-    label_smoothing: float = 0.0   # "ce" only
-    mixup_alpha: float = 0.3       # mixup on spectrograms, lam ~ Beta(a, a) folded to >= 0.5; 0 = off
-    freq_mask: int = 48            # SpecAugment: max masked mel bins per example; 0 = off
+    loss: str = "bce"              # "bce": multi-label; "ce": multi-class; "auto": CE for one-hot targets
+                                   # that no mix touched, BCE when mixed or multi-label (EAT)
+    label_smoothing: float = 0.0   # CE only
+    mixup_alpha: float = 0.3       # mixup on features, lam ~ Beta(a, a) folded to >= 0.5; 0 = off
+    freq_mask: int = 48            # SpecAugment: max masked feature channels per example; 0 = off
     time_mask: int = 192           # SpecAugment: max masked frames per example; 0 = off
     patchout_time: float = 0.4     # structured: fraction of time columns dropped (rounded; PaSST 40 of 99)
     patchout_freq: float = 0.33    # structured: fraction of freq rows dropped (PaSST 4 of 12)
-    patchout_random: float = 0.0   # unstructured: fraction of the remaining patch tokens dropped
-
-
-def classifier(dim: int, num_classes: int) -> nn.Sequential:
-    head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, num_classes))
-    nn.init.trunc_normal_(head[1].weight, std=0.02)
-    nn.init.zeros_(head[1].bias)
-    return head
+    patchout_random: float = 0.0   # unstructured: fraction of the remaining tokens dropped
 
 
 class Supervised(nn.Module):
@@ -48,24 +45,22 @@ class Supervised(nn.Module):
         super().__init__()
         if cfg.loss not in LOSSES:
             raise ValueError(f"SupervisedConfig.loss={cfg.loss!r}: expected one of {LOSSES}")
-        self.encoder, self.cfg = encoder, cfg
-        dim = encoder.config.backbone.dim
-        if hasattr(encoder, "head"):
-            self.head = None  # the encoder's own head is trained (refitted to the task's classes)
-            if num_classes and num_classes != encoder.config.num_classes:
-                encoder.head = classifier(dim, num_classes)
-                encoder.config = replace(encoder.config, num_classes=num_classes)
-        elif num_classes > 0:
-            self.head = classifier(dim, num_classes)
-        else:
+        if num_classes <= 0 and not encoder.config.num_classes:
             raise ValueError("Supervised needs num_classes > 0 (or an encoder with a head)")
+        self.encoder = encoder.with_head(num_classes) if num_classes > 0 else encoder
+        self.cfg = cfg
+        self.patchout_on = cfg.patchout_time > 0 or cfg.patchout_freq > 0 or cfg.patchout_random > 0
+        if self.patchout_on and not hasattr(self.encoder.backbone, "grid"):
+            raise ValueError(f"patchout needs a backbone with a token grid; {self.encoder.config.backbone.kind!r} has "
+                             "none: set objective.patchout_time=0 patchout_freq=0 patchout_random=0")
 
-    def augment(self, feats: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """[B, F, T], [B, C] -> SpecAugment, then mixup (soft targets)."""
-        feats = spec_augment(feats, self.cfg.freq_mask, self.cfg.time_mask)
+    def augment_features(self, feats: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """[B, C, T], [B, classes] -> SpecAugment, then mixup (soft targets)."""
+        if self.cfg.freq_mask or self.cfg.time_mask:
+            feats = spec_augment(feats, self.cfg.freq_mask, self.cfg.time_mask)
         if self.cfg.mixup_alpha > 0:
             feats, target = mixup(feats, target, self.cfg.mixup_alpha)
-        return feats, target
+        return feats, target, self.cfg.mixup_alpha > 0
 
     def patchout(self, B: int, grid: tuple[int, int], device=None) -> torch.Tensor | None:
         """-> keep [B, K] patch tokens in token order, or None when nothing is dropped."""
@@ -80,26 +75,33 @@ class Supervised(nn.Module):
             keep = some if keep is None else keep.gather(1, some)
         return keep
 
-    def logits(self, feats: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-        """[B, F, T] -> [B, C]."""
+    def head(self, feats: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Features [B, C, T] -> logits [B, classes]."""
         out = self.encoder.backbone(feats, keep=keep)
-        head = self.head if self.head is not None else self.encoder.head
-        return head(self.encoder.pool(out.tokens, out.prefix))
+        return self.encoder.head(self.encoder.pool(out))
 
-    def forward(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        with torch.no_grad():
-            feats = self.encoder.frontend(batch["wave"])  # [B, F, T]
-        target = batch["target"].to(feats.dtype)  # [B, C], multi-hot or one-hot
-        grid = self.encoder.backbone.grid(feats.shape[-1])
-        keep = None
-        if self.training:
-            feats, target = self.augment(feats, target)
-            keep = self.patchout(feats.shape[0], grid, feats.device)
-        logits = self.logits(feats, keep)
+    def logits(self, wave: torch.Tensor) -> torch.Tensor:
+        """[B, S] waveform -> [B, classes], no augmentation (what prediction uses)."""
+        return self.head(self.encoder.frontend(wave))
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor, mixed: bool) -> torch.Tensor:
         if logits.shape[1] != target.shape[1]:
             raise ValueError(f"targets have {target.shape[1]} classes, the head {logits.shape[1]}")
-        if self.cfg.loss == "bce":
-            loss = F.binary_cross_entropy_with_logits(logits, target)
-        else:
-            loss = F.cross_entropy(logits, target, label_smoothing=self.cfg.label_smoothing)
-        return loss, {"patch_tokens": float(keep.shape[1] if keep is not None else grid[0] * grid[1])}
+        single = bool((target.sum(1) == 1).all()) and not mixed
+        if self.cfg.loss == "bce" or (self.cfg.loss == "auto" and not single):
+            return F.binary_cross_entropy_with_logits(logits, target)
+        return F.cross_entropy(logits, target, label_smoothing=self.cfg.label_smoothing)
+
+    def forward(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        wave = batch["wave"]  # [B, S]
+        target = batch["target"].to(wave.dtype)  # [B, classes], multi-hot or one-hot
+        mixed = False
+        with torch.no_grad():
+            feats = self.encoder.frontend(wave)  # [B, C, T]
+        keep = None
+        if self.training:
+            feats, target, mixed = self.augment_features(feats, target)
+            if self.patchout_on:
+                keep = self.patchout(feats.shape[0], self.encoder.backbone.grid(feats.shape[-1]), feats.device)
+        loss = self.loss(self.head(feats, keep), target, mixed)
+        return loss, ({"tokens": float(keep.shape[1])} if keep is not None else {})
