@@ -134,3 +134,20 @@ def test_short_clip_is_zero_padded_to_the_minimum():
     short = torch.randn(1, 500)  # shorter than one token
     out = enc(enc.pad_short(short))
     assert out.tokens.shape[1] == 1 + 32
+
+
+def test_scene_and_timestamp_embeddings_from_token_times():
+    from audiorep import embed
+    from audiorep.encoder import EmbedConfig
+
+    enc = encoder()
+    cfg = EmbedConfig(levels=("M",), timestamps="tokens", hop_ms=50.0, scene_hop_s=1.0)
+    audio = 0.1 * torch.randn(2, 3 * 16000)  # 3 s at 16 kHz, longer than the span (40 tokens = 1.86 s)
+    scene = embed.scene_embeddings(enc, audio, 16000, cfg)
+    emb, ts = embed.timestamp_embeddings(enc, audio, 16000, cfg)
+    assert scene.shape == (2, 16) and torch.isfinite(scene).all()
+    assert emb.shape == (2, 61, 16) and ts.shape == (2, 61)
+    torch.testing.assert_close(ts[0, :3], torch.tensor([0.0, 50.0, 100.0]), atol=0.1, rtol=0)  # 1102-sample hop
+    short = embed.scene_embeddings(enc, 0.1 * torch.randn(1, 400), 16000, cfg)  # 25 ms: padded to 1.46 s
+    silent = embed.scene_embeddings(enc, torch.zeros(1, 16000), 16000, cfg)
+    assert torch.isfinite(short).all() and torch.isfinite(silent).all()

@@ -130,18 +130,18 @@ class ConvTransformer(nn.Module):
         self.frames = (self.min_samples(), cfg.clip_tokens * self.token_samples)
         self.apply(_init_weights)
 
-    def layers(self) -> list[nn.Module]:
+    def conv_stages(self) -> list[nn.Module]:
         return [self.stem, *self.down, *self.dilated]
 
     def num_tokens(self, samples: int) -> int:
-        for layer in self.layers():
+        for layer in self.conv_stages():
             samples = -(-samples // layer.stride)
         return samples
 
     def min_samples(self) -> int:
         """Shortest input for which every reflection pad is narrower than its layer's input."""
         need = 1
-        for layer in reversed(self.layers()):  # input length that leaves >= `need` after this layer
+        for layer in reversed(self.conv_stages()):  # input length that leaves >= `need` after this layer
             need = max(layer.reach + 1, (need - 1) * layer.stride + 1)
         return need
 
