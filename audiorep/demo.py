@@ -26,6 +26,8 @@ from . import presets
 from .config import override
 from .encoder import Encoder
 from .evaluate import scores
+from .objectives import RECIPES
+from .train import run_recipe
 
 PRESET = "audiomae-tiny"
 ENCODER = ["backbone.max_frames=384", "embed.scene_hop_s=2.0"]  # 3.84 s windows: 24 x 8 patches (whole decoder windows)
@@ -56,10 +58,8 @@ SIZES = {
 
 def seconds_per_step(encoder_cfg, size: Size) -> float:
     """Time a forward/backward of one batch of the configured objective (after one warm-up step)."""
-    from .objectives import RECIPES
-
-    config_cls, objective_cls = RECIPES["audiomae"]
-    objective = objective_cls(Encoder(encoder_cfg), override(config_cls(), [o.split(".", 1)[1] for o in OBJECTIVE]))
+    recipe = RECIPES["audiomae"]
+    objective = recipe.objective(Encoder(encoder_cfg), override(recipe.config(), [o.split(".", 1)[1] for o in OBJECTIVE]))
     optimizer = torch.optim.AdamW(objective.parameters())
     wave = torch.randn(size.batch_size, round(size.crop_s * objective.encoder.sample_rate)) * 0.1
     times = []
@@ -119,7 +119,6 @@ def write_summary(out: Path, names: dict[str, str], results: dict, pretrain: dic
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import train
     from .evaluate import cli as evaluate_cli
     from .tasks.suite import build_corpus, build_suite
 
@@ -163,14 +162,14 @@ def main(argv: list[str] | None = None) -> int:
     steps_file.write_text(json.dumps({"steps": steps}))
     print(f"[2/4] pretraining {PRESET} with Audio-MAE for {steps} steps", flush=True)
     started = time.perf_counter()
-    train.main(["audiomae", "--data", str(corpus / "16000"), "--out", str(run), "--preset", PRESET,
-                *[f"encoder.{o}" for o in ENCODER], *OBJECTIVE, f"steps={steps}", f"batch_size={size.batch_size}",
+    run_recipe(RECIPES["audiomae"], presets.get(PRESET), str(corpus / "16000"), run,
+               [*[f"encoder.{o}" for o in ENCODER], *OBJECTIVE, f"steps={steps}", f"batch_size={size.batch_size}",
                 "lr=1e-3", "weight_decay=0.05", f"warmup_steps={max(1, steps // 10)}", f"seed={args.seed}",
                 f"data.crop_s={size.crop_s}", "data.workers=1", f"checkpoint_every={max(1, steps // 4)}",
-                f"log_every={max(1, steps // 50)}"])
+                f"log_every={max(1, steps // 50)}"], run_config={"preset": PRESET})
     minutes = (time.perf_counter() - started) / 60
 
-    init = out / "random-init"  # the weights pretraining started from (train.main seeds the encoder alike)
+    init = out / "random-init"  # the weights pretraining started from (run_recipe seeds the encoder alike)
     torch.manual_seed(args.seed)
     Encoder(encoder_cfg).save(init)
 

@@ -5,7 +5,6 @@ load through small key maps. Attention runs through F.scaled_dot_product_attenti
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn as nn

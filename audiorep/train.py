@@ -28,7 +28,6 @@ import csv
 import json
 import math
 import os
-import re
 import shutil
 import sys
 import time
@@ -44,11 +43,10 @@ from tqdm import tqdm
 from .config import override, to_dict
 from .data import ClipDataset, DataConfig, ShardStream, StepSampler, class_balanced_weights
 from .ema import EMA
-from .files import write_json
+from .files import checkpoints, write_json
 
 SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-CHECKPOINT = re.compile(r"^step_(\d{7})$")
 
 
 @dataclass(frozen=True)
@@ -153,13 +151,6 @@ def step_seed(seed: int, step: int, rank: int) -> int:
 
 
 # ---------------------------------------------------------------- checkpoints and logs
-
-
-def checkpoints(out: Path) -> list[Path]:
-    """Complete checkpoints of a run, oldest first (temporary folders never match)."""
-    folder = out / "checkpoints"
-    found = [p for p in folder.iterdir() if CHECKPOINT.match(p.name) and (p / "state.json").exists()] if folder.exists() else []
-    return sorted(found)
 
 
 def save_checkpoint(out: Path, step: int, objective: nn.Module, optimizer, scaler, ema: EMA | None,

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import torch
 
-from . import audiomae, passt
+from . import asit, audiomae, eat, encodecmae, passt
 
-CONVERTERS = {module.FORMAT: module for module in (passt, audiomae)}
+CONVERTERS = {module.FORMAT: module for module in (passt, audiomae, asit, eat, encodecmae)}
 AUDIOREP = "audiorep"
 PREFIXES = ("module.", "net.", "model.")  # DDP, hear21passt and Lightning wrappers
 

@@ -13,6 +13,7 @@ adds a kind, from inside the package or outside it.
 """
 from ..config import Registry
 from .mel import Fbank, FbankConfig, PasstMel, PasstMelConfig, kaldi_mel_banks
+from .waveform import Waveform, WaveformConfig
 
 FRONTENDS = Registry("frontend", default="passt_mel")
 MODULES: dict[str, type] = {}
@@ -31,6 +32,7 @@ def build_frontend(cfg):
 
 register_frontend(PasstMelConfig, PasstMel)
 register_frontend(FbankConfig, Fbank)
+register_frontend(WaveformConfig, Waveform)
 
-__all__ = ["FRONTENDS", "Fbank", "FbankConfig", "PasstMel", "PasstMelConfig", "build_frontend", "kaldi_mel_banks",
-           "register_frontend"]
+__all__ = ["FRONTENDS", "Fbank", "FbankConfig", "PasstMel", "PasstMelConfig", "Waveform", "WaveformConfig",
+           "build_frontend", "kaldi_mel_banks", "register_frontend"]

@@ -173,7 +173,7 @@ class CodecMAE(nn.Module):
         """Self-training starts from a stage-1 run: its last checkpoint's parameters whose
         names and shapes match (encoder, post_net, decoder; not a head of another size), as
         the released non-strict load. Returns the names left at their initialization."""
-        from ..train import checkpoints
+        from ..files import checkpoints
         found = checkpoints(Path(run))
         if not found:
             raise FileNotFoundError(f"{run}: no checkpoint to start from (a training run folder is expected)")

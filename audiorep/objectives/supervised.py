@@ -15,13 +15,13 @@ encoder is left as it was), so the saved encoder keeps its logits (HEAR level H)
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..augment import mixup, spec_augment
+from ..augment import WaveAugmentConfig, mixup, spec_augment, wave_augment
 from ..masking import time_freq_keep
 
 LOSSES = ("bce", "ce", "auto")
@@ -38,6 +38,8 @@ class SupervisedConfig:
     patchout_time: float = 0.4     # structured: fraction of time columns dropped (rounded; PaSST 40 of 99)
     patchout_freq: float = 0.33    # structured: fraction of freq rows dropped (PaSST 4 of 12)
     patchout_random: float = 0.0   # unstructured: fraction of the remaining tokens dropped
+    wave: WaveAugmentConfig | None = None  # waveform augmentations and mixes (EAT); None = off
+    wave_mix_after: int = 0        # steps before the waveform mixes start (EAT's epoch_mix, in steps)
 
 
 class Supervised(nn.Module):
@@ -53,6 +55,19 @@ class Supervised(nn.Module):
         if self.patchout_on and not hasattr(self.encoder.backbone, "grid"):
             raise ValueError(f"patchout needs a backbone with a token grid; {self.encoder.config.backbone.kind!r} has "
                              "none: set objective.patchout_time=0 patchout_freq=0 patchout_random=0")
+        if cfg.wave_mix_after > 0:  # the step count travels with checkpoints, so a resume mixes alike
+            self.register_buffer("step", torch.zeros((), dtype=torch.long))
+
+    def after_step(self, step: int, total_steps: int) -> None:
+        if hasattr(self, "step"):
+            self.step.fill_(step + 1)
+
+    def augment_wave(self, wave: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """[B, S], [B, classes] -> the waveform policy (signal augmentations, a noise, a mix)."""
+        cfg = self.cfg.wave
+        if hasattr(self, "step") and int(self.step) < self.cfg.wave_mix_after:
+            cfg = replace(cfg, mixes=())
+        return wave_augment(wave, target, cfg, self.encoder.sample_rate)
 
     def augment_features(self, feats: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
         """[B, C, T], [B, classes] -> SpecAugment, then mixup (soft targets)."""
@@ -96,11 +111,14 @@ class Supervised(nn.Module):
         wave = batch["wave"]  # [B, S]
         target = batch["target"].to(wave.dtype)  # [B, classes], multi-hot or one-hot
         mixed = False
+        if self.training and self.cfg.wave is not None:
+            wave, target, mixed = self.augment_wave(wave, target)
         with torch.no_grad():
             feats = self.encoder.frontend(wave)  # [B, C, T]
         keep = None
         if self.training:
-            feats, target, mixed = self.augment_features(feats, target)
+            feats, target, mixed_features = self.augment_features(feats, target)
+            mixed = mixed or mixed_features
             if self.patchout_on:
                 keep = self.patchout(feats.shape[0], self.encoder.backbone.grid(feats.shape[-1]), feats.device)
         loss = self.loss(self.head(feats, keep), target, mixed)
