@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .. import audio
+from ..tasks import format as task_format
 
 LABEL_SEPARATORS = (";", "|")  # a manifest's labels column: "dog;bark" or "dog|bark"
 
@@ -105,9 +106,7 @@ def manifest_clips(path: str | os.PathLike) -> list[Clip]:
 
 def task_clips(task_dir: str | os.PathLike, split: str) -> tuple[list[Clip], list[str]]:
     """(clips, vocabulary) of a HEAR task split; event tasks give each clip its event labels."""
-    from ..tasks.format import load_task
-
-    task = load_task(task_dir)
+    task = task_format.load_task(task_dir)
     if split not in task.splits:
         raise ValueError(f"{task_dir}: no split {split!r} (splits: {task.split_names})")
     clips = []
@@ -118,15 +117,8 @@ def task_clips(task_dir: str | os.PathLike, split: str) -> tuple[list[Clip], lis
 
 
 def multi_hot(clips: list[Clip], vocabulary: list[str]) -> torch.Tensor:
-    """[N, C] float targets; a label outside the vocabulary is an error naming the clip."""
-    index = {label: i for i, label in enumerate(vocabulary)}
-    targets = torch.zeros(len(clips), len(vocabulary))
-    for n, clip in enumerate(clips):
-        for label in clip.labels:
-            if label not in index:
-                raise ValueError(f"{clip.path}: label {label!r} is not in the vocabulary")
-            targets[n, index[label]] = 1.0
-    return targets
+    """[N, C] float targets (tasks.task_format.multi_hot); an unknown label is an error naming the clip."""
+    return torch.from_numpy(task_format.multi_hot([c.labels for c in clips], vocabulary, [c.path for c in clips]))
 
 
 def crop_gain_roll(wave: np.ndarray, length: int, cfg: DataConfig,

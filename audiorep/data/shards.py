@@ -11,7 +11,6 @@ reproducible, and resuming at micro-step s skips exactly the batches already pro
 from __future__ import annotations
 
 import copy
-import csv
 import io
 import json
 import os
@@ -27,11 +26,11 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from .. import audio
 from ..audio import AUDIO_EXTENSIONS
+from ..tasks import format as task_format
 from .datasets import Clip, DataConfig, crop_gain_roll
 from .samplers import SEED_STRIDE
 
 SHARD_PATTERN = "shard-{:06d}.tar"
-VOCABULARY_FILE = "labelvocabulary.csv"  # next to the shards, in the HEAR task format (idx,label)
 
 
 def write_shards(clips: list[Clip], out: str | os.PathLike, sample_rate: int, per_shard: int = 1000) -> list[Path]:
@@ -59,18 +58,14 @@ def write_shards(clips: list[Clip], out: str | os.PathLike, sample_rate: int, pe
         paths.append(path)
     labels = sorted({label for clip in clips for label in clip.labels})
     if labels:
-        with open(out / VOCABULARY_FILE, "w", newline="") as f:
-            csv.writer(f, lineterminator="\n").writerows([("idx", "label"), *enumerate(labels)])
+        task_format.write_vocabulary(out / task_format.VOCABULARY_FILE, labels)  # next to the shards, as in a HEAR task
     return paths
 
 
 def shard_vocabulary(spec: str | os.PathLike) -> list[str] | None:
     """The labels of a shard folder (its labelvocabulary.csv), or None for unlabeled shards."""
-    path = list_shards(spec)[0].parent / VOCABULARY_FILE
-    if not path.exists():
-        return None
-    with open(path, newline="") as f:
-        return [row["label"] for row in csv.DictReader(f)]
+    path = list_shards(spec)[0].parent / task_format.VOCABULARY_FILE
+    return task_format.read_vocabulary(path) if path.exists() else None
 
 
 def list_shards(spec: str | os.PathLike) -> list[Path]:
@@ -118,7 +113,6 @@ class ShardStream(IterableDataset):
         self.shards, self.sample_rate, self.crop_samples = list(shards), sample_rate, crop_samples
         self.batch, self.cfg, self.vocabulary, self.seed = batch, cfg, vocabulary, seed
         self.start, self.rank, self.world, self.buffer = start, rank, world, buffer
-        self.index = {label: i for i, label in enumerate(vocabulary or [])}
 
     def at(self, **placement) -> "ShardStream":
         """A copy placed in the run: start, rank, world, batch, seed."""
@@ -154,12 +148,8 @@ class ShardStream(IterableDataset):
         item = {"wave": torch.from_numpy(np.ascontiguousarray(wave)), "start": torch.tensor(start)}
         if self.vocabulary is not None:
             labels = json.loads(sample.get("json", b"{}")).get("labels", [])
-            target = torch.zeros(len(self.vocabulary))
-            for label in labels:
-                if label not in self.index:
-                    raise ValueError(f"shard sample {sample['__key__']}: label {label!r} is not in the vocabulary")
-                target[self.index[label]] = 1.0
-            item["target"] = target
+            item["target"] = torch.from_numpy(task_format.multi_hot([labels], self.vocabulary,
+                                                               [f"shard sample {sample['__key__']}"])[0])
         return item
 
     def __iter__(self) -> Iterator[dict]:
