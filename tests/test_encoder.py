@@ -140,3 +140,21 @@ def test_python_dash_m_runs_the_cli():
     run = subprocess.run([sys.executable, "-m", "audiorep", "frobnicate"], capture_output=True, text=True,
                          cwd=Path(audiorep.__file__).parents[1])
     assert run.returncode == 2 and "unknown command 'frobnicate'" in run.stderr
+
+
+def test_passt_time_positions_cropped_at_a_random_offset_in_training_only():
+    """kkoutini/PaSST issue #42: training crops the time table at a random offset, inference from 0."""
+    vit = audiorep.load("passt-tiny", random_init=True).backbone
+    table = vit.pos_embed.time  # [99, D]
+    vit.eval()
+    torch.testing.assert_close(vit.positions(20)[:, 0] - vit.pos_embed.freq[0], table[:20])
+    vit.train()
+    torch.manual_seed(0)
+    offsets = set()
+    for _ in range(30):
+        pos = vit.positions(20)[:, 0] - vit.pos_embed.freq[0]  # [20, D]
+        offset = int((pos[0] - table).abs().sum(1).argmin())
+        torch.testing.assert_close(pos, table[offset:offset + 20])
+        offsets.add(offset)
+    assert len(offsets) > 5 and max(offsets) <= 99 - 20
+    torch.testing.assert_close(vit.positions(99)[:, 0] - vit.pos_embed.freq[0], table)  # full length: no room to move
