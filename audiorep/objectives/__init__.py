@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .asit import ASiT, ASiTConfig
 from .mae import MAE, MAEConfig
 from .supervised import Supervised, SupervisedConfig
 
@@ -43,6 +44,11 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe("passt", SupervisedConfig, Supervised, "passt-s",
            ("lr=2e-5", "weight_decay=1e-4", "betas=0.9,0.999", "schedule=linear", "data.gain_db=7",
             "data.balanced=true")),
+    # released ASiT: lr 5e-4 x batch / 256 after a warm-up, cosine to 1e-6, weight decay 0.04 -> 0.4,
+    # clip 3.0, AdamW defaults, two 6 s crops with random roll per clip
+    Recipe("asit", ASiTConfig, ASiT, "asit-b",
+           ("blr=5e-4", "min_lr=1e-6", "weight_decay=0.04", "weight_decay_end=0.4", "clip_grad=3.0",
+            "betas=0.9,0.999", "data.roll=true"), views=2),
 )}
 
 
@@ -50,4 +56,5 @@ def register_recipe(recipe: Recipe) -> None:
     RECIPES[recipe.name] = recipe
 
 
-__all__ = ["MAE", "MAEConfig", "RECIPES", "Recipe", "Supervised", "SupervisedConfig", "register_recipe"]
+__all__ = ["ASiT", "ASiTConfig", "MAE", "MAEConfig", "RECIPES", "Recipe", "Supervised", "SupervisedConfig",
+           "register_recipe"]

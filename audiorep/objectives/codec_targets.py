@@ -80,7 +80,7 @@ def build_tokenizer(cfg, encoder, device):
     if cfg.targets == "fbank_kmeans":
         features = fbank_frames(encoder)
     elif cfg.targets == "teacher_kmeans":
-        from .. import load
+        from ..models import load
         teacher = load(cfg.teacher).to(device).eval() if cfg.teacher else encoder
         features = activation_frames(teacher, cfg.teacher_layer, cfg.teacher_postnorm)
     else:
