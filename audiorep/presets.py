@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from .backbones import ViTConfig
+from .backbones.conv import ConvConfig
 from .encoder import EmbedConfig, EncoderConfig
 from .frontends import FbankConfig, PasstMelConfig
+from .frontends.waveform import WaveformConfig
 
 PASST_RELEASES = "https://github.com/kkoutini/PaSST/releases/download"
 TINY = dict(dim=64, depth=2, heads=4)
@@ -25,6 +27,11 @@ _asit = EncoderConfig(
     name="asit-b", frontend=FbankConfig(sample_rate=32000),
     backbone=ViTConfig(max_frames=592, stride=(16, 16), prefix=1, pos="learned"),
     pool="tokens", embed=EmbedConfig(levels=("M",), timestamps="tokens", scene_hop_s=3.0))
+# EAT (end-to-end): peak-normalized 22.05 kHz waveform, conv stack + transformer, one token per
+# 1024 samples (46 ms), positions for 10 s; cls token -> a Linear head; no weights released
+_eat = EncoderConfig(
+    name="eat-s", frontend=WaveformConfig(), backbone=ConvConfig(), pool="prefix", head_norm=False,
+    embed=EmbedConfig(levels=("M",), timestamps="tokens", scene_hop_s=5.0))
 
 PRESETS: dict[str, EncoderConfig] = {
     "passt-s": _passt,
@@ -35,6 +42,9 @@ PRESETS: dict[str, EncoderConfig] = {
     "passt-tiny": replace(_passt, name="passt-tiny", backbone=ViTConfig(**TINY), num_classes=10),
     "audiomae-tiny": replace(_audiomae, name="audiomae-tiny", backbone=replace(_audiomae.backbone, **TINY)),
     "asit-tiny": replace(_asit, name="asit-tiny", backbone=replace(_asit.backbone, **TINY)),
+    "eat-s": _eat,
+    "eat-m": replace(_eat, name="eat-m", backbone=ConvConfig(channels=32, dim=256, depth=6, heads=16, ff=2048)),
+    "eat-tiny": replace(_eat, name="eat-tiny", backbone=ConvConfig(channels=4, dim=64, depth=2, heads=4, ff=128)),
 }
 
 
@@ -43,6 +53,7 @@ PRESETS: dict[str, EncoderConfig] = {
 FORMATS: dict[str, str] = {
     "passt-s": "passt", "passt-s-hop5": "passt", "passt-tiny": "passt",
     "audiomae-b": "audiomae", "audiomae-tiny": "audiomae",
+    "eat-s": "eat", "eat-m": "eat", "eat-tiny": "eat",
 }
 
 
