@@ -225,3 +225,33 @@ def test_target_cache_resumes_after_a_kill_and_kmeans_is_deterministic(corpus, t
         CodecMAE(tiny_encoder(), dataclasses.replace(KMEANS, kmeans_k=4)).prepare(corpus, "cpu", tmp_path / "a")
 
 
+
+
+def test_presets_and_a_large_style_checkpoint_whose_heads_do_not_divide_the_width():
+    """encodecmae-large is 1024 wide with 12 heads: the released projections are 12 x 85 =
+    1020 channels. A checkpoint of that layout (here 26 wide, 4 heads: 24 channels) converts."""
+    from audiorep import presets
+    assert presets.FORMATS["encodecmae-base"] == "encodecmae"
+    assert [presets.get(f"encodecmae-{s}").backbone.depth for s in ("small", "base", "large")] == [5, 10, 20]
+    backbone = Frame(FrameConfig(in_features=256, dim=26, depth=2, heads=4, ff_dim=32), 318 / 24000)
+    assert backbone.blocks[0].attn.qkv.weight.shape == (72, 26)
+    ours = backbone.state_dict()
+    official = {"wav_encoder.post_net.weight": ours["proj.weight"], "wav_encoder.post_net.bias": ours["proj.bias"],
+                "masker.positional_encoder.scale": ours["pos_scale"],
+                "visible_encoder.final_norm.weight": ours["norm.weight"], "visible_encoder.final_norm.bias": ours["norm.bias"]}
+    for i in range(2):
+        layer = f"visible_encoder.encoder_layers.{i}."
+        for name, w in zip("qkv", ours[f"blocks.{i}.attn.qkv.weight"].chunk(3)):
+            official[f"{layer}att_layer.w{name}.weight"] = w  # [24, 26]
+        official[f"{layer}att_layer.wo.weight"] = ours[f"blocks.{i}.attn.proj.weight"]  # [26, 24]
+        for part in ("norm1", "norm2"):
+            for p in ("weight", "bias"):
+                official[f"{layer}{part}.{p}"] = ours[f"blocks.{i}.{part}.{p}"]
+        for theirs, mine in (("0", "fc1"), ("2", "fc2")):
+            for p in ("weight", "bias"):
+                official[f"{layer}ff_layer.{theirs}.{p}"] = ours[f"ff.{mine}.{p}"]
+    converted = encodecmae.to_audiorep(official, None)
+    assert converted.keys() == {f"backbone.{k}" for k in ours}
+    assert all(torch.equal(converted[f"backbone.{k}"], v) for k, v in ours.items())
+    with torch.no_grad():
+        assert backbone(torch.randn(1, 256, 20)).tokens.shape == (1, 20, 26)

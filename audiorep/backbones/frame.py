@@ -31,7 +31,7 @@ class FrameConfig:
     in_features: int = 256   # channels per frame: 256 fbank bins, or 128 EnCodec latents
     dim: int = 768
     depth: int = 10          # released: small 5, base 10, large 20 (dim 1024)
-    heads: int = 12
+    heads: int = 12          # head width dim // heads (large: 1024 // 12 = 85, 1020 channels)
     ff_dim: int = 4096       # the shared feed-forward's hidden width (released default)
     max_frames: int = 300    # longest window: 4 s at 24 kHz, the released training crop
     centre: float = 1.0      # frame i's centre is (i + centre) hops from the window start: the
@@ -57,19 +57,20 @@ class FeedForward(nn.Module):
 
 
 class InterleavedAttention(nn.Module):
-    """Self-attention without biases whose head h owns channels h, h + H, h + 2H, ..."""
+    """Self-attention without biases whose head h owns channels h, h + H, h + 2H, ... of
+    the H * (dim // H) projected channels (1020 of 1024 for the released large model)."""
 
     def __init__(self, dim: int, heads: int):
         super().__init__()
-        self.heads = heads
-        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
-        self.proj = nn.Linear(dim, dim, bias=False)
+        self.heads, self.inner = heads, dim // heads * heads
+        self.qkv = nn.Linear(dim, 3 * self.inner, bias=False)
+        self.proj = nn.Linear(self.inner, dim, bias=False)
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
-        B, N, D = x.shape
-        qkv = self.qkv(x).view(B, N, 3, D // self.heads, self.heads).permute(2, 0, 4, 1, 3)  # [3, B, H, N, Dh]
+        B, N, _ = x.shape
+        qkv = self.qkv(x).view(B, N, 3, self.inner // self.heads, self.heads).permute(2, 0, 4, 1, 3)  # [3, B, H, N, Dh]
         x = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=attn_mask)  # [B, H, N, Dh]
-        return self.proj(x.permute(0, 2, 3, 1).reshape(B, N, D))  # channel d * H + h
+        return self.proj(x.permute(0, 2, 3, 1).reshape(B, N, self.inner))  # channel d * H + h
 
 
 class ResiDualBlock(nn.Module):
@@ -120,8 +121,8 @@ class Frame(ResiDualStack):
     """The frame backbone: features [B, C, T] -> one token per (kept) frame."""
 
     def __init__(self, cfg: FrameConfig, hop_s: float):
-        if cfg.dim % 2 or cfg.dim % cfg.heads:
-            raise ValueError(f"FrameConfig: dim {cfg.dim} must be even and divisible by heads {cfg.heads}")
+        if cfg.dim % 2 or cfg.heads > cfg.dim:
+            raise ValueError(f"FrameConfig: dim {cfg.dim} must be even and at least heads ({cfg.heads})")
         super().__init__(cfg.dim, cfg.depth, cfg.heads, cfg.ff_dim, cfg.norm_eps)
         self.cfg, self.hop_s = cfg, hop_s
         self.proj = nn.Linear(cfg.in_features, cfg.dim)
