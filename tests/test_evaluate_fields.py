@@ -176,3 +176,10 @@ def test_model_names_must_be_distinct(tmp_path):
     assert [m.label for m in cli.model_list(["x=a/final", "y=b/final"], references=False)] == ["x", "y"]
     assert [m.label for m in cli.model_list(["runs/passt/final"], references=True)] == ["final", "logmel",
                                                                                         "random-final"]
+
+
+def test_a_cached_result_is_reused_only_with_the_same_settings(tmp_path, one_thread):
+    task = _scene(tmp_path / "t", evaluation_params={"task_specific_param_grid": {"hidden_dim": [16], "max_epochs": [3]}})
+    first = _run(task, tmp_path / "r")
+    assert _run(task, tmp_path / "r") == first
+    assert _run(task, tmp_path / "r", seeds=(42, 43))["n"] == 2 * first["n"]

@@ -109,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     paths = find_tasks(args.tasks)
     reference = load_reference(args.reference_table) if args.reference_table else None
     categories = load_categories(args.categories) if args.categories else None
-    cfg = ProtocolConfig(mode=args.mode, grid_points=args.grid_points, seeds=tuple(range(args.seed, args.seed + args.seeds)),
-                         max_epochs=args.max_epochs, device=args.device)
+    cfg = ProtocolConfig(mode=args.mode, grid_points=args.grid_points, max_epochs=args.max_epochs,
+                         seeds=tuple(range(args.seed, args.seed + args.seeds)), device=args.device)
     results: dict[str, dict[str, dict]] = {m.label: {} for m in models}
     timing = {m.label: {"embed_seconds": 0.0, "probe_seconds": 0.0} for m in models}
     failed: dict[str, str] = {}

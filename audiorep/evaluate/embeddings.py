@@ -270,7 +270,7 @@ def split_complete(out: Path, split: str) -> bool:
 class SplitEmbeddings:
     x: np.ndarray                    # [N, D] float32
     labels: list[list[str]]          # per row
-    files: list[str] | None          # event tasks: the file of each row
+    files: list[str] | None          # the file of each row (event tasks; scene tasks embedded by us)
     timestamps: np.ndarray | None    # event tasks: [N] ms
 
 
@@ -308,6 +308,9 @@ def load_split(emb_dir: Path, split: str, event: bool) -> SplitEmbeddings:
     if len(labels) != n:
         raise EmbeddingError(f"{emb_dir}/{split}.target-labels: {len(labels)} rows, embeddings have {n}")
     files = timestamps = None
+    names_path = emb_dir / f"{split}.filenames.json"  # ours; the kit's scene folders lack it
+    if not event and names_path.exists():
+        files = [f"{split}/{name}" for name in json.loads(names_path.read_text())]
     if event:
         ft_path = emb_dir / f"{split}.filename-timestamps.json"
         if not ft_path.exists():

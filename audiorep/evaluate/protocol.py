@@ -82,7 +82,7 @@ class TaskData:
         self.scoring = scoring_for_early_stopping(self.meta)
         names = sorted({s for split in data_splits(self.meta) for part in split.values() for s in part})
         self.splits = {s: load_split(emb_dir, s, self.event) for s in names}
-        self.y = {s: multi_hot(d.labels, self.vocab, d.files or [f"{emb_dir}/{s} row {i}" for i in range(len(d.labels))])
+        self.y = {s: multi_hot(d.labels, self.vocab, d.files or [f"{s} row {i}" for i in range(len(d.labels))])
                   for s, d in self.splits.items()}
         if self.event:
             self.index = {s: ev.FrameIndex.build(d.files, d.timestamps) for s, d in self.splits.items()}
@@ -134,7 +134,8 @@ class TaskData:
             return (lambda logits: score(probes.probabilities(torch.from_numpy(logits), self.multiclass).numpy()),
                     self.maximize)
         y = self.rows(names)[1]
-        point = (self.postprocessing["median_filter_ms"][0], self.postprocessing["min_duration"][0]) if self.event else None
+        pp = self.postprocessing
+        point = (pp["median_filter_ms"][0], pp["min_duration"][0]) if self.event else None
         return (lambda logits: (probes.validation_loss(logits, y, self.multiclass), point)), False
 
     def test_scores(self, names: list[str], probs: np.ndarray, postprocessing: Any) -> dict[str, float]:
@@ -153,10 +154,13 @@ class TaskData:
                     out[m if key == "score" else f"{m}_{key}"] = value
         return out
 
+    def grid_overrides(self, cfg: ProtocolConfig) -> dict[str, list]:
+        """What the task (and the linear mode) change in the kit's grid."""
+        return {**self.grid, **({"hidden_layers": [0]} if cfg.mode == "linear" else {})}
+
     def grid_points(self, cfg: ProtocolConfig, seed: int) -> list[probes.GridPoint]:
         """The first `cfg.grid_points` points of the task's grid for `seed`, max_epochs capped by `cfg`."""
-        overrides = {**self.grid, **({"hidden_layers": [0]} if cfg.mode == "linear" else {})}
-        points = probes.hear_grid(cfg.grid_points, seed, overrides)
+        points = probes.hear_grid(cfg.grid_points, seed, self.grid_overrides(cfg))
         if cfg.max_epochs is not None:
             points = [replace(p, max_epochs=min(p.max_epochs, cfg.max_epochs)) for p in points]
         return points
@@ -226,9 +230,13 @@ def _summary(runs: list[dict]) -> dict[str, dict[str, float]]:
 
 
 def evaluate_task(emb_dir: Path, cfg: ProtocolConfig, out_file: Path) -> dict:
-    """Evaluate one embeddings folder; the result is written to `out_file` (and reused if there)."""
+    """Evaluate one embeddings folder; the result is written to `out_file` (and reused when it was
+    made with the same settings: mode, grid points, seeds, epoch cap)."""
+    settings = json.loads(json.dumps({k: v for k, v in asdict(cfg).items() if k != "device"}))
     if out_file.exists():
-        return json.loads(out_file.read_text())
+        cached = json.loads(out_file.read_text())
+        if cached.get("settings") == settings:
+            return cached
     if cfg.mode not in MODES:
         raise ValueError(f"mode {cfg.mode!r}: expected one of {MODES}")
     start = time.perf_counter()
@@ -241,11 +249,11 @@ def evaluate_task(emb_dir: Path, cfg: ProtocolConfig, out_file: Path) -> dict:
     summary = _summary(runs)
     result = {
         "task": data.meta["task_name"], "embedding_type": data.meta["embedding_type"],
-        "primary": data.primary, "maximize": data.maximize, "mode": cfg.mode,
+        "primary": data.primary, "maximize": data.maximize, "mode": cfg.mode, "settings": settings,
         "score": summary[data.primary]["mean"], "score_std": summary[data.primary]["std"],
         "n": summary[data.primary]["n"],
         "protocol": {"monitor": data.monitor if cfg.mode != "knn" else f"val_{data.primary}",
-                     "grid": {**probes.KIT_GRID, **data.grid}, "max_epochs_cap": cfg.max_epochs,
+                     "grid": {**probes.KIT_GRID, **data.grid_overrides(cfg)}, "max_epochs_cap": cfg.max_epochs,
                      "postprocessing_grid": data.postprocessing if data.event else None,
                      "splits": data_splits(data.meta)},
         "scores": summary, "runs": runs, "selection": selections,

@@ -63,13 +63,12 @@ def _plots(out: Path, table: dict, grouped: dict, timing: dict, models: list[str
     present = [c for c in (*sc.CATEGORIES, ALL) if c in grouped]
     if present:
         label = 0.07 * max(len(m) for m in models)  # inches that rotated model names need
-        fig, axes = plt.subplots(1, len(present), figsize=(max(3.5, 0.6 * len(models) + label) * len(present), 4.6 + label),
-                                 squeeze=False, layout="constrained")
+        size = (max(3.5, 0.6 * len(models) + label) * len(present), 4.6 + label)
+        fig, axes = plt.subplots(1, len(present), figsize=size, squeeze=False, layout="constrained")
         for ax, c in zip(axes[0], present):
             ms = [m for m in models if m in grouped[c]]
-            ax.boxplot([grouped[c][m] for m in ms], showmeans=True,
-                       medianprops={"color": "tab:orange"}, meanprops={"marker": "^", "markerfacecolor": "tab:green",
-                                                                       "markeredgecolor": "tab:green"})
+            ax.boxplot([grouped[c][m] for m in ms], showmeans=True, medianprops={"color": "tab:orange"},
+                       meanprops={"marker": "^", "markerfacecolor": "tab:green", "markeredgecolor": "tab:green"})
             ax.set_xticks(range(1, len(ms) + 1), ms, rotation=30, ha="right")
             n = max(len(grouped[c][m]) for m in ms)
             ax.set_title(f"{c} ({n} task{'s' if n != 1 else ''})")
@@ -77,13 +76,14 @@ def _plots(out: Path, table: dict, grouped: dict, timing: dict, models: list[str
         axes[0][0].set_ylabel("score / best score on the task")
         legend = [Line2D([], [], color="tab:orange", label="median of the tasks"),
                   Line2D([], [], marker="^", linestyle="", color="tab:green", label="mean of the tasks"),
-                  Line2D([], [], color="black", label="box: middle half of the tasks; whiskers: 1.5 x box, circles beyond")]
+                  Line2D([], [], color="black", label="box: middle half of the tasks; whiskers: 1.5 x box")]
         fig.legend(handles=legend, loc="outside lower center", ncols=3, fontsize=8)
         fig.savefig(plots / "categories.png", dpi=120)
         plt.close(fig)
         files["categories"] = "plots/categories.png"
 
-    fig, ax = plt.subplots(figsize=(6 + 0.09 * max(len(m) for m in models), 0.6 * len(models) + 1.5), layout="constrained")
+    size = (6 + 0.09 * max(len(m) for m in models), 0.6 * len(models) + 1.5)
+    fig, ax = plt.subplots(figsize=size, layout="constrained")
     emb = [timing[m]["embed_seconds"] for m in models]
     prb = [timing[m]["probe_seconds"] for m in models]
     ax.barh(models, emb, label="embeddings")
@@ -141,7 +141,7 @@ def write_report(out: Path, results: dict[str, dict[str, dict]], metadata: dict[
     write_json(out / "results.json", doc)
     plots = _plots(out, table, {**grouped, **overall}, timing, models)
 
-    ref_cols = [m for m in reference_models]
+    ref_cols = list(reference_models)
     lines = ["# audiorep evaluate report", "",
              f"Mode `{config['mode']}`, grid points {config['grid_points']}, seeds {config['seeds']}, "
              f"max epochs {config['max_epochs'] or 'as the grid says (500 unless the task sets it)'}. "

@@ -291,10 +291,13 @@ def _evaluation_problems(meta: dict[str, Any]) -> list[str]:
     evaluation = meta.get("evaluation")
     if not isinstance(evaluation, list) or not evaluation or not all(isinstance(m, str) for m in evaluation):
         return ["evaluation must be a non-empty list of metric names"]
-    problems = [f"unknown metric {m!r} in evaluation (known: {', '.join(METRICS)})" for m in evaluation if m not in METRICS]
-    event = meta.get("embedding_type") == "event"
-    problems += [f"metric {m!r} in evaluation is for {'scene' if event else 'event'} tasks, this is an "
-                 f"{meta['embedding_type']} task" for m in evaluation if m in METRICS and (m in EVENT_METRIC_NAMES) != event]
+    problems = [f"unknown metric {m!r} in evaluation (known: {', '.join(METRICS)})"
+                for m in evaluation if m not in METRICS]
+    kind = meta.get("embedding_type")
+    if kind in EMBEDDING_TYPES:
+        other = "scene" if kind == "event" else "event"
+        problems += [f"metric {m!r} in evaluation is for {other} tasks, not {kind} tasks"
+                     for m in evaluation if m in METRICS and (m in EVENT_METRIC_NAMES) != (kind == "event")]
     return problems
 
 
@@ -326,7 +329,8 @@ def _evaluation_params_problems(meta: dict[str, Any]) -> list[str]:
         problems += _grid_problems("evaluation_params.event_postprocessing_grid", pp,
                                    {k: (float, 0.0) for k in POSTPROCESSING_KEYS})
         if isinstance(pp, dict):
-            problems += [f"evaluation_params.event_postprocessing_grid needs {k}" for k in POSTPROCESSING_KEYS if k not in pp]
+            problems += [f"evaluation_params.event_postprocessing_grid needs {k}"
+                         for k in POSTPROCESSING_KEYS if k not in pp]
     if "task_specific_param_grid" in params:
         problems += _grid_problems("evaluation_params.task_specific_param_grid", params["task_specific_param_grid"],
                                    PARAM_GRID_KEYS)
