@@ -9,16 +9,11 @@ import torch
 from safetensors.torch import load_file
 
 from audiorep import crossval
-from audiorep.backbones import register_backbone
-from audiorep.backbones.conv import ConvConfig, ConvTransformer
+from audiorep.backbones.conv import ConvConfig
 from audiorep.encoder import EncoderConfig
-from audiorep.frontends import register_frontend
-from audiorep.frontends.waveform import Waveform, WaveformConfig
+from audiorep.frontends.waveform import WaveformConfig
 from audiorep.objectives import Recipe, Supervised, SupervisedConfig
 from audiorep.tasks.format import TaskWriter, load_task, make_metadata
-
-register_backbone(ConvConfig, ConvTransformer)  # no-ops once the package registers them itself
-register_frontend(WaveformConfig, Waveform)
 
 SR = 16000
 TONES = {"low": 400, "high": 3000}
@@ -93,3 +88,21 @@ def test_train_valid_test_task_scores_valid_and_test(tasks, tmp_path):
     assert result["summary"]["test/top1_acc"]["se"] is None  # one run: no spread to report
     config = json.loads((tmp_path / "run" / "seed0" / "train_valid_test" / "config.json").read_text())
     assert config["train"]["steps"] == 2 and config["train"]["data"]["crop_s"] == 0.3  # overrides; crop = clip length
+
+
+def test_command_line_runs_chosen_folds_and_refuses_bad_input(tasks, tmp_path, monkeypatch, capsys):
+    from audiorep.commands import crossval as command
+    from audiorep.objectives import RECIPES
+
+    monkeypatch.setitem(RECIPES, RECIPE.name, RECIPE)
+    tiny = ["encoder.frontend.sample_rate=16000", "encoder.backbone.channels=2", "encoder.backbone.factors=4,4",
+            "encoder.backbone.dim=16", "encoder.backbone.depth=1", "encoder.backbone.heads=2", "encoder.backbone.ff=32",
+            "ema=0", "steps=2"]
+    argv = ["--recipe", "eat-test", "--preset", "eat-tiny", "--task", str(tasks / "kfold"),
+            "--out", str(tmp_path / "cli"), "--folds", "fold01", *tiny]
+    assert command.main(argv) == 0
+    assert "tones3 test/top1_acc:" in capsys.readouterr().out
+    results = json.loads((tmp_path / "cli" / "results.json").read_text())
+    assert [r["fold"] for r in results["runs"]] == ["fold01"] and results["complete"]
+    with pytest.raises(ValueError, match=r"no fold \['fold07'\]"):
+        command.main(argv[:-len(tiny) - 2] + ["--folds", "fold07"])

@@ -5,15 +5,12 @@ import math
 import pytest
 import torch
 
-from audiorep.backbones import register_backbone
-from audiorep.backbones.conv import ConvConfig, ConvTransformer
+import audiorep
+from audiorep import presets
+from audiorep.backbones.conv import ConvConfig
 from audiorep.convert import eat as eat_convert
 from audiorep.encoder import Encoder, EncoderConfig
-from audiorep.frontends import register_frontend
 from audiorep.frontends.waveform import Waveform, WaveformConfig
-
-register_backbone(ConvConfig, ConvTransformer)  # no-ops once the package registers them itself
-register_frontend(WaveformConfig, Waveform)
 
 SR = 22050
 SMALL = ConvConfig(channels=4, dim=64, depth=2, heads=4, ff=128, clip_tokens=32)  # the fixture's constructor
@@ -42,6 +39,24 @@ def test_parity_with_official_soundnetraw(fixture_loader):
         torch.testing.assert_close(bb.down(bb.stem(wave)), out["down_out"], atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(bb.stem(wave)[..., :256], out["start_out_first256"], atol=1e-4, rtol=1e-4)
     assert torch.equal(bb.down[0].filt[0, 0] * 25, torch.tensor([1., 2, 3, 4, 5, 4, 3, 2, 1]))
+
+
+def test_official_checkpoint_file_loads_through_the_preset(fixture_loader, tmp_path):
+    sd, inp, out, _ = fixture_loader("eat_small")
+    torch.save({f"module.{k}": v for k, v in sd.items()}, tmp_path / "best_model.pt")  # DataParallel names
+    enc = audiorep.load("eat-tiny", weights=str(tmp_path / "best_model.pt"),
+                        overrides=["backbone.clip_tokens=32", "num_classes=10", "frontend.peak=0"])
+    with torch.no_grad():
+        logits = enc.head(enc.pool(enc(inp["waveform"][:, 0])))
+    torch.testing.assert_close(logits, out["logits"], atol=2e-4, rtol=2e-4)
+
+
+@pytest.mark.parametrize("name, paper_m", [("eat-s", 5.3), ("eat-m", 25.5)])
+def test_preset_parameter_counts_match_table_9(name, paper_m):
+    """The paper counts the AudioSet models: 10 s of positions (the presets') and 527 classes."""
+    enc = Encoder(presets.get(name)).with_head(527)
+    assert round(sum(p.numel() for p in enc.parameters()) / 1e6, 1) == paper_m
+    assert enc.sample_rate == SR and presets.FORMATS[name] == "eat" and enc.span_samples == 216 * 1024
 
 
 def test_converter_refuses_what_does_not_fit(fixture_loader):
