@@ -6,6 +6,7 @@ from dataclasses import dataclass, replace
 
 from .backbones import ViTConfig
 from .backbones.conv import ConvConfig
+from .backbones.frame import FrameConfig
 from .encoder import EmbedConfig, EncoderConfig
 from .frontends import FbankConfig, PasstMelConfig
 from .frontends.waveform import WaveformConfig
@@ -32,6 +33,15 @@ _asit = EncoderConfig(
 _eat = EncoderConfig(
     name="eat-s", frontend=WaveformConfig(), backbone=ConvConfig(), pool="prefix", head_norm=False,
     embed=EmbedConfig(levels=("M",), timestamps="tokens", scene_hop_s=5.0))
+# EnCodecMAE (the mel256 models): 24 kHz Kaldi fbank, 256 bins, hop 318 (13.25 ms), one token per
+# frame, 4 s windows as the released extraction; embeddings: the last layer's frames, timestamps
+# every frame, scene = their mean
+_encodecmae = EncoderConfig(
+    name="encodecmae-base", frontend=FbankConfig(sample_rate=24000, n_mels=256, frame_length_ms=26.56,
+                                                 frame_shift_ms=13.28, remove_mean=False, mean=-6.12, scale=4.82),
+    backbone=FrameConfig(), pool="tokens",
+    embed=EmbedConfig(levels=("M",), timestamps="tokens", hop_ms=13.25, scene_hop_s=4.0))
+ENCODECMAE_HUB = "hf://lpepino/encodecmae-v2"
 
 PRESETS: dict[str, EncoderConfig] = {
     "passt-s": _passt,
@@ -45,6 +55,10 @@ PRESETS: dict[str, EncoderConfig] = {
     "eat-s": _eat,
     "eat-m": replace(_eat, name="eat-m", backbone=ConvConfig(channels=32, dim=256, depth=6, heads=16, ff=2048)),
     "eat-tiny": replace(_eat, name="eat-tiny", backbone=ConvConfig(channels=4, dim=64, depth=2, heads=4, ff=128)),
+    "encodecmae-small": replace(_encodecmae, name="encodecmae-small", backbone=FrameConfig(depth=5)),
+    "encodecmae-base": _encodecmae,
+    "encodecmae-large": replace(_encodecmae, name="encodecmae-large", backbone=FrameConfig(dim=1024, depth=20)),
+    "encodecmae-tiny": replace(_encodecmae, name="encodecmae-tiny", backbone=FrameConfig(**TINY, ff_dim=256)),
 }
 
 
@@ -54,6 +68,8 @@ FORMATS: dict[str, str] = {
     "passt-s": "passt", "passt-s-hop5": "passt", "passt-tiny": "passt",
     "audiomae-b": "audiomae", "audiomae-tiny": "audiomae",
     "eat-s": "eat", "eat-m": "eat", "eat-tiny": "eat",
+    "encodecmae-small": "encodecmae", "encodecmae-base": "encodecmae", "encodecmae-large": "encodecmae",
+    "encodecmae-tiny": "encodecmae",
 }
 
 
@@ -72,6 +88,18 @@ WEIGHTS: dict[tuple[str, str], Weights] = {
     ("passt-s-hop5", "audioset"): Weights(
         f"{PASST_RELEASES}/v0.0.3-audioset/passt-s-f128-stfthop160-p16-s10-ap.473-swa.pt", None, "passt",
         "STFT hop 5 ms (2000 frames for 10 s), AudioSet mAP .473"),
+    # EnCodecMAE: {imports, config, state_dict} files; pretrained on AudioSet + FMA + LibriLight
+    # (500k steps), "st" = + self-training (150k steps on k-means ids), the default where released
+    ("encodecmae-small", "mix"): Weights(f"{ENCODECMAE_HUB}/mel256-ec-small.pt", None, "encodecmae",
+                                        "mel256 -> EnCodec targets, 5 layers"),
+    ("encodecmae-base", "mix"): Weights(f"{ENCODECMAE_HUB}/mel256-ec-base.pt", None, "encodecmae",
+                                       "mel256 -> EnCodec targets, 10 layers (paper: global score 97.0)"),
+    ("encodecmae-base", "st"): Weights(f"{ENCODECMAE_HUB}/mel256-ec-base_st.pt", None, "encodecmae",
+                                      "+ self-training (paper: 97.6)"),
+    ("encodecmae-large", "mix"): Weights(f"{ENCODECMAE_HUB}/mel256-ec-large.pt", None, "encodecmae",
+                                        "mel256 -> EnCodec targets, 20 layers x 1024 (paper: 97.1)"),
+    ("encodecmae-large", "st"): Weights(f"{ENCODECMAE_HUB}/mel256-ec-large_st.pt", None, "encodecmae",
+                                       "+ self-training (paper: 100)"),
 }
 DEFAULT_TAG = {name: tag for (name, tag) in WEIGHTS}
 
