@@ -1,6 +1,7 @@
 """Normalized scores: relative to the best model (or a reference table), zeros and errors handled."""
 import math
 
+import pytest
 import torch
 
 import audiorep
@@ -23,3 +24,19 @@ def test_random_init_of_a_saved_encoder_is_fresh_weights(tmp_path):
     fresh = audiorep.load(str(tmp_path / "enc"), random_init=True)
     assert fresh.config == enc.config
     assert not torch.equal(fresh.backbone.blocks[0].attn.qkv.weight, enc.backbone.blocks[0].attn.qkv.weight)
+
+
+def test_categories_come_from_data_never_from_names(tmp_path):
+    from audiorep.evaluate.scores import category, load_categories
+
+    assert category("kws12", {"task_name": "kws12"}) == "other"  # no fragment guessing
+    assert category("esc50-v2.0.0-full", {"task_name": "esc50"}) == "general"  # the built-in HEAR 2021 table
+    assert category("esc50-v2.0.0-full", {"task_name": "esc50", "category": "music"}) == "music"  # metadata
+    assert category("esc50-v2.0.0-full", {"task_name": "esc50", "category": "music"}, {"esc50": "speech"}) == "speech"
+    good = tmp_path / "c.csv"
+    good.write_text("task,category\nkws12,speech\n")
+    assert category("kws12", {"task_name": "kws12"}, load_categories(good)) == "speech"
+    bad = tmp_path / "bad.csv"
+    bad.write_text("task,category\nkws12,speech\ndrums,percussion\n")
+    with pytest.raises(ValueError, match="bad.csv:3: category 'percussion'"):
+        load_categories(bad)

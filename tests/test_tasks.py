@@ -15,7 +15,7 @@ import soundfile as sf
 
 from audiorep.tasks import cli, instruments, scaffold, suite, verify
 from audiorep.tasks.format import (METADATA_FILE, TaskFormatError, TaskWriter, check_task, load_task,
-                                   make_metadata, split_names)
+                                   make_metadata, multi_hot, read_vocabulary, split_names, write_vocabulary)
 from audiorep.tasks.importer import import_task
 
 SEED = 3
@@ -83,6 +83,15 @@ def test_check_rejects_broken_tasks(tmp_path, breakage, message):
     problems = check_task(path)
     assert any(message in p for p in problems), problems
     assert cli.main(["check", str(path)]) == 1
+
+
+def test_vocabulary_and_multi_hot(tmp_path):
+    write_vocabulary(tmp_path / "v.csv", ["a", "b, with comma"])
+    assert read_vocabulary(tmp_path / "v.csv") == ["a", "b, with comma"]
+    y = multi_hot([["a"], ["b, with comma", "a"], []], ["a", "b, with comma"], ["x.wav", "y.wav", "z.wav"])
+    assert y.dtype == np.float32 and y.tolist() == [[1, 0], [1, 1], [0, 0]]
+    with pytest.raises(TaskFormatError, match="y.wav: label 'zebra' is not in the vocabulary"):
+        multi_hot([["a"], ["zebra"]], ["a"], ["x.wav", "y.wav"])
 
 
 def test_interrupted_write_leaves_old_task(tmp_path):
@@ -230,3 +239,7 @@ def test_import_csv_events(tmp_path):
     shutil.rmtree(tmp_path / "out")
     assert cli.main(["import", str(tmp_path / "ev.csv"), str(tmp_path / "out"), "--strict"]) == 1
     assert not (tmp_path / "out").exists()
+    two_folds = tmp_path / "two.csv"
+    two_folds.write_text("path,label,fold\ns.wav,bark,0\nq.wav,howl,1\n")
+    report = import_task(two_folds, tmp_path / "two")
+    assert report.path is None and "2 folds; k-fold tasks need at least 3" in report.problems[-1]
