@@ -96,8 +96,16 @@ class CodecMAE(nn.Module):
     # ------------------------------------------------------------ the data-dependent stage
 
     def prepare(self, dataset, device, run_dir) -> None:
+        """Fit the tokenizer, estimate gamma_q, cache every clip's targets (codec_targets.py).
+        Under torchrun, rank 0 does the work while the others wait, then find it cached."""
+        import torch.distributed as dist
+        others_wait = dist.is_available() and dist.is_initialized()
+        if others_wait and dist.get_rank() != 0:
+            dist.barrier()
         self.cache, gamma = prepare_targets(self.cfg, self.encoder, dataset, device, run_dir)
-        self.gamma.copy_(gamma)
+        self.gamma.copy_(gamma.to(self.gamma.device))
+        if others_wait and dist.get_rank() == 0:
+            dist.barrier()
 
     def get_extra_state(self) -> dict:
         return {"targets": str(self.cache.folder) if self.cache else ""}
