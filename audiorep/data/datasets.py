@@ -117,7 +117,7 @@ def task_clips(task_dir: str | os.PathLike, split: str) -> tuple[list[Clip], lis
 
 
 def multi_hot(clips: list[Clip], vocabulary: list[str]) -> torch.Tensor:
-    """[N, C] float targets (tasks.task_format.multi_hot); an unknown label is an error naming the clip."""
+    """[N, C] float targets (tasks.format.multi_hot); an unknown label is an error naming the clip."""
     return torch.from_numpy(task_format.multi_hot([c.labels for c in clips], vocabulary, [c.path for c in clips]))
 
 
