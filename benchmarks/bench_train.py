@@ -1,12 +1,14 @@
-"""Training throughput of the full-size PaSST-S and Audio-MAE steps, with and without patchout.
+"""Training throughput of the full-size PaSST-S, Audio-MAE and ASiT steps, with and without patchout.
 
     python benchmarks/bench_train.py                      # CPU, fp32 and bf16, batch 2
     python benchmarks/bench_train.py --device cuda --batch 32 --precision bf16
 
 One step = what audiorep.train does per optimizer step: frontend, objective forward under
-autocast, backward, AdamW step (param groups of the loop). FLOPs per sample are counted
-with torch.utils.flop_counter on the same step, so the GPU share of the bf16 peak is the
-model FLOP utilization (MFU) of that step.
+autocast, backward, AdamW step (param groups of the loop), `after_step` (ASiT: the teacher
+EMA). ASiT's batch counts clips, each two 592-frame crops (the student and the teacher
+see both); "asit-b no corruption" (ratio 0) shows what the CPU-side GMML loop costs.
+FLOPs per sample are counted with torch.utils.flop_counter on the same step, so the GPU
+share of the bf16 peak is the model FLOP utilization (MFU) of that step.
 """
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from audiorep import presets
 from audiorep.encoder import Encoder
 from audiorep.objectives import MAE, MAEConfig, Supervised, SupervisedConfig
-from audiorep.train import PRECISIONS, param_groups, samples_for_frames
+from audiorep.objectives.asit import ASiT, ASiTConfig
+from audiorep.train import PRECISIONS, param_groups
 
 BF16_PEAK = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 FLOP/s
 
@@ -31,13 +34,16 @@ def setups():
         "passt-s no patchout": lambda: Supervised(Encoder(presets.get("passt-s")), no_patchout),
         "audiomae-b mae 80%": lambda: MAE(Encoder(presets.get("audiomae-b")), MAEConfig()),
         "audiomae-b no masking": lambda: MAE(Encoder(presets.get("audiomae-b")), MAEConfig(mask_ratio=0.0)),
+        "asit-b": lambda: ASiT(Encoder(presets.get("asit-b")), ASiTConfig()),
+        "asit-b no corruption": lambda: ASiT(Encoder(presets.get("asit-b")), ASiTConfig(ratio=0.0)),
     }
 
 
 def make_batch(objective, batch: int, device) -> dict:
     encoder = objective.encoder
-    samples = samples_for_frames(encoder.frontend, encoder.config.backbone.max_frames)  # 998 / 1024 frames
-    wave = 0.1 * torch.randn(batch, samples, device=device)
+    samples = encoder.crop_samples(encoder.config.backbone.max_frames)  # 998 / 1024 / 592 frames
+    views = (2,) if isinstance(objective, ASiT) else ()
+    wave = 0.1 * torch.randn(batch, *views, samples, device=device)
     target = torch.zeros(batch, 527, device=device)
     target[:, 0] = 1
     return {"wave": wave, "target": target}
@@ -46,7 +52,7 @@ def make_batch(objective, batch: int, device) -> dict:
 def bench(name: str, build, batch: int, steps: int, precision: str, device: torch.device) -> dict:
     torch.manual_seed(0)
     objective = build().to(device).train()
-    optimizer = torch.optim.AdamW(param_groups(objective, 0.05, 1.0, 12), lr=1e-4, fused=device.type == "cuda")
+    optimizer = torch.optim.AdamW(param_groups(objective, 0.05), lr=1e-4, fused=device.type == "cuda")
     data = make_batch(objective, batch, device)
     autocast = torch.autocast(device.type, dtype=PRECISIONS[precision], enabled=precision != "fp32")
 
@@ -56,6 +62,8 @@ def bench(name: str, build, batch: int, steps: int, precision: str, device: torc
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if hasattr(objective, "after_step"):
+            objective.after_step(0, 1000)
 
     with FlopCounterMode(display=False) as counter:
         step()

@@ -339,3 +339,32 @@ def test_two_processes_match_one(tmp_path, corpus):
     assert one["center_cls"].abs().sum() > 0
     for name, value in one.items():
         torch.testing.assert_close(two[name], value, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_pretrain_finetune_and_embed_from_the_command_line(tmp_path, corpus):
+    """`audiorep pretrain asit`, then `audiorep finetune` and embeddings from the run (the teacher's encoder)."""
+    import audiorep
+    from audiorep import cli, embed
+    from audiorep.tasks.format import TaskWriter, make_metadata
+
+    tiny = ["encoder.backbone.dim=32", "encoder.backbone.heads=2", "encoder.backbone.max_frames=64",
+            *[f"objective.{k}={v}" for k, v in TINY_HEADS.items()]]
+    common = ["batch_size=4", "warmup_steps=1", "log_every=1", "data.workers=0"]
+    run = tmp_path / "asit"
+    assert cli.main(["pretrain", "asit", "--data", str(corpus), "--out", str(run), "--preset", "asit-tiny",
+                     "steps=3", *tiny, *common]) == 0
+    rows = (run / "log.csv").read_text().splitlines()
+    assert "loss_global" in rows[0] and len(rows) == 4
+    task = tmp_path / "tones"
+    rng = np.random.default_rng(0)
+    with TaskWriter(task, make_metadata("tones", "scene", "multiclass", ["top1_acc"], 1.0), ["low", "high"]) as writer:
+        for split, n in (("train", 4), ("valid", 2), ("test", 2)):
+            for i in range(n):
+                freq = 300.0 if i % 2 else 3000.0
+                writer.add(split, (0.3 * np.sin(2 * np.pi * freq * np.arange(SR) / SR)
+                                   + 0.01 * rng.standard_normal(SR)).astype(np.float32), ["low" if i % 2 else "high"])
+    assert cli.main(["finetune", "--model", str(run), "--task", str(task), "--out", str(tmp_path / "ft"),
+                     "steps=2", *common]) == 0
+    encoder = audiorep.load(str(run))
+    emb = embed.scene_embeddings(encoder, torch.zeros(2, SR), SR)
+    assert emb.shape == (2, 32) and torch.isfinite(emb).all()
