@@ -63,6 +63,8 @@ def _plots(out: Path, table: dict, grouped: dict, timing: dict, models: list[str
     present = [c for c in (*sc.CATEGORIES, ALL) if c in grouped]
     if present:
         label = 0.07 * max(len(m) for m in models)  # inches that rotated model names need
+        values = [v for c in present for vs in grouped[c].values() for v in vs]
+        top = 1.05 * max([1.0] + values)  # above 1: better than the reference table's best
         size = (max(3.5, 0.6 * len(models) + label) * len(present), 4.6 + label)
         fig, axes = plt.subplots(1, len(present), figsize=size, squeeze=False, layout="constrained")
         for ax, c in zip(axes[0], present):
@@ -72,7 +74,7 @@ def _plots(out: Path, table: dict, grouped: dict, timing: dict, models: list[str
             ax.set_xticks(range(1, len(ms) + 1), ms, rotation=30, ha="right")
             n = max(len(grouped[c][m]) for m in ms)
             ax.set_title(f"{c} ({n} task{'s' if n != 1 else ''})")
-            ax.set_ylim(0, 1.05)
+            ax.set_ylim(0, top)
         axes[0][0].set_ylabel("score / best score on the task")
         legend = [Line2D([], [], color="tab:orange", label="median of the tasks"),
                   Line2D([], [], marker="^", linestyle="", color="tab:green", label="mean of the tasks"),
