@@ -12,7 +12,7 @@ validation interval, patience, batch size and the model; `use_scoring_for_early_
 false` picks epochs and grid points by validation loss (lower is better) and post-processes
 events with the grid's single point; `evaluation_params.event_postprocessing_grid` is the
 post-processing grid; `split_mode`, `nfolds` and `splits` give the folds. A finished task's
-results file is reused on reruns.
+results file is reused on reruns with the same settings.
 """
 from __future__ import annotations
 
