@@ -1,5 +1,6 @@
 """What every task builder shares: seeded generators, split fractions, disjoint pools of
-voices and instruments, k-fold assignment, and the `Recipe` a builder returns.
+voices and instruments, balanced labels, and the `Recipe` a builder returns (fold names:
+`format.fold_name`).
 
 Pools are drawn once per seed for the whole suite, so a voice or instrument that is in a
 test split of one task is in no train split of another, and the pretraining corpus can
