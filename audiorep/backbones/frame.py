@@ -96,7 +96,7 @@ class ResiDualStack(nn.Module):
         self.ff = FeedForward(dim, ff_dim)
         self.blocks = nn.ModuleList(ResiDualBlock(dim, heads, eps) for _ in range(depth))
         self.norm = nn.LayerNorm(dim, eps=eps)
-        self.apply(_init_weights)
+        self.apply(xavier_init)
         with torch.no_grad():
             for block in self.blocks:  # the released q, k, v are three linears: init each as one
                 for w in block.attn.qkv.weight.chunk(3):
@@ -126,7 +126,7 @@ class Frame(ResiDualStack):
         super().__init__(cfg.dim, cfg.depth, cfg.heads, cfg.ff_dim, cfg.norm_eps)
         self.cfg, self.hop_s = cfg, hop_s
         self.proj = nn.Linear(cfg.in_features, cfg.dim)
-        _init_weights(self.proj)
+        xavier_init(self.proj)
         self.dim, self.in_features, self.num_layers = cfg.dim, cfg.in_features, cfg.depth
         self.frames = (1, cfg.max_frames)
 
@@ -173,7 +173,7 @@ class Frame(ResiDualStack):
         return {"pos_scale"}
 
 
-def _init_weights(m: nn.Module) -> None:
+def xavier_init(m: nn.Module) -> None:
     """The released init: xavier-uniform linears, zero biases, unit LayerNorms."""
     if isinstance(m, nn.Linear):
         nn.init.xavier_uniform_(m.weight)

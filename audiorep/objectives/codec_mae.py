@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..backbones.frame import Frame, ResiDualStack
+from ..backbones.frame import Frame, ResiDualStack, xavier_init
 from ..masking import packed_keep, time_gap_mask
 from .codec_targets import TARGETS, TargetCache, frame_grid, prepare_targets
 
@@ -63,7 +63,8 @@ def codec_loss(logits: torch.Tensor, targets: torch.Tensor, masked: torch.Tensor
                gamma: torch.Tensor, masked_weight: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """logits [B, T, Q, V], targets [B, T, Q], masked/visible [B, T] frames scored in each
     mean -> (loss, per-codebook and per-part losses)."""
-    ce = F.cross_entropy(logits.permute(0, 3, 1, 2).float(), targets, reduction="none") * gamma  # [B, T, Q]
+    ce = F.cross_entropy(logits.flatten(0, 2).float(), targets.flatten(), reduction="none")  # [B * T * Q]
+    ce = ce.view(targets.shape) * gamma  # [B, T, Q]
     per_masked = (ce * masked[..., None]).sum((0, 1)) / masked.sum().clamp(min=1)  # [Q]
     per_visible = (ce * visible[..., None]).sum((0, 1)) / visible.sum().clamp(min=1)  # [Q]
     parts = {"masked_loss": per_masked.sum(), "unmasked_loss": per_visible.sum()}
@@ -87,9 +88,8 @@ class CodecMAE(nn.Module):
         self.post_net = nn.Linear(dim, dim)
         self.decoder = ResiDualStack(dim, cfg.decoder_depth, cfg.decoder_heads, cfg.decoder_ff_dim)
         self.head = nn.Linear(dim, self.num_codebooks * self.vocab)
-        for layer in (self.post_net, self.head):
-            nn.init.xavier_uniform_(layer.weight)
-            nn.init.zeros_(layer.bias)
+        self.post_net.apply(xavier_init)
+        self.head.apply(xavier_init)
         self.register_buffer("gamma", torch.full((self.num_codebooks,), 1.0 / self.num_codebooks))
         self.cache: TargetCache | None = None
 
