@@ -15,7 +15,7 @@ encoder is left as it was), so the saved encoder keeps its logits (HEAR level H)
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn as nn
@@ -40,6 +40,22 @@ class SupervisedConfig:
     patchout_random: float = 0.0   # unstructured: fraction of the remaining tokens dropped
     wave: WaveAugmentConfig | None = None  # waveform augmentations and mixes (EAT); None = off
     wave_mix_after: int = 0        # steps before the waveform mixes start (EAT's epoch_mix, in steps)
+
+
+@dataclass(frozen=True)
+class EATConfig(SupervisedConfig):
+    """The EAT recipe (Gazneli et al., official ESC-50 command): the waveform policy and its
+    mixes from the 12th epoch (144 steps of 128 clips), smoothed CE or BCE when mixed, nothing
+    on the features and no patchout."""
+    loss: str = "auto"
+    label_smoothing: float = 0.1
+    mixup_alpha: float = 0.0
+    freq_mask: int = 0
+    time_mask: int = 0
+    patchout_time: float = 0.0
+    patchout_freq: float = 0.0
+    wave: WaveAugmentConfig | None = field(default_factory=WaveAugmentConfig)
+    wave_mix_after: int = 144
 
 
 class Supervised(nn.Module):
