@@ -403,9 +403,22 @@ def crop_samples(encoder, cfg: DataConfig) -> int:
     return encoder.crop_samples(getattr(backbone, "train_frames", backbone.frames[1]))
 
 
+def init_objective(objective: nn.Module, run: str | Path) -> None:
+    """Start from another run: the objective's own `init_from(run)` when it has one (e.g.
+    EnCodecMAE self-training), else the run's encoder weights (every name and shape must fit)."""
+    from .encoder import Encoder
+
+    if hasattr(objective, "init_from"):
+        objective.init_from(run)
+        return
+    folder = Path(run) / "encoder" if (Path(run) / "encoder").is_dir() else Path(run)
+    objective.encoder.load_state_dict(Encoder.load(folder).state_dict())
+
+
 def run_recipe(recipe, encoder_cfg, data_spec: str, out: str | Path, overrides: list[str],
-               stop_after: int | None = None, run_config: dict | None = None) -> nn.Module:
-    """Build the encoder, data and objective of `recipe` and train them (all processes)."""
+               stop_after: int | None = None, run_config: dict | None = None, init: str | None = None) -> nn.Module:
+    """Build the encoder, data and objective of `recipe` (from the run `init` when given) and
+    train them (all processes)."""
     from .encoder import Encoder
 
     parts = split_overrides(overrides)
@@ -417,6 +430,8 @@ def run_recipe(recipe, encoder_cfg, data_spec: str, out: str | Path, overrides: 
     data, vocabulary = open_data(data_spec, encoder.sample_rate, crop_samples(encoder, cfg.data), cfg.data,
                                  views=recipe.views)
     objective = recipe.objective(encoder, objective_cfg, num_classes=len(vocabulary or []))
+    if init is not None:
+        init_objective(objective, init)
     run_config = dict(run_config or {}, recipe=recipe.name, data=str(data_spec), encoder=to_dict(encoder_cfg),
-                      objective=to_dict(objective_cfg), vocabulary=vocabulary)
+                      objective=to_dict(objective_cfg), vocabulary=vocabulary, **({"init": str(init)} if init else {}))
     return train(objective, data, cfg, out, run_config, stop_after)

@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", required=True, help="task folder, folder of audio, .csv/.jsonl manifest or tar shards")
     parser.add_argument("--out", required=True, help="run folder (rerun the same command to resume)")
     parser.add_argument("--preset", help="encoder preset (default: the recipe's base model)")
+    parser.add_argument("--init", help="start from this run's weights (self-training: encodecmae-st --init STAGE1_RUN)")
     parser.add_argument("--stop-after", type=int, help="stop after this step, as if interrupted")
     parser.add_argument("overrides", nargs="*", help="field=value")
     args = parser.parse_intermixed_args(argv)
@@ -29,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     recipe = RECIPES[args.recipe]
     preset = args.preset or recipe.preset
     run_recipe(recipe, presets.get(preset), args.data, args.out, args.overrides, args.stop_after,
-               run_config={"preset": preset})
+               run_config={"preset": preset}, init=args.init)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"encoder saved to {Path(args.out) / 'encoder'} (audiorep.load({str(args.out)!r}))")
     if dist.is_initialized():

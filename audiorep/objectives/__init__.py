@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .asit import ASiT, ASiTConfig
+from .codec_mae import CodecMAE, CodecMAEConfig
 from .mae import MAE, MAEConfig
 from .supervised import EATConfig, Supervised, SupervisedConfig
 
@@ -38,6 +39,8 @@ class Recipe:
     views: int = 1                   # random crops per clip in a batch
 
 
+ENCODECMAE = ("lr=1e-4", "schedule=constant", "warmup_steps=0", "weight_decay=0.05", "betas=0.9,0.95",
+              "batch_size=128", "data.crop_s=4", "data.roll=false", "data.gain_db=0")
 RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe("audiomae", MAEConfig, MAE, "audiomae-b",
            ("lr=2e-4", "weight_decay=1e-4", "betas=0.9,0.95", "data.gain_db=6", "data.roll=true")),
@@ -54,6 +57,11 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe("asit", ASiTConfig, ASiT, "asit-b",
            ("blr=5e-4", "min_lr=1e-6", "weight_decay=0.04", "weight_decay_end=0.4", "clip_grad=3.0",
             "betas=0.9,0.999", "data.roll=true"), views=2),
+    # released EnCodecMAE: AdamW (0.9, 0.95) lr 1e-4, wd 0.05, batch 128 of 4 s crops, 500k steps; then
+    # self-training (`--init STAGE1_RUN`): k-means ids of the stage-1 encoder's activations, 150k steps
+    Recipe("encodecmae", CodecMAEConfig, CodecMAE, "encodecmae-base", ENCODECMAE + ("steps=500000",)),
+    Recipe("encodecmae-st", CodecMAEConfig, CodecMAE, "encodecmae-base", ENCODECMAE + ("steps=150000",),
+           ("targets=teacher_kmeans",)),
 )}
 
 
@@ -61,5 +69,5 @@ def register_recipe(recipe: Recipe) -> None:
     RECIPES[recipe.name] = recipe
 
 
-__all__ = ["ASiT", "ASiTConfig", "EATConfig", "MAE", "MAEConfig", "RECIPES", "Recipe", "Supervised", "SupervisedConfig",
+__all__ = ["ASiT", "ASiTConfig", "CodecMAE", "CodecMAEConfig", "EATConfig", "MAE", "MAEConfig", "RECIPES", "Recipe", "Supervised", "SupervisedConfig",
            "register_recipe"]
