@@ -1,6 +1,7 @@
 """EnCodecMAE: target extraction speed, the full-size training step, and a small study.
 
-    python benchmarks/bench_encodecmae.py extraction               # tokenizers: s of audio per s, with / without the cache
+    python benchmarks/bench_encodecmae.py extraction               # tokenizers and the cache: s of audio per s
+    python benchmarks/bench_encodecmae.py kmeans                   # self-training k-means: scikit-learn vs faiss
     python benchmarks/bench_encodecmae.py step --batch 4           # encodecmae-base training step, samples/s
     python benchmarks/bench_encodecmae.py study --out runs/ecmae   # ~25 min on 2 CPU cores
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import statistics
 import time
 from dataclasses import replace
@@ -29,19 +31,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from audiorep.backbones import register_backbone
-from audiorep.backbones.frame import Frame, FrameConfig
-from audiorep.convert import CONVERTERS, encodecmae
-from audiorep.encoder import EmbedConfig, Encoder, EncoderConfig
-from audiorep.frontends import FbankConfig
+from audiorep import presets
+from audiorep.encoder import Encoder
 from audiorep.objectives import RECIPES, Recipe, register_recipe
 from audiorep.objectives.codec_mae import CodecMAE, CodecMAEConfig
 
-FBANK = FbankConfig(sample_rate=24000, n_mels=256, frame_length_ms=26.56, frame_shift_ms=13.28,
-                    remove_mean=False, mean=-6.12, scale=4.82)
-EMBED = EmbedConfig(levels=("M",), timestamps="tokens", hop_ms=13.25, scene_hop_s=4.0)
-BASE = EncoderConfig(name="encodecmae-base", frontend=FBANK, backbone=FrameConfig(), pool="tokens", embed=EMBED)
-TINY = replace(BASE, name="encodecmae-tiny", backbone=FrameConfig(dim=64, depth=2, heads=4, ff_dim=256, max_frames=150))
+BASE = presets.get("encodecmae-base")
+TINY = presets.get("encodecmae-tiny")
+TINY = replace(TINY, backbone=replace(TINY.backbone, max_frames=150))  # 2 s crops
 TRAIN = ("lr=1e-4", "schedule=constant", "warmup_steps=0", "weight_decay=0.05", "betas=0.9,0.95", "batch_size=128",
          "data.crop_s=4", "data.roll=false", "data.gain_db=0")
 VARIANTS = {  # name -> (objective overrides, start from)
@@ -60,9 +57,7 @@ TASKS = ("keywords", "pitch", "family", "sound_classes")
 
 
 def setup() -> None:
-    """The frame backbone, converter and recipes, for as long as the package does not list them."""
-    register_backbone(FrameConfig, Frame)
-    CONVERTERS.setdefault(encodecmae.FORMAT, encodecmae)
+    """The recipes, for as long as the package does not list them."""
     if "encodecmae" not in RECIPES:
         register_recipe(Recipe("encodecmae", CodecMAEConfig, CodecMAE, "encodecmae-base", TRAIN + ("steps=500000",)))
         register_recipe(Recipe("encodecmae-st", CodecMAEConfig, CodecMAE, "encodecmae-base",
@@ -103,6 +98,39 @@ def extraction(seconds: float) -> None:
             looked = (time.perf_counter() - began) / 10
             print(f"{targets:>15}: tokenizing {total:.0f} s of audio (1 thread) {made:.2f} s = {total / made:.0f} s/s; "
                   f"from the cache, 128 crops of 4 s: {looked * 1000:.2f} ms = {128 * 4 / looked:.0f} s/s")
+
+
+# ------------------------------------------------------------------------------ k-means
+
+
+def kmeans(frames: int, dim: int, k: int) -> None:
+    """The self-training clustering at full width: scikit-learn MiniBatchKMeans as the
+    tokenizer runs it vs faiss (if installed), on a mixture of 4k Gaussians; quality = mean
+    squared distance of held-out frames to their centroid."""
+    from sklearn.cluster import MiniBatchKMeans
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(4 * k, dim, generator=g)
+    picks = torch.randint(0, 4 * k, (frames + 5000,), generator=g)
+    x = centres[picks] + 0.5 * torch.randn(frames + 5000, dim, generator=g)
+    train, held = x[:frames].numpy(), x[frames:]
+    from audiorep.frontends.codec import nearest
+
+    def report(name, seconds, centroids):
+        error = (held - centroids[nearest(held, centroids)]).pow(2).sum(1).mean()
+        print(f"{name:>28}: {frames} x {dim} frames, k = {k}: {seconds:.1f} s, held-out squared error {error:.1f}")
+    began = time.perf_counter()
+    fitted = MiniBatchKMeans(k, random_state=0, batch_size=4096, n_init=3, max_no_improvement=20)
+    fitted.fit(train.astype(np.float64))
+    report("sklearn MiniBatchKMeans", time.perf_counter() - began, torch.from_numpy(fitted.cluster_centers_).float())
+    try:
+        import faiss
+    except ImportError:
+        print("faiss not installed (pip install faiss-cpu): not measured")
+        return
+    began = time.perf_counter()
+    index = faiss.Kmeans(dim, k, niter=20, seed=0)
+    index.train(np.ascontiguousarray(train))
+    report("faiss Kmeans (20 iterations)", time.perf_counter() - began, torch.from_numpy(index.centroids))
 
 
 # ------------------------------------------------------------------------------ training step
@@ -164,6 +192,9 @@ def pretrain(out: Path, corpus: Path, variant: str, seed: int, steps: int, batch
     objective = CodecMAE(encoder, objective_cfg)
     if start is not None:  # what `audiorep pretrain encodecmae-st --init RUN` does
         objective.init_from(out / "runs" / slug(start, seed))
+    shared = out / "runs" / slug("random-EnCodec", 0) / "targets"
+    if objective_cfg.targets == "encodec_random" and run != shared.parent and not (run / "targets").exists():
+        shutil.copytree(shared, run / "targets")  # the same tokenizer (objective seed 0): tokenize once
     train(objective, data, cfg, run, {"variant": variant, "objective": overrides})
     (run / "done").write_text("")
     return run
@@ -203,7 +234,8 @@ def study(args) -> None:
         values = [means[slug(variant, s)] for s in range(args.seeds)]
         se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else math.nan
         lines.append(f"| {variant} | {statistics.mean(values):.3f} +- {se:.3f} | {PAPER[variant]} |")
-    lines += [f"| encoder at init (seed 0) | {means['init']:.3f} | |", f"| log-mel baseline | {means['logmel']:.3f} | |"]
+    lines += [f"| encoder at init (seed 0) | {means['init']:.3f} | |",
+              f"| log-mel baseline | {means['logmel']:.3f} | |"]
     text = "\n".join(lines)
     (args.out / "study.md").write_text(text + "\n")
     print(text)
@@ -214,6 +246,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="what", required=True)
     p = sub.add_parser("extraction")
     p.add_argument("--seconds", type=float, default=60.0, help="audio to tokenize")
+    p = sub.add_parser("kmeans")
+    p.add_argument("--frames", type=int, default=20000)
+    p.add_argument("--dim", type=int, default=768)
+    p.add_argument("--k", type=int, default=1024)
     p = sub.add_parser("step")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--steps", type=int, default=3)
@@ -231,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     setup()
     if args.what == "extraction":
         extraction(args.seconds)
+    elif args.what == "kmeans":
+        kmeans(args.frames, args.dim, args.k)
     elif args.what == "step":
         step(args.batch, args.steps, args.device, args.precision)
     else:

@@ -36,7 +36,8 @@ def tiny_encoder(**backbone) -> Encoder:
 def official(tmp_path_factory):
     sd, inp, out, meta = load_fixture("encodecmae_small")
     path = tmp_path_factory.mktemp("encodecmae") / "mel256-ec-small.pt"
-    torch.save({"imports": "encodecmae.models: encodecmae.models\n", "config": "MODEL_DIM=64\n", "state_dict": sd}, path)
+    hub_file = {"imports": "encodecmae.models: encodecmae.models\n", "config": "MODEL_DIM=64\n", "state_dict": sd}
+    torch.save(hub_file, path)
     torch.manual_seed(0)
     objective = CodecMAE(tiny_encoder(), FIXTURE_OBJECTIVE)
     objective.load_released(path)
@@ -91,7 +92,8 @@ def test_converter_maps_every_official_weight_and_refuses_unshared_feed_forward(
                     or k.startswith("decoder.encoder_layers.0.ff_layer"))
     assert sum(v.numel() for v in ours.values()) == official_params + shared_ff
     broken = dict(sd)
-    broken["visible_encoder.encoder_layers.1.ff_layer.0.bias"] = sd["visible_encoder.encoder_layers.1.ff_layer.0.bias"] + 1
+    key = "visible_encoder.encoder_layers.1.ff_layer.0.bias"
+    broken[key] = sd[key] + 1
     with pytest.raises(ValueError, match="shares one feed-forward"):
         encodecmae.to_audiorep(broken, objective.encoder)
 
@@ -238,7 +240,8 @@ def test_presets_and_a_large_style_checkpoint_whose_heads_do_not_divide_the_widt
     ours = backbone.state_dict()
     official = {"wav_encoder.post_net.weight": ours["proj.weight"], "wav_encoder.post_net.bias": ours["proj.bias"],
                 "masker.positional_encoder.scale": ours["pos_scale"],
-                "visible_encoder.final_norm.weight": ours["norm.weight"], "visible_encoder.final_norm.bias": ours["norm.bias"]}
+                "visible_encoder.final_norm.weight": ours["norm.weight"],
+                "visible_encoder.final_norm.bias": ours["norm.bias"]}
     for i in range(2):
         layer = f"visible_encoder.encoder_layers.{i}."
         for name, w in zip("qkv", ours[f"blocks.{i}.attn.qkv.weight"].chunk(3)):

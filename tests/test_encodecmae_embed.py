@@ -25,7 +25,8 @@ def test_an_hour_embeds_in_blocks_with_timestamps_on_the_frame_grid(tmp_path, mo
     encoder = Encoder(dataclasses.replace(tiny_encoder(max_frames=100).config, embed=cfg)).eval()  # 1.3 s windows
     seen = []
     inner = embed.timestamp_embeddings
-    monkeypatch.setattr(embed, "timestamp_embeddings", lambda enc, x, rate, c: seen.append(len(x)) or inner(enc, x, rate, c))
+    monkeypatch.setattr(embed, "timestamp_embeddings",
+                        lambda enc, x, rate, c: seen.append(len(x)) or inner(enc, x, rate, c))
     emb, ts = embed.embed_file(encoder, tmp_path / "hour.wav", "timestamp", cfg, block_s=300.0)
     n = seconds * 24000 // 318 + 1
     assert emb.shape == (n, 64) and ts.shape == (n,)
@@ -35,3 +36,13 @@ def test_an_hour_embeds_in_blocks_with_timestamps_on_the_frame_grid(tmp_path, mo
     with torch.no_grad():
         tokens = encoder(torch.from_numpy(first)[None]).tokens[0]  # frame i centred at (i + 1) hops
     torch.testing.assert_close(torch.from_numpy(emb[1:100]), tokens[:99], atol=2e-3, rtol=0)
+
+
+def test_hear_module_takes_a_hear_rate_and_returns_milliseconds(one_thread):
+    from audiorep import hear
+    model = hear.load_model("encodecmae-tiny", sample_rate=16000)  # resampled to 24 kHz inside
+    audio = torch.randn(2, 16000 * 3) * 0.1
+    emb, ts = hear.get_timestamp_embeddings(audio, model)
+    assert emb.shape == (2, 3 * 24000 // 318 + 1, 64)
+    assert torch.allclose(ts[0, 1:] - ts[0, :-1], torch.tensor(13.25))  # ms, the frame hop
+    assert hear.get_scene_embeddings(audio, model).shape == (2, 64)

@@ -73,7 +73,8 @@ def build_tokenizer(cfg, encoder, device):
     sr = encoder.sample_rate
     if cfg.targets in ("encodec", "encodec_random"):
         if sr != EncodecTokenizer.sample_rate:
-            raise ValueError(f"EnCodec targets need a {EncodecTokenizer.sample_rate} Hz encoder, this one runs at {sr} Hz")
+            raise ValueError(f"EnCodec targets need a {EncodecTokenizer.sample_rate} Hz encoder, "
+                             f"this one runs at {sr} Hz")
         tokenizer = EncodecTokenizer(cfg.targets == "encodec", cfg.codebooks, cfg.seed)
         tokenizer.model.to(device)
         return tokenizer
@@ -91,7 +92,8 @@ def build_tokenizer(cfg, encoder, device):
 class TargetCache:
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
-        self.meta = json.loads((self.folder / "meta.json").read_text()) if (self.folder / "meta.json").exists() else None
+        meta = self.folder / "meta.json"
+        self.meta = json.loads(meta.read_text()) if meta.exists() else None
 
     def path(self, i: int) -> Path:
         return self.folder / "codes" / f"{i // 1000:04d}" / f"{i:07d}.npy"
