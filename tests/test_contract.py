@@ -96,6 +96,12 @@ def test_a_backbone_kind_defined_outside_the_package_trains_embeds_and_passes_he
 
     enc = audiorep.load(str(run))  # config.json names the kind; the registry builds it
     assert isinstance(enc.backbone, FrameMLP) and enc.config.num_classes == 2
+    from audiorep.objectives import Supervised, SupervisedConfig
+    from audiorep.train import init_objective
+    fresh = Supervised(Encoder(CONFIG), SupervisedConfig(patchout_time=0, patchout_freq=0), num_classes=2)
+    init_objective(fresh, run)  # `audiorep pretrain ... --init RUN`
+    for name, value in enc.state_dict().items():
+        assert torch.equal(fresh.encoder.state_dict()[name], value), name
     wave = np.sin(2 * np.pi * 300 * np.arange(int(2.5 * 16000)) / 16000).astype(np.float32)
     assert audiorep.scene_embeddings(enc, wave, 16000).shape == (1, 24)
     emb, ts = audiorep.timestamp_embeddings(enc, wave, 16000)
