@@ -41,7 +41,7 @@ class FrameConfig:
 
 def interleaved_sincos(positions: torch.Tensor, dim: int) -> torch.Tensor:
     """[...] frame positions -> [..., dim]: channel 2i = sin(p w_i), 2i + 1 = cos(p w_i)."""
-    table = sincos_1d(positions.flatten(), dim)  # [N, dim] as [sin..., cos...]
+    table = sincos_1d(positions.flatten().cpu(), dim)  # [N, dim] as [sin..., cos...] (float64 on the CPU)
     table = table.view(-1, 2, dim // 2).transpose(1, 2).reshape(-1, dim)  # [N, dim] interleaved
     return table.view(*positions.shape, dim).to(positions.device)
 

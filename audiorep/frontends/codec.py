@@ -136,7 +136,7 @@ class KMeansTokenizer:
             from sklearn.cluster import MiniBatchKMeans
         except ImportError:
             raise ImportError("k-means targets need scikit-learn (pip install audiorep[kmeans])") from None
-        frames = torch.cat([self.features(w) for w in waves]).float()  # [N, C]
+        frames = torch.cat([self.features(w) for w in waves]).float().cpu()  # [N, C]
         if len(frames) < self.codebook_size:
             raise ValueError(f"k-means with k={self.codebook_size} needs at least that many frames, "
                              f"the sample has {len(frames)}; sample more clips")
@@ -157,7 +157,8 @@ class KMeansTokenizer:
         """[S] -> codes [1, T']."""
         if self.centroids is None:
             raise RuntimeError("KMeansTokenizer.encode before fit/load_state")
-        return nearest(self.features(wave).float(), self.centroids)[None]
+        frames = self.features(wave).float()  # [T', C]
+        return nearest(frames, self.centroids.to(frames.device))[None]
 
     def errors(self, wave: torch.Tensor) -> torch.Tensor:
         return torch.ones(1)
