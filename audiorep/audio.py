@@ -6,6 +6,8 @@ an input file raises `AudioError` naming the file and what is wrong with it.
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -21,18 +23,38 @@ class AudioError(ValueError):
     """A file or array that cannot be used as audio; the message names it and the problem."""
 
 
-def audio_files(paths: list) -> list[Path]:
+def audio_files(paths: list, skipped: list[Path] | None = None) -> list[Path]:
     """Files named directly, plus the audio files (AUDIO_EXTENSIONS) found recursively in
-    named folders, sorted; a name that does not exist is an error."""
+    named folders, sorted; a name that does not exist is an error. Anything that is not a
+    regular file (a FIFO, a device, a socket) is left out, never opened (reading a FIFO
+    would block), and appended to `skipped`."""
     files = []
     for p in map(Path, paths):
         if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS and f.is_file())
+            found = sorted(f for f in p.rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS)
         elif p.exists():
-            files.append(p)
+            found = [p]
         else:
             raise FileNotFoundError(f"{p}: no such file or folder")
+        for f in found:
+            if f.is_file():
+                files.append(f)
+            elif not f.is_dir() and skipped is not None:
+                skipped.append(f)
     return files
+
+
+def as_float(x: np.ndarray, name: str = "audio") -> np.ndarray:
+    """float32 samples, integer PCM scaled to [-1, 1) as soundfile reads it (int16 / 2^15,
+    int32 / 2^31, uint8 centred on 128); other types are refused naming `name`."""
+    x = np.asarray(x)
+    if x.dtype.kind == "f":
+        return x.astype(np.float32, copy=False)
+    if x.dtype in (np.int8, np.int16, np.int32):
+        return (x / np.float32(2 ** (8 * x.dtype.itemsize - 1))).astype(np.float32)
+    if x.dtype == np.uint8:
+        return ((x.astype(np.float32) - 128) / 128).astype(np.float32)
+    raise AudioError(f"{name}: audio of dtype {x.dtype} is not PCM samples; pass float, int16, int32, int8 or uint8")
 
 
 def check(x: np.ndarray, name: str = "audio") -> np.ndarray:
@@ -61,16 +83,35 @@ def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     return soxr.resample(x.T.astype(np.float32), sr_in, sr_out, quality="HQ").T.astype(np.float32).copy()
 
 
+TRUNCATED = re.compile(r"^data : (\d+) \(should be (\d+)\)", re.M)  # libsndfile's note on a short WAV
+STREAMED = (0, 0xFFFFFFFF)  # data sizes of WAV written to a pipe (length unknown when the header was written)
+
+
 def info(path: str | os.PathLike) -> sf._SoundFileInfo:
+    """soundfile's header info; a WAV whose data ends before its header says is read up to
+    where it ends, with a warning naming the file."""
     try:
-        return sf.info(str(path))
+        meta = sf.info(str(path))
     except Exception as e:  # soundfile raises several types for broken files
         raise AudioError(f"{path}: cannot read audio ({e})") from None
+    short = TRUNCATED.search(meta.extra_info or "")
+    if short and int(short[1]) not in STREAMED and int(short[1]) > int(short[2]):
+        warnings.warn(f"{path}: truncated file, its header claims {short[1]} bytes of audio, it holds {short[2]}; "
+                      f"reading the {meta.frames} frames present", stacklevel=2)
+    return meta
+
+
+def check_length(path, got: int, claimed: int) -> None:
+    """Refuse a file whose data ends before its header says (a truncated download)."""
+    if got < claimed:
+        raise AudioError(f"{path}: holds {got} samples where its header claims {claimed} (truncated file?)")
 
 
 def read(path: str | os.PathLike, sample_rate: int | None = None, start: float = 0.0,
          duration: float | None = None) -> tuple[np.ndarray, int]:
     """Read a file (any format soundfile reads) -> mono float32 [S] at `sample_rate`."""
+    if Path(path).exists() and not Path(path).is_file():
+        raise AudioError(f"{path}: not a regular file (FIFO, device or socket)")
     meta = info(path)
     first = int(round(start * meta.samplerate))
     frames = -1 if duration is None else int(round(duration * meta.samplerate))
@@ -78,6 +119,8 @@ def read(path: str | os.PathLike, sample_rate: int | None = None, start: float =
         x, sr = sf.read(str(path), start=first, frames=frames, dtype="float32", always_2d=True)
     except Exception as e:
         raise AudioError(f"{path}: cannot decode audio ({e})") from None
+    claimed = max(0, meta.frames - first) if frames < 0 else min(frames, max(0, meta.frames - first))
+    check_length(path, len(x), claimed)
     x = check(to_mono(x), str(path))
     if sample_rate is not None:
         x, sr = resample(x, sr, sample_rate), sample_rate
@@ -91,6 +134,8 @@ def read_blocks(path: str | os.PathLike, sample_rate: int, block_s: float = 60.0
     continuous across blocks (soxr stream), so concatenated blocks equal `read()`
     up to resampler state at the edges.
     """
+    if Path(path).exists() and not Path(path).is_file():
+        raise AudioError(f"{path}: not a regular file (FIFO, device or socket)")
     meta = info(path)
     stream = None if meta.samplerate == sample_rate else soxr.ResampleStream(
         meta.samplerate, sample_rate, 1, dtype="float32", quality="HQ")
@@ -109,6 +154,7 @@ def read_blocks(path: str | os.PathLike, sample_rate: int, block_s: float = 60.0
         raise AudioError(f"{path}: cannot decode audio ({e})") from None
     if total == 0:
         raise AudioError(f"{path}: audio is empty (0 samples)")
+    check_length(path, total, meta.frames)
     if stream is not None:
         tail = stream.resample_chunk(np.zeros(0, np.float32), last=True)
         if len(tail):

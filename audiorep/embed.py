@@ -13,25 +13,49 @@ views of the padded audio, so memory is bounded by one batch plus the outputs.
 """
 from __future__ import annotations
 
+import numbers
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .audio import AudioError, check, read_blocks, resample, window_starts
+from .audio import AudioError, as_float, check, read_blocks, resample, window_starts
 from .encoder import EmbedConfig
 
+
 def as_waves(audio, sample_rate: int, target_rate: int, device=None) -> torch.Tensor:
-    """[S] or [B, S] audio (numpy or torch) at `sample_rate` -> float32 [B, S] at `target_rate`."""
+    """[S] or [B, S] audio (numpy or torch; float, or integer PCM scaled as audio.read does)
+    at `sample_rate` -> float32 [B, S] at `target_rate`."""
+    sample_rate = check_rate(sample_rate)
     x = audio.detach().cpu().numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio)
     if x.ndim not in (1, 2):
         raise AudioError(f"audio must be [samples] or [batch, samples] mono, got shape {tuple(x.shape)}")
     if x.ndim == 2 and x.shape[1] <= 8 < x.shape[0]:
         raise AudioError(f"audio of shape {tuple(x.shape)} looks like [samples, channels]; pass mono [samples] "
                          "or [batch, samples] (audiorep.audio.to_mono mixes channels)")
-    x = check(np.atleast_2d(x).astype(np.float32, copy=False))
+    x = check(np.atleast_2d(as_float(x)))
     return torch.from_numpy(resample(x, sample_rate, target_rate)).to(device)
+
+
+def check_rate(sample_rate) -> int:
+    """A sample rate in Hz: a positive integer (or a float with an integer value)."""
+    whole = isinstance(sample_rate, (numbers.Integral, float)) and not isinstance(sample_rate, bool) \
+        and float(sample_rate).is_integer()
+    if not whole or sample_rate <= 0:
+        raise ValueError(f"sample_rate={sample_rate!r} ({type(sample_rate).__name__}): expected a positive integer "
+                         "number of Hz")
+    return int(sample_rate)
+
+
+def check_settings(encoder, cfg: EmbedConfig) -> None:
+    """Settings this encoder cannot honour, refused naming the field."""
+    depth = encoder.backbone.num_layers
+    if any(layer >= depth for layer in cfg.layers):
+        raise ValueError(f"EmbedConfig.layers={cfg.layers}: encoder {encoder.config.name!r} has blocks 0..{depth - 1}")
+    if "H" in cfg.levels and not encoder.config.num_classes:
+        raise ValueError(f"EmbedConfig.levels={cfg.levels}: level H needs a classifier head, encoder "
+                         f"{encoder.config.name!r} has none")
 
 
 def window_embeddings(encoder, waves: torch.Tensor, cfg: EmbedConfig) -> torch.Tensor:
@@ -65,6 +89,7 @@ def over_windows(fn, waves: torch.Tensor, starts: list[int], size: int, batch_si
 def scene_embeddings(encoder, audio, sample_rate: int, cfg: EmbedConfig | None = None) -> torch.Tensor:
     """[S] or [B, S] audio -> [B, D] clip embeddings (window means for audio past the span)."""
     cfg = cfg or encoder.config.embed
+    check_settings(encoder, cfg)
     waves = encoder.pad_short(as_waves(audio, sample_rate, encoder.sample_rate, encoder.device))
     window = encoder.span_samples
     if cfg.scene_window_s > 0:
@@ -83,6 +108,7 @@ def scene_embeddings(encoder, audio, sample_rate: int, cfg: EmbedConfig | None =
 def timestamp_embeddings(encoder, audio, sample_rate: int, cfg: EmbedConfig | None = None):
     """[S] or [B, S] audio -> ([B, T, D] embeddings, [B, T] timestamps in ms), T = S // hop + 1."""
     cfg = cfg or encoder.config.embed
+    check_settings(encoder, cfg)
     waves = as_waves(audio, sample_rate, encoder.sample_rate, encoder.device)
     sr = encoder.sample_rate
     hop = max(1, round(cfg.hop_ms * sr / 1000))

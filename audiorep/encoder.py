@@ -8,6 +8,8 @@ its backbone takes at most (its span) and at least.
 from __future__ import annotations
 
 import json
+import math
+import numbers
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated
@@ -42,13 +44,43 @@ class EmbedConfig:
     batch_size: int = 32                # windows per forward
 
     def __post_init__(self):
-        for level in self.levels:
-            if level not in LEVELS:
-                raise ValueError(f"EmbedConfig.levels: {level!r} is not one of {LEVELS}")
+        for name in ("levels", "layers", "rf_ms"):  # lists from Python are fine; a string is not a tuple
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
+            elif not isinstance(value, tuple):
+                raise ValueError(f"EmbedConfig.{name}={value!r}: expected a tuple, e.g. {EMBED_EXAMPLES[name]}")
+        if not self.levels or len(set(self.levels)) != len(self.levels) or not set(self.levels) <= set(LEVELS):
+            raise ValueError(f"EmbedConfig.levels={self.levels!r}: expected distinct levels out of {LEVELS}")
+        for layer in self.layers:
+            if not is_int(layer) or layer < 0:
+                raise ValueError(f"EmbedConfig.layers={self.layers!r}: expected block indices >= 0")
+        if not self.rf_ms or not all(is_positive(rf) for rf in self.rf_ms):
+            raise ValueError(f"EmbedConfig.rf_ms={self.rf_ms!r}: expected one or more receptive fields > 0 ms")
+        for name in ("hop_ms", "scene_hop_s"):
+            if not is_positive(getattr(self, name)):
+                raise ValueError(f"EmbedConfig.{name}={getattr(self, name)!r}: expected a number > 0")
+        if not (is_positive(self.scene_window_s) or self.scene_window_s == 0):
+            raise ValueError(f"EmbedConfig.scene_window_s={self.scene_window_s!r}: expected 0 (the model's span) "
+                             "or a number of seconds > 0")
+        if not is_int(self.batch_size) or self.batch_size < 1:
+            raise ValueError(f"EmbedConfig.batch_size={self.batch_size!r}: expected an integer >= 1")
         if self.timestamps not in TIMESTAMP_METHODS:
             raise ValueError(f"EmbedConfig.timestamps={self.timestamps!r}: expected one of {TIMESTAMP_METHODS}")
         if self.scene_pad not in SCENE_PADS:
             raise ValueError(f"EmbedConfig.scene_pad={self.scene_pad!r}: expected one of {SCENE_PADS}")
+
+
+EMBED_EXAMPLES = {"levels": "('L', 'M')", "layers": "(10, 11)", "rf_ms": "(160.0, 640.0)"}
+
+
+def is_int(x) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def is_positive(x) -> bool:
+    """A finite real number > 0 (not a bool, not a string)."""
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x) and x > 0
 
 
 @dataclass(frozen=True)
@@ -147,10 +179,35 @@ class Encoder(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path) -> "Encoder":
+        """An encoder folder written by `save`; a missing, malformed or non-finite file is a
+        ValueError naming it."""
         path = Path(path)
         for name in ("config.json", "model.safetensors"):
-            if not (path / name).exists():
+            if not (path / name).is_file():
                 raise FileNotFoundError(f"{path}: not a saved encoder ({name} missing)")
-        encoder = cls(from_dict(EncoderConfig, json.loads((path / "config.json").read_text())))
-        encoder.load_state_dict(load_file(str(path / "model.safetensors")))
+        config_path, weights_path = path / "config.json", path / "model.safetensors"
+        try:
+            cfg = from_dict(EncoderConfig, json.loads(config_path.read_text()))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{config_path}: not valid JSON ({e})") from None
+        except (TypeError, ValueError, AttributeError) as e:
+            raise ValueError(f"{config_path}: not an encoder config ({e})") from None
+        encoder = cls(cfg)
+        try:
+            state = load_file(str(weights_path))
+        except Exception as e:  # safetensors raises its own error types for truncated or foreign files
+            raise ValueError(f"{weights_path}: not a readable safetensors file ({e})") from None
+        check_finite(state, str(weights_path))
+        try:
+            encoder.load_state_dict(state)
+        except RuntimeError as e:
+            raise ValueError(f"{weights_path} does not fit {config_path}: {str(e).splitlines()[1].strip()}") from None
         return encoder.eval()
+
+
+def check_finite(state: dict[str, torch.Tensor], where: str) -> None:
+    """Refuse weights holding NaN or Inf (a diverged or corrupted checkpoint), naming the tensor."""
+    for name, t in state.items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            bad = int((~torch.isfinite(t)).sum())
+            raise ValueError(f"{where}: {name} holds {bad} NaN/Inf values; refusing to load these weights")
