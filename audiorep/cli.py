@@ -4,6 +4,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from .files import FolderInUse
+
 COMMANDS = {
     "embed": ("audiorep.commands.embed", "embed files or folders to .npy"),
     "convert": ("audiorep.commands.convert", "convert an official checkpoint to an audiorep encoder"),
@@ -13,6 +15,17 @@ COMMANDS = {
     "pretrain": ("audiorep.commands.pretrain", "pretrain an encoder with a recipe"),
     "finetune": ("audiorep.commands.finetune", "fine-tune an encoder on a task"),
     "demo": ("audiorep.demo", "the whole toolkit on a laptop: suite, pretraining, evaluation"),
+}
+
+
+EXTRAS = {  # optional module -> what installs it (pyproject's optional-dependencies)
+    "espeakng_loader": "pip install 'audiorep[suite]'",
+    "pretty_midi": "pip install 'audiorep[suite]'",
+    "tinysoundfont": "pip install --no-deps tinysoundfont (its own dependency, pyaudio, is for playback only)",
+    "julius": "pip install 'audiorep[train]'",
+    "transformers": "pip install 'audiorep[codec]'",
+    "sklearn": "pip install 'audiorep[kmeans]'",
+    "huggingface_hub": "pip install 'audiorep[hub]'",
 }
 
 
@@ -30,10 +43,16 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"audiorep: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
     try:
-        return module.main(rest) or 0
-    except (FileNotFoundError, KeyError, ValueError) as e:  # the toolkit's clear errors: no traceback
+        return importlib.import_module(COMMANDS[name][0]).main(rest) or 0
+    except ModuleNotFoundError as e:
+        root = (e.name or "").split(".")[0]
+        if root not in EXTRAS:
+            raise
+        print(f"audiorep {name}: error: this command needs the optional package {root!r}: {EXTRAS[root]}",
+              file=sys.stderr)
+        return 2
+    except (FileNotFoundError, KeyError, ValueError, FolderInUse) as e:  # the toolkit's clear errors: no traceback
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"audiorep {name}: error: {message}", file=sys.stderr)
         return 2

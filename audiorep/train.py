@@ -43,7 +43,7 @@ from tqdm import tqdm
 from .config import override, to_dict
 from .data import ClipDataset, DataConfig, ShardStream, StepSampler, class_balanced_weights
 from .ema import EMA
-from .files import checkpoints, write_json
+from .files import checkpoints, folder_lock, write_json
 
 SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -275,12 +275,35 @@ def check_config(cfg: TrainConfig, world: int) -> None:
 
 def train(objective: nn.Module, data: ClipDataset | ShardStream, cfg: TrainConfig, out: str | Path,
           run_config: dict | None = None, stop_after: int | None = None) -> nn.Module:
-    """Train `objective` on `data` for cfg.steps optimizer steps, resuming from RUN's last checkpoint.
+    """Train `objective` on `data` for cfg.steps optimizer steps, resuming from RUN's last
+    readable checkpoint. Rank 0 holds RUN's lock (files.folder_lock) for the whole run, so a
+    second run on the same folder stops at once with "another run is using RUN".
 
     run_config: the resolved configs written to RUN/config.json; a resumed run must match it.
     stop_after: leave after this optimizer step as if killed (tests, demos of resume).
     """
     out = Path(out)
+    with folder_lock(out) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext():
+        return train_locked(objective, data, cfg, out, run_config, stop_after)
+
+
+def resume_from(out: Path, objective: nn.Module, optimizer, scaler, ema: EMA | None) -> tuple[Path | None, int]:
+    """(checkpoint, step) of the newest checkpoint that loads; an unreadable one is reported
+    and the previous complete one is used; none readable is an error naming the folder."""
+    found = checkpoints(out)
+    for path in reversed(found):
+        try:
+            return path, load_checkpoint(path, objective, optimizer, scaler, ema)
+        except Exception as e:  # truncated or corrupted files: torch, json and pickle raise various types
+            print(f"{path}: unreadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                  "falling back to the previous one", file=sys.stderr)
+    if found:
+        raise ValueError(f"{out / 'checkpoints'}: no checkpoint is readable; delete the folder to start the run afresh")
+    return None, 0
+
+
+def train_locked(objective: nn.Module, data: ClipDataset | ShardStream, cfg: TrainConfig, out: Path,
+                 run_config: dict | None, stop_after: int | None) -> nn.Module:
     rank, world, device = setup_distributed(cfg)
     check_config(cfg, world)
     run_config = dict(run_config or {}, train=to_dict(cfg), world=world)
@@ -292,16 +315,14 @@ def train(objective: nn.Module, data: ClipDataset | ShardStream, cfg: TrainConfi
         write_json(saved, run_config)
 
     objective.to(device)
-    resume = checkpoints(out)[-1] if checkpoints(out) else None
-    if resume is None and hasattr(objective, "prepare"):  # data-dependent stage of a fresh run
+    if not checkpoints(out) and hasattr(objective, "prepare"):  # data-dependent stage of a fresh run
         objective.prepare(data, device, out)
     optimizer = torch.optim.AdamW(param_groups(objective, cfg.weight_decay, cfg.layer_decay),
                                   lr=peak_lr(cfg), betas=cfg.betas)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
     ema = EMA(objective.encoder) if cfg.ema > 0 else None
-    start = 0
+    resume, start = resume_from(out, objective, optimizer, scaler, ema)
     if resume is not None:
-        start = load_checkpoint(resume, objective, optimizer, scaler, ema)
         if rank == 0:
             print(f"resuming {out} from {resume.name}", file=sys.stderr)
     model = objective

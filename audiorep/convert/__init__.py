@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from ..encoder import check_finite
 from . import asit, audiomae, eat, encodecmae, passt
 
 CONVERTERS = {module.FORMAT: module for module in (passt, audiomae, asit, eat, encodecmae)}
@@ -187,6 +188,7 @@ def load_weights(encoder, source: str | Path, fmt: str | None = None, part: str 
                              f"official format ({looks_like(sd)}); load it with the preset it belongs to")
         sd = to_audiorep(sd, encoder, fmt, source)
     check_fit(encoder.state_dict(), sd, f"preset {encoder.config.name!r}", source)
+    check_finite(sd, source)
     encoder.load_state_dict(sd)
 
 
@@ -203,4 +205,5 @@ def load_objective_weights(objective, source: str | Path, fmt: str, part: str | 
     parts = {k.split(".")[0] for k in state}  # the objective's modules the checkpoint fills
     own = {k: v for k, v in objective.state_dict().items() if k.split(".")[0] in parts}
     check_fit(own, state, type(objective).__name__, where)
+    check_finite(state, where)
     objective.load_state_dict(state, strict=False)

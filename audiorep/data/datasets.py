@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .. import audio
+from ..files import confine
 from ..tasks import format as task_format
 
 LABEL_SEPARATORS = (";", "|")  # a manifest's labels column: "dog;bark" or "dog|bark"
@@ -63,22 +65,27 @@ def _labels(value, where: str) -> tuple[str, ...]:
     raise ValueError(f"{where}: labels must be a list or a string, got {type(value).__name__}")
 
 
-def _clip(row: dict, base: Path, where: str) -> Clip:
+def _clip(row, base: Path, where: str) -> Clip:
+    if not isinstance(row, dict):
+        raise ValueError(f"{where}: expected an object with 'path', got {type(row).__name__}")
     if not row.get("path"):
         raise ValueError(f"{where}: missing 'path'")
-    path = Path(row["path"])
+    path = confine(base, row["path"], f"{where}: path")
     try:
         offset = float(row.get("offset") or 0.0)
         duration = float(row["duration"]) if row.get("duration") not in (None, "") else None
     except ValueError as e:
         raise ValueError(f"{where}: bad offset/duration ({e})") from None
-    return Clip(str(path if path.is_absolute() else base / path), offset, duration, _labels(row.get("labels"), where))
+    if not (math.isfinite(offset) and offset >= 0) or (duration is not None and not (math.isfinite(duration) and duration > 0)):
+        raise ValueError(f"{where}: offset must be >= 0 and duration > 0 seconds, got {offset} and {duration}")
+    return Clip(str(path), offset, duration, _labels(row.get("labels"), where))
 
 
 def manifest_clips(path: str | os.PathLike) -> list[Clip]:
     """A CSV (header with `path` and optional `offset`, `duration`, `labels`) or JSONL manifest.
 
-    Relative paths are relative to the manifest's folder; CSV labels are separated by ';' or '|'.
+    Paths are relative to the manifest's folder and must stay below it (no absolute paths,
+    no '..'); CSV labels are separated by ';' or '|'.
     """
     path = Path(path)
     base = path.parent
@@ -112,7 +119,7 @@ def task_clips(task_dir: str | os.PathLike, split: str) -> tuple[list[Clip], lis
     clips = []
     for rel, ann in task.items(split):
         labels = sorted({x["label"] for x in ann}) if task.embedding_type == "event" else list(ann)
-        clips.append(Clip(str(task.path / rel), labels=tuple(labels)))
+        clips.append(Clip(str(confine(task.path, rel, f"{task.path / split}.json entry")), labels=tuple(labels)))
     return clips, task.vocabulary
 
 

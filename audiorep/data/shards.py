@@ -26,6 +26,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from .. import audio
 from ..audio import AUDIO_EXTENSIONS
+from ..files import confine
 from ..tasks import format as task_format
 from .datasets import Clip, DataConfig, crop_gain_roll
 from .samplers import SEED_STRIDE
@@ -83,12 +84,15 @@ def list_shards(spec: str | os.PathLike) -> list[Path]:
 
 
 def read_samples(path: Path) -> Iterator[dict[str, bytes]]:
-    """Members of one shard grouped by key: {"__key__": key, "flac": bytes, "json": bytes, ...}."""
+    """Members of one shard grouped by key: {"__key__": key, "flac": bytes, "json": bytes, ...}.
+    Members are read into memory, never extracted; a member name that is absolute or climbs
+    with '..' marks a hostile or broken shard and is refused, naming it."""
     sample: dict[str, bytes] = {}
     with tarfile.open(path, "r|") as tar:
         for member in tar:
             if not member.isfile():
                 continue
+            confine(path, member.name, f"{path}: member")
             folder, _, base = member.name.rpartition("/")
             key, _, ext = base.partition(".")
             key = f"{folder}/{key}" if folder else key
