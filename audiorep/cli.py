@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 
 from .files import FolderInUse
@@ -46,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return importlib.import_module(COMMANDS[name][0]).main(rest) or 0
     except ModuleNotFoundError as e:
-        root = (e.name or "").split(".")[0]
+        # e.name is lost when the error comes back from a worker process: read it from the message
+        named = e.name or next(iter(re.findall(r"No module named '([^']+)'", str(e))), "")
+        root = named.split(".")[0]
         if root not in EXTRAS:
             raise
         print(f"audiorep {name}: error: this command needs the optional package {root!r}: {EXTRAS[root]}",
