@@ -126,11 +126,10 @@ def output_stems(files: list[Path], roots: list[Path], taken: dict[str, str]) ->
     counts = Counter(stems.values())
     stems = {f: f"{s}{f.suffix}" if counts[s] > 1 and f.suffix else s for f, s in stems.items()}
     counts = Counter(stems.values())
-    names = Counter(n for s in stems.values() for n in (f"{s}.npy", f"{s}{TIMESTAMPS}"))
     for f, s in stems.items():
         source = os.path.abspath(f)
-        clash = counts[s] > 1 or s.startswith(".") or any(
-            names[n] > 1 or taken.get(n, source) != source for n in (f"{s}.npy", f"{s}{TIMESTAMPS}"))
+        clash = counts[s] > 1 or s.startswith(".") or s.endswith(TIMESTAMPS[:-4]) or any(
+            taken.get(n, source) != source for n in (f"{s}.npy", f"{s}{TIMESTAMPS}"))
         if clash:
             stems[f] = f"{s}-{hashlib.sha256(source.encode()).hexdigest()[:12]}"
     owner: dict[str, str] = {}
