@@ -1,0 +1,88 @@
+"""Caches reuse only identical work: embed's index is keyed by the model's identity (config +
+weights), the settings and each input's size and mtime; random-init encoders are the same
+model in every run (seed 0) and leave the caller's random state alone."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import audiorep
+from audiorep import audio, cli
+from audiorep.models import identity
+
+SR = 16000
+
+
+def clip(path, freq):
+    t = np.arange(SR // 2) / SR
+    audio.write(path, (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), SR, subtype="FLOAT")
+
+
+def test_random_init_is_one_model_and_leaves_the_callers_rng_alone(one_thread):
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    first = audiorep.load("audiomae-tiny", random_init=True)
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.manual_seed(456)
+    assert identity(audiorep.load("audiomae-tiny", random_init=True)) == identity(first)
+    trained = audiorep.load("audiomae-tiny")
+    with torch.no_grad():
+        trained.backbone.norm.weight.add_(1e-3)
+    assert identity(trained) != identity(first)
+
+
+def test_embed_reuses_only_identical_work(tmp_path, one_thread):
+    src, out, model = tmp_path / "src", tmp_path / "out", tmp_path / "model"
+    clip(src / "a.wav", 300)
+    clip(src / "b.wav", 600)
+    audiorep.load("audiomae-tiny").save(model)
+    run = ["embed", str(src), "--model", str(model), "--out", str(out)]
+
+    def stamps():
+        return {n: (out / n).stat().st_mtime_ns for n in ("a.npy", "b.npy")}
+
+    assert cli.main(run) == 0
+    done = stamps()
+    assert cli.main(run) == 0 and stamps() == done  # same model, settings and files: nothing recomputed
+
+    clip(src / "b.wav", 900)  # same name, same size, new content
+    os.utime(src / "b.wav", ns=(done["b.npy"] + 10**9, done["b.npy"] + 10**9))
+    assert cli.main(run) == 0
+    now = stamps()
+    assert now["a.npy"] == done["a.npy"] and now["b.npy"] != done["b.npy"]
+    expect = audiorep.scene_embeddings(audiorep.load(str(model)), audio.read(src / "b.wav")[0], SR)[0]
+    np.testing.assert_allclose(np.load(out / "b.npy"), expect.numpy(), atol=1e-5)
+
+    other = audiorep.load("audiomae-tiny")
+    with torch.no_grad():
+        other.backbone.norm.bias.add_(0.5)
+    other.save(model)  # new weights under the same --model path
+    assert cli.main(run) == 0
+    assert all(t != now[n] for n, t in stamps().items())
+    expect = audiorep.scene_embeddings(other, audio.read(src / "a.wav")[0], SR)[0]
+    np.testing.assert_allclose(np.load(out / "a.npy"), expect.numpy(), atol=1e-5)
+
+    again = stamps()
+    assert cli.main(run + ["--set", "hop_ms=25"]) == 0  # other settings
+    assert all(t != again[n] for n, t in stamps().items())
+    assert json.loads((out / "index.json").read_text())["setup"]["embed"]["hop_ms"] == 25
+
+
+def test_two_random_init_runs_write_the_same_embeddings(tmp_path, one_thread):
+    clip(tmp_path / "src" / "a.wav", 300)
+    for out in ("one", "two"):
+        assert cli.main(["embed", str(tmp_path / "src"), "--model", "audiomae-tiny", "--random-init",
+                         "--out", str(tmp_path / out)]) == 0
+    assert (tmp_path / "one" / "a.npy").read_bytes() == (tmp_path / "two" / "a.npy").read_bytes()
+
+
+@pytest.mark.parametrize("bad", ["not json", "[]", '{"setup": 1, "files": []}'])
+def test_a_broken_index_means_recomputing_not_a_crash(tmp_path, bad, capsys, one_thread):
+    clip(tmp_path / "src" / "a.wav", 300)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "index.json").write_text(bad)
+    assert cli.main(["embed", str(tmp_path / "src"), "--model", "audiomae-tiny", "--out", str(tmp_path / "out")]) == 0
+    assert "recomputing every file" in capsys.readouterr().err
+    assert set(json.loads((tmp_path / "out" / "index.json").read_text())["files"]) == {str(tmp_path / "src" / "a.wav")}
