@@ -148,6 +148,19 @@ def test_early_stopping_keeps_first_best_and_stops_after_patience():
     assert r.epochs_run == (5 + 3) * 3  # three checks without a strict improvement after it
 
 
+@pytest.mark.parametrize("scores, kept, val, checks", [
+    ([0.5, float("nan"), 0.9], 0, 0.5, 2),         # NaN stops the point; the best so far is kept
+    ([float("nan"), 0.9], 0, -float("inf"), 1),     # a first NaN is kept (as the worst score) and stops
+    ([0.5, float("inf"), 0.9], 1, float("inf"), 2),  # infinity is kept, then stops (check_finite)
+])
+def test_non_finite_scores_stop_as_lightning_does(scores, kept, val, checks):
+    x, y = _data(n=32)
+    it = iter(scores + [0.0] * 50)
+    r = probes.train_grid(_small_grid(1, max_epochs=60, check_every=3, patience=5, batch_size=32), x, y, x,
+                          lambda p: (next(it), None), True)[0]
+    assert r.epoch == kept * 3 + 2 and r.val_score == val and len(r.history) == checks
+
+
 def test_kfold_rotation_matches_the_kit():
     meta = {"split_mode": "new_split_kfold", "nfolds": 5, "splits": ["fold03", "fold00", "fold01", "fold02", "fold04"]}
     splits = data_splits(meta)

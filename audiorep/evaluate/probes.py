@@ -5,8 +5,9 @@ The HEAR 2021 probe (hear-eval-kit `FullyConnectedPrediction`): `hidden_layers` 
 normal) with gain 1 on the first layer and sqrt(2) after a ReLU, PyTorch's default bias
 init; Adam; batch 1024 in the stored row order (the kit does not shuffle); validation every
 3 epochs, early stopping after 20 checks without a strict improvement of the primary
-validation score, and the best checkpoint (first epoch reaching the best score) is kept.
-No normalization of the embeddings. A grid point holds the kit's whole configuration
+validation score, and the best checkpoint (first epoch reaching the best score) is kept; as
+Lightning does for the kit, a NaN or infinite score stops the point (the checkpoint counts
+NaN as the worst score, and the first check is always kept). No normalization of the embeddings. A grid point holds the kit's whole configuration
 (`GridPoint`), so a task's `task_specific_param_grid` can change any of it; the points of one
 `train_grid` call share their schedule (epochs, validation interval, patience, batch size).
 
@@ -342,9 +343,13 @@ def train_grid(points: list[GridPoint], x_train: np.ndarray, y_train: np.ndarray
             for j, i in enumerate(grp.idx):
                 score, extra = score_fn(logits[j])
                 history[i].append(score)
-                if not math.isnan(score) and sign * score > best[i]:
+                kept = -math.inf if math.isnan(score) else sign * score  # Lightning's checkpoint: NaN is the worst
+                if results[i] is None or kept > sign * results[i].val_score:
+                    results[i] = ProbeResult(points[i], grp.stack.point_state(j), epoch, sign * kept, extra)
+                if not math.isfinite(score):  # Lightning's EarlyStopping(check_finite=True) stops here
+                    stopped.add(i)
+                elif sign * score > best[i]:
                     best[i], waits[i] = sign * score, 0
-                    results[i] = ProbeResult(points[i], grp.stack.point_state(j), epoch, score, extra)
                 else:
                     waits[i] += 1
                     if waits[i] >= patience:
@@ -355,8 +360,8 @@ def train_grid(points: list[GridPoint], x_train: np.ndarray, y_train: np.ndarray
         if not groups:
             break
     for i, p in enumerate(points):
-        if results[i] is None:  # never validated (max_epochs < check_every) or only NaN scores
-            raise ValueError(f"grid point {p} got no usable validation score in {max_epochs} epochs "
+        if results[i] is None:  # never validated (max_epochs < check_every)
+            raise ValueError(f"grid point {p} was never validated in {max_epochs} epochs "
                              f"(validation every {check_every} epochs)")
         results[i].epochs_run = len(history[i]) * check_every
         results[i].history = history[i]
