@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from audiorep.tasks.format import METADATA_FILE, TaskFormatError, check_task, load_task, metadata_warnings
+from audiorep.tasks.format import METADATA_FILE, Task, TaskFormatError, check_task, load_task, metadata_warnings
 
 from . import embeddings as emb
 from .protocol import MODES, ProtocolConfig, evaluate_task
@@ -86,7 +86,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _check(path: Path) -> tuple[object | None, str | None]:
+def _check(path: Path) -> tuple[Task | None, str | None]:
     """-> (task, None) or (None, why it cannot be evaluated)."""
     problems = check_task(path, read_audio=False)
     if problems:
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     failed: dict[str, str] = {}
     warnings: dict[str, list[str]] = {}
     metadata: dict[str, dict] = {}
-    checked: dict[Path, object] = {}
+    checked: dict[Path, Task | None] = {}
     for spec in tqdm(models, desc="models"):
         loaded = None
         for path in tqdm(paths, desc=spec.label, leave=False):
