@@ -87,6 +87,22 @@ def test_teacher_starts_as_the_converted_weights(fixture):
                                out["clean_backbone_cls_token"], **TOL)
 
 
+def test_official_checkpoint_file_loads_teacher_or_student(fixture, tmp_path):
+    """The release saves {"student": DDP state_dict (module.*), "teacher": state_dict, ...}."""
+    from audiorep.convert import load_weights
+
+    sd, inp, out, _ = fixture
+    path = tmp_path / "checkpoint.pth"
+    torch.save({"student": {f"module.{k}": v for k, v in sd.items()}, "teacher": sd, "epoch": 3}, path)
+    clean = inp["x_clean"][:, 0].transpose(1, 2)
+    for part in (None, "student"):  # the teacher by default
+        encoder = Encoder(presets.get("asit-tiny")).eval()
+        load_weights(encoder, path, "asit", part=part)
+        with torch.no_grad():
+            tokens = encoder.backbone(clean).tokens
+        torch.testing.assert_close(tokens[:, 0], out["clean_backbone_cls_token"], **TOL)
+
+
 def test_converter_refuses_what_does_not_fit(fixture):
     sd = fixture[0]
     assert convert_asit.matches(sd)
