@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import torch
-from study import mean_scores, save_init, slug, suite_and_corpus, table
+from study import add_arguments, mean_scores, save_init, slug, suite_and_corpus, table
 
 from audiorep import presets
 from audiorep.config import override
@@ -53,12 +53,7 @@ def pretrain(out: Path, corpus: Path, variant: str, seed: int, steps: int, batch
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--batch", type=int, default=8, help="clips per step (two crops each)")
-    parser.add_argument("--corpus-hours", type=float, default=0.3)
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS))
+    add_arguments(parser, steps=200, batch=8, corpus_hours=0.3, tasks=TASKS)  # batch: clips, two crops each
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # one compute thread + one loader process, as the demo
     began = time.perf_counter()

@@ -20,6 +20,16 @@ from audiorep.evaluate import cli as evaluate_cli
 from audiorep.tasks.suite import build_corpus, build_suite
 
 
+def add_arguments(parser, steps: int, batch: int, corpus_hours: float, tasks) -> None:
+    """The options every study takes: --out, --seeds, --steps, --batch, --corpus-hours, --tasks."""
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--batch", type=int, default=batch)
+    parser.add_argument("--corpus-hours", type=float, default=corpus_hours)
+    parser.add_argument("--tasks", nargs="+", default=list(tasks))
+
+
 def slug(variant: str, seed: int) -> str:
     return f"{variant.replace(' + ', '+').replace(' ', '-')}-seed{seed}"
 
