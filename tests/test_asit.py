@@ -177,6 +177,16 @@ def test_teacher_temperature_warms_up_linearly():
     assert float(objective.teacher_temp) == pytest.approx(0.055)
 
 
+def test_global_loss_pairs_each_student_view_with_the_other_teacher_view():
+    objective = tiny_asit()
+    objective.teacher_temp.fill_(0.04)
+    t0, t1 = torch.randn(2, 3, 64).unbind(0)
+    crossed = torch.cat([t1, t0]) * 2.5  # student view 0 = teacher view 1 at the student's temperature
+    straight = torch.cat([t0, t1]) * 2.5
+    teacher = torch.cat([t0, t1])
+    assert objective.global_loss(crossed, teacher) < objective.global_loss(straight, teacher) - 0.5
+
+
 def test_centers_move_with_the_teacher_logits():
     objective = tiny_asit()
     objective(tiny_batch(objective))
