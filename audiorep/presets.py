@@ -26,7 +26,7 @@ _audiomae = EncoderConfig(
     pool="tokens", embed=EmbedConfig(levels=("M",), timestamps="tokens", scene_hop_s=5.0))
 _asit = EncoderConfig(
     name="asit-b", frontend=FbankConfig(sample_rate=32000),
-    backbone=ViTConfig(max_frames=592, stride=(16, 16), prefix=1, pos="learned"),
+    backbone=ViTConfig(max_frames=592, stride=(16, 16), prefix=1, pos="learned", drop_path=0.1),  # released: 0.1 in training
     pool="tokens", embed=EmbedConfig(levels=("M",), timestamps="tokens", scene_hop_s=3.0))
 # EAT (end-to-end): peak-normalized 22.05 kHz waveform, conv stack + transformer, one token per
 # 1024 samples (46 ms), positions for 10 s; cls token -> a Linear head; no weights released
@@ -67,6 +67,7 @@ PRESETS: dict[str, EncoderConfig] = {
 FORMATS: dict[str, str] = {
     "passt-s": "passt", "passt-s-hop5": "passt", "passt-tiny": "passt",
     "audiomae-b": "audiomae", "audiomae-tiny": "audiomae",
+    "asit-b": "asit", "asit-tiny": "asit",
     "eat-s": "eat", "eat-m": "eat", "eat-tiny": "eat",
     "encodecmae-small": "encodecmae", "encodecmae-base": "encodecmae", "encodecmae-large": "encodecmae",
     "encodecmae-tiny": "encodecmae",

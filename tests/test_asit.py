@@ -88,12 +88,16 @@ def test_teacher_starts_as_the_converted_weights(fixture):
 
 
 def test_official_checkpoint_file_loads_teacher_or_student(fixture, tmp_path):
-    """The release saves {"student": DDP state_dict (module.*), "teacher": state_dict, ...}."""
+    """The release saves {"student": DDP state_dict (module.*), "teacher": state_dict, "args":
+    argparse.Namespace, ...}: the Namespace is allowed through weights_only loading, nothing else."""
+    import argparse
+
     from audiorep.convert import load_weights
 
     sd, inp, out, _ = fixture
     path = tmp_path / "checkpoint.pth"
-    torch.save({"student": {f"module.{k}": v for k, v in sd.items()}, "teacher": sd, "epoch": 3}, path)
+    torch.save({"student": {f"module.{k}": v for k, v in sd.items()}, "teacher": sd, "epoch": 3,
+                "args": argparse.Namespace(lr=5e-4, arch="vit_small")}, path)
     clean = inp["x_clean"][:, 0].transpose(1, 2)
     for part in (None, "student"):  # the teacher by default
         encoder = Encoder(presets.get("asit-tiny")).eval()

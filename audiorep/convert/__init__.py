@@ -15,6 +15,7 @@ audiorep's own files (safetensors with format=audiorep metadata) load into any p
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import urllib.request
@@ -27,6 +28,7 @@ from . import asit, audiomae, eat, encodecmae, passt
 
 CONVERTERS = {module.FORMAT: module for module in (passt, audiomae, asit, eat, encodecmae)}
 AUDIOREP = "audiorep"
+SAFE_GLOBALS = [argparse.Namespace]  # ASiT/DINO checkpoints store their command-line `args`
 PREFIXES = ("module.", "net.", "model.")  # DDP, hear21passt and Lightning wrappers
 
 
@@ -115,7 +117,8 @@ def read_checkpoint(path: str | Path) -> tuple[dict, str | None]:
         except Exception as e:
             raise ValueError(f"{path}: not a readable safetensors file ({e})") from None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True), None
+        with torch.serialization.safe_globals(SAFE_GLOBALS):  # plain data some releases pickle beside the weights
+            return torch.load(path, map_location="cpu", weights_only=True), None
     except Exception as e:
         raise ValueError(f"{path}: not a readable weights-only checkpoint ({e})") from None
 
