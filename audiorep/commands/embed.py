@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from ..audio import AudioError, audio_files
 from ..config import override
-from ..embed import embed_file
+from ..embed import check_settings, embed_file
 from ..files import folder_lock, save_npy, write_json
 from ..models import identity, load
 
@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 
     encoder = load(args.model, weights=args.weights, random_init=args.random_init).to(args.device).eval()
     cfg = override(encoder.config.embed, args.set)
+    check_settings(encoder, cfg)
     out = Path(args.out)
     with folder_lock(out):
         skipped: list[Path] = []

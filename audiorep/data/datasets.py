@@ -76,8 +76,10 @@ def _clip(row, base: Path, where: str) -> Clip:
         duration = float(row["duration"]) if row.get("duration") not in (None, "") else None
     except ValueError as e:
         raise ValueError(f"{where}: bad offset/duration ({e})") from None
-    if not (math.isfinite(offset) and offset >= 0) or (duration is not None and not (math.isfinite(duration) and duration > 0)):
-        raise ValueError(f"{where}: offset must be >= 0 and duration > 0 seconds, got {offset} and {duration}")
+    if not (math.isfinite(offset) and offset >= 0):
+        raise ValueError(f"{where}: offset={offset}: expected seconds >= 0")
+    if duration is not None and not (math.isfinite(duration) and duration > 0):
+        raise ValueError(f"{where}: duration={duration}: expected seconds > 0")
     return Clip(str(path), offset, duration, _labels(row.get("labels"), where))
 
 
