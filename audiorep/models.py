@@ -3,6 +3,7 @@ and `identity()`: what names an encoder's weights, for caches."""
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import torch
@@ -33,12 +34,20 @@ def encoder_folder(path: Path) -> Path | None:
     for folder in (path, path / "encoder"):
         if (folder / "config.json").exists() and (folder / "model.safetensors").exists():
             return folder
-    if (path / "checkpoints").is_dir() or (path / "log.csv").exists():
+    if (path / "checkpoints").is_dir() or (path / "log.csv").exists() or is_run_config(path / "config.json"):
         raise FileNotFoundError(f"{path}: a training run without an encoder yet ({path / 'encoder'} is written "
                                 "with the first checkpoint)")
     if (path / "config.json").exists() or (path / "model.safetensors").exists():
         return path  # Encoder.load names the missing file
     raise FileNotFoundError(f"{path}: not a saved encoder (config.json + model.safetensors) nor a run folder")
+
+
+def is_run_config(path: Path) -> bool:
+    """Whether `path` is a training run's config.json (it records the train settings)."""
+    try:
+        return "train" in json.loads(path.read_text())
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 def load(name_or_path: str, weights: str | None = None, random_init: bool = False, tag: str | None = None,

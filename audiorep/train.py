@@ -295,7 +295,7 @@ def resume_from(out: Path, objective: nn.Module, optimizer, scaler, ema: EMA | N
         try:
             return path, load_checkpoint(path, objective, optimizer, scaler, ema)
         except Exception as e:  # truncated or corrupted files: torch, json and pickle raise various types
-            print(f"{path}: unreadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+            print(f"{path}: unreadable checkpoint ({type(e).__name__}: {' '.join(str(e).split())[:200]}); "
                   "falling back to the previous one", file=sys.stderr)
     if found:
         raise ValueError(f"{out / 'checkpoints'}: no checkpoint is readable; delete the folder to start the run afresh")

@@ -120,7 +120,16 @@ def read_checkpoint(path: str | Path) -> tuple[dict, str | None]:
         with torch.serialization.safe_globals(SAFE_GLOBALS):  # plain data some releases pickle beside the weights
             return torch.load(path, map_location="cpu", weights_only=True), None
     except Exception as e:
-        raise ValueError(f"{path}: not a readable weights-only checkpoint ({e})") from None
+        raise ValueError(f"{path}: not a readable weights-only checkpoint ({one_line(e)})") from None
+
+
+def one_line(e: Exception) -> str:
+    """torch.load's multi-paragraph errors in one line: the unpickler's reason when there is one."""
+    text = " ".join(str(e).split())
+    if "WeightsUnpickler error:" in text:
+        text = "refused by the weights-only unpickler: " + text.split("WeightsUnpickler error:")[1].split(
+            " Check the documentation")[0].strip()
+    return text[:300]
 
 
 def unwrap(content, where: str, part: str | None = None) -> dict[str, torch.Tensor]:
