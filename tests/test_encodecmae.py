@@ -258,3 +258,12 @@ def test_presets_and_a_large_style_checkpoint_whose_heads_do_not_divide_the_widt
     assert all(torch.equal(converted[f"backbone.{k}"], v) for k, v in ours.items())
     with torch.no_grad():
         assert backbone(torch.randn(1, 256, 20)).tokens.shape == (1, 20, 26)
+
+
+def test_faiss_kmeans_is_deterministic_for_a_seed(corpus, tmp_path):
+    pytest.importorskip("faiss")
+    faiss = dataclasses.replace(KMEANS, kmeans="faiss")
+    for run in ("a", "b"):
+        CodecMAE(tiny_encoder(), faiss).prepare(corpus, "cpu", tmp_path / run)
+    same = [(tmp_path / r / "targets" / "tokenizer.safetensors").read_bytes() for r in ("a", "b")]
+    assert same[0] == same[1]

@@ -45,6 +45,7 @@ class CodecMAEConfig:
     kmeans_k: int = 1024            # k-means targets: clusters
     kmeans_clips: int = 1000        # clips sampled to fit k-means (or the random EnCodec codebooks)
     kmeans_frames: int = 100_000    # frames k-means is fitted on (released self-training: 10k)
+    kmeans: str = "sklearn"         # k-means backend: "sklearn" (MiniBatchKMeans) or "faiss" (faster)
     gamma_clips: int = 200          # clips sampled to estimate gamma_q
     teacher: str = ""               # teacher_kmeans: run/encoder folder; "" = this encoder as loaded
     teacher_layer: int = -1         # teacher block whose activations are clustered

@@ -86,7 +86,8 @@ def build_tokenizer(cfg, encoder, device):
         features = activation_frames(teacher, cfg.teacher_layer, cfg.teacher_postnorm)
     else:
         raise ValueError(f"CodecMAEConfig.targets={cfg.targets!r}: expected one of {TARGETS}")
-    return KMeansTokenizer(features, sr, *frame_grid(encoder.frontend), cfg.kmeans_k, cfg.kmeans_frames, cfg.seed)
+    return KMeansTokenizer(features, sr, *frame_grid(encoder.frontend), cfg.kmeans_k, cfg.kmeans_frames, cfg.seed,
+                           cfg.kmeans)
 
 
 class TargetCache:
@@ -185,7 +186,8 @@ def prepare_targets(cfg, encoder, dataset, device, run_dir: str | Path) -> tuple
                          "manifest, not tar shards")
     tokenizer = build_tokenizer(cfg, encoder, device)
     cache = TargetCache(Path(run_dir) / "targets")
-    cache.begin({"targets": cfg.targets, "teacher": cfg.teacher, "seed": cfg.seed, "sample_rate": encoder.sample_rate,
+    cache.begin({"targets": cfg.targets, "teacher": cfg.teacher, "seed": cfg.seed, "kmeans": cfg.kmeans,
+                 "sample_rate": encoder.sample_rate,
                  "hop": tokenizer.hop, "centre": tokenizer.centre, "codebooks": tokenizer.codebooks,
                  "codebook_size": tokenizer.codebook_size, "clips": len(dataset.clips)})
     generator = torch.Generator().manual_seed(cfg.seed)
