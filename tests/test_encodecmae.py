@@ -135,6 +135,11 @@ def test_variable_length_batch_gives_each_clip_its_own_result(one_thread):
         k = int((keep[1] >= 0).sum())
         alone = encoder.backbone(feats[1:, :, :short], keep=keep[1:, :k]).tokens
         torch.testing.assert_close(out.tokens[1, :k], alone[0], atol=1e-5, rtol=1e-5)
+        # and through the decoder and head: the short clip's predictions as if it were alone
+        objective = CodecMAE(encoder, KMEANS).eval()
+        logits = objective.predict(feats, masked, padding)
+        alone = objective.predict(feats[1:, :, :short], masked[1:, :short], None)
+        torch.testing.assert_close(logits[1, :short], alone[0], atol=1e-5, rtol=1e-5)
 
 
 def test_frame_times_are_exact_hops():

@@ -46,3 +46,17 @@ def test_hear_module_takes_a_hear_rate_and_returns_milliseconds(one_thread):
     assert emb.shape == (2, 3 * 24000 // 318 + 1, 64)
     assert torch.allclose(ts[0, 1:] - ts[0, :-1], torch.tensor(13.25))  # ms, the frame hop
     assert hear.get_scene_embeddings(audio, model).shape == (2, 64)
+
+
+def test_embeddings_from_a_chosen_block(one_thread):
+    """EmbedConfig.layers=(0,): block 0's x0 stream per frame (the released per-layer activation)."""
+    from audiorep.embed import timestamp_embeddings
+    from audiorep.encoder import EmbedConfig
+    torch.manual_seed(0)
+    cfg = EmbedConfig(levels=("M",), timestamps="tokens", hop_ms=13.25, layers=(0,))
+    encoder = Encoder(dataclasses.replace(tiny_encoder().config, embed=cfg)).eval()
+    wave = torch.randn(1, 24000) * 0.1
+    emb, _ = timestamp_embeddings(encoder, wave, 24000)
+    with torch.no_grad():
+        block0 = encoder(wave, layers=[0]).hidden[0][0]  # [T, D]
+    torch.testing.assert_close(emb[0, 1:block0.shape[0] + 1], block0, atol=1e-5, rtol=1e-5)
