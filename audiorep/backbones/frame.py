@@ -109,10 +109,10 @@ class ResiDualStack(nn.Module):
         x = x + self.pos_scale * interleaved_sincos(positions, x.shape[-1]).to(x.dtype)
         attn_mask = None if padding is None else ~padding[:, None, None, :]  # [B, 1, 1, N], True = attend
         x0 = x1 = x
-        hidden = []
+        hidden, wanted = [], {i % len(self.blocks) for i in layers or ()}  # -1: the last block
         for i, block in enumerate(self.blocks):
             x0, x1 = block(x0, x1, self.ff, attn_mask)
-            if layers is not None and i in layers:
+            if i in wanted:
                 hidden.append(x0)
         return x0 + self.norm(x1), hidden
 
