@@ -92,17 +92,18 @@ def _alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def folder_lock(folder: str | os.PathLike):
-    """Hold `folder`'s lock for the duration: created with O_CREAT | O_EXCL holding
-    "pid host"; a lock left by a dead process of this host is taken over; a live one
-    raises FolderInUse naming the folder and the pid. The check-and-take-over runs under a
-    flock of a guard file, so two runs never both take a stale lock."""
+def folder_lock(folder: str | os.PathLike, name: str = LOCK, what: str | os.PathLike | None = None):
+    """Hold `folder`'s lock (the file `name` in it) for the duration: created with
+    O_CREAT | O_EXCL holding "pid host"; a lock left by a dead process of this host is
+    taken over; a live one raises FolderInUse naming `what` (default: the folder) and the
+    pid. The check-and-take-over runs under a flock of a guard file, so two runs never
+    both take a stale lock."""
     import fcntl
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    lock, me = folder / LOCK, f"{os.getpid()} {socket.gethostname()}"
-    with open(folder / f"{LOCK}.guard", "a") as guard:
+    lock, me = folder / name, f"{os.getpid()} {socket.gethostname()}"
+    with open(folder / f"{name}.guard", "a") as guard:
         fcntl.flock(guard, fcntl.LOCK_EX)
         for _ in range(2):
             try:
@@ -113,7 +114,7 @@ def folder_lock(folder: str | os.PathLike):
                 pid = int(holder[0]) if holder and holder[0].isdigit() else None
                 host = holder[1] if len(holder) > 1 else None
                 if pid is not None and (host != socket.gethostname() or _alive(pid)):
-                    raise FolderInUse(f"another run (pid {pid} on {host}) is using {folder}; wait for it to "
+                    raise FolderInUse(f"another run (pid {pid} on {host}) is using {what or folder}; wait for it to "
                                       f"finish, or delete {lock} if no such run is going") from None
                 lock.unlink()  # a dead run's lock (or an unreadable one)
         os.write(fd, me.encode())
