@@ -33,14 +33,11 @@ import torch
 
 from audiorep import presets
 from audiorep.encoder import Encoder
-from audiorep.objectives import RECIPES, Recipe, register_recipe
+from audiorep.objectives import RECIPES
 from audiorep.objectives.codec_mae import CodecMAE, CodecMAEConfig
 
 BASE = presets.get("encodecmae-base")
 TINY = presets.get("encodecmae-tiny")
-TINY = replace(TINY, backbone=replace(TINY.backbone, max_frames=150))  # 2 s crops
-TRAIN = ("lr=1e-4", "schedule=constant", "warmup_steps=0", "weight_decay=0.05", "betas=0.9,0.95", "batch_size=128",
-         "data.crop_s=4", "data.roll=false", "data.gain_db=0")
 VARIANTS = {  # name -> (objective overrides, start from)
     "random-EnCodec": (["objective.targets=encodec_random"], None),
     "fbank-k-means": (["objective.targets=fbank_kmeans"], None),
@@ -54,14 +51,6 @@ PAPER = {  # Table 1, global score (HEAR subset), Base unless noted
     "random-EnCodec + more stage 1": "-",
 }
 TASKS = ("keywords", "pitch", "family", "sound_classes")
-
-
-def setup() -> None:
-    """The recipes, for as long as the package does not list them."""
-    if "encodecmae" not in RECIPES:
-        register_recipe(Recipe("encodecmae", CodecMAEConfig, CodecMAE, "encodecmae-base", TRAIN + ("steps=500000",)))
-        register_recipe(Recipe("encodecmae-st", CodecMAEConfig, CodecMAE, "encodecmae-base",
-                               TRAIN + ("steps=150000",), ("targets=teacher_kmeans",)))
 
 
 # ------------------------------------------------------------------------------ extraction
@@ -172,30 +161,20 @@ def slug(variant: str, seed: int) -> str:
 
 
 def pretrain(out: Path, corpus: Path, variant: str, seed: int, steps: int, batch: int, k: int) -> Path:
-    from audiorep.config import override
-    from audiorep.train import TrainConfig, crop_samples, open_data, split_overrides, train
+    from audiorep.train import run_recipe
     run = out / "runs" / slug(variant, seed)
-    if (run / "encoder" / "model.safetensors").exists() and (run / "done").exists():
+    if (run / "done").exists():
         return run
     extra, start = VARIANTS[variant]
     overrides = [f"steps={steps}", f"batch_size={batch}", "lr=1e-3", "warmup_steps=10", f"seed={seed}",
                  "data.workers=1", "data.crop_s=2", f"checkpoint_every={steps}", f"log_every={max(1, steps // 20)}",
-                 f"objective.kmeans_k={k}", "objective.kmeans_clips=200", "objective.gamma_clips=50",
-                 "objective.decoder_heads=4", "objective.decoder_ff_dim=256", *extra]
-    recipe = RECIPES["encodecmae"]
-    parts = split_overrides(overrides)
-    objective_cfg = override(recipe.config(), list(recipe.objective_defaults) + parts["objective"])
-    cfg = override(TrainConfig(), list(recipe.defaults) + parts["train"])
-    torch.manual_seed(cfg.seed)
-    encoder = Encoder(TINY)
-    data, _ = open_data(str(corpus), encoder.sample_rate, crop_samples(encoder, cfg.data), cfg.data)
-    objective = CodecMAE(encoder, objective_cfg)
-    if start is not None:  # what `audiorep pretrain encodecmae-st --init RUN` does
-        objective.init_from(out / "runs" / slug(start, seed))
+                 "encoder.backbone.max_frames=150", f"objective.kmeans_k={k}", "objective.kmeans_clips=200",
+                 "objective.gamma_clips=50", "objective.decoder_heads=4", "objective.decoder_ff_dim=256", *extra]
     shared = out / "runs" / slug("random-EnCodec", 0) / "targets"
-    if objective_cfg.targets == "encodec_random" and run != shared.parent and not (run / "targets").exists():
+    if "objective.targets=encodec_random" in extra and run != shared.parent and not (run / "targets").exists():
         shutil.copytree(shared, run / "targets")  # the same tokenizer (objective seed 0): tokenize once
-    train(objective, data, cfg, run, {"variant": variant, "objective": overrides})
+    init = str(out / "runs" / slug(start, seed)) if start else None  # = `audiorep pretrain ... --init RUN`
+    run_recipe(RECIPES["encodecmae"], TINY, str(corpus), run, overrides, init=init)
     (run / "done").write_text("")
     return run
 
@@ -216,7 +195,7 @@ def study(args) -> None:
             for s in range(args.seeds) for v in VARIANTS}
     init = args.out / "runs" / "init-seed0"
     torch.manual_seed(0)
-    Encoder(TINY).save(init)
+    Encoder(replace(TINY, backbone=replace(TINY.backbone, max_frames=150))).save(init)
     minutes_pretrain = (time.perf_counter() - began) / 60
     names = {slug(v, s): str(run) for (v, s), run in runs.items()}
     names.update({"init": str(init), "logmel": "logmel"})
@@ -264,7 +243,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--corpus-hours", type=float, default=0.2)
     p.add_argument("--tasks", nargs="+", default=list(TASKS))
     args = parser.parse_args(argv)
-    setup()
     if args.what == "extraction":
         extraction(args.seconds)
     elif args.what == "kmeans":
