@@ -20,10 +20,14 @@ def test_normalize_to_best_with_zero_scores_and_error_rates():
 
 def test_random_init_of_a_saved_encoder_is_fresh_weights(tmp_path):
     enc = audiorep.load("passt-tiny")
+    seeded = enc.backbone.blocks[0].attn.qkv.weight.detach().clone()  # presets without weights: the seeded init
+    with torch.no_grad():
+        enc.backbone.blocks[0].attn.qkv.weight.add_(1.0)  # as if trained
     enc.save(tmp_path / "enc")
     fresh = audiorep.load(str(tmp_path / "enc"), random_init=True)
     assert fresh.config == enc.config
     assert not torch.equal(fresh.backbone.blocks[0].attn.qkv.weight, enc.backbone.blocks[0].attn.qkv.weight)
+    assert torch.equal(fresh.backbone.blocks[0].attn.qkv.weight, seeded)  # the same random init every time
 
 
 def test_categories_come_from_data_never_from_names(tmp_path):
