@@ -67,6 +67,15 @@ def test_task_specific_param_grid_sets_epochs_and_interval(tmp_path, one_thread)
     assert short["protocol"]["grid"]["max_epochs"] == [8] and all(r["epochs_run"] == 8 for r in short["runs"])
 
 
+def test_a_grid_of_several_schedules_trains_each_with_its_own(tmp_path, one_thread):
+    grid = {"task_specific_param_grid": {"hidden_dim": [16], "max_epochs": [3, 6]}}
+    r = _run(_scene(tmp_path / "t", evaluation_params=grid), tmp_path / "r", grid_points=6)
+    points = r["selection"][0]["grid"]
+    assert {g["max_epochs"] for g in points} == {3, 6}
+    assert all(g["epochs_run"] == g["max_epochs"] for g in points)
+    assert r["runs"][1]["epochs_run"] == r["selection"][0]["chosen"]["max_epochs"]
+
+
 def test_use_scoring_for_early_stopping_false_picks_by_validation_loss(tmp_path, one_thread):
     scored = _run(_scene(tmp_path / "a"), tmp_path / "ra")
     loss = _run(_scene(tmp_path / "b", use_scoring_for_early_stopping=False), tmp_path / "rb")
