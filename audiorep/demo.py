@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
 def _model_name(spec: str) -> str:
     from .evaluate.embeddings import parse_model
 
-    return parse_model(spec).name
+    return parse_model(spec).label  # results.json is keyed by display label
 
 
 if __name__ == "__main__":
