@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"audiorep {name}: error: this command needs the optional package {root!r}: {EXTRAS[root]}",
               file=sys.stderr)
         return 2
-    except (FileNotFoundError, KeyError, ValueError, FolderInUse) as e:  # the toolkit's clear errors: no traceback
+    except (OSError, KeyError, ValueError, FolderInUse) as e:  # the toolkit's clear errors: no traceback
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"audiorep {name}: error: {message}", file=sys.stderr)
         return 2

@@ -145,3 +145,10 @@ def test_a_command_whose_optional_extra_is_missing_names_the_extra(tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert last == ("audiorep tasks: error: this command needs the optional package 'espeakng_loader': "
                     "pip install 'audiorep[suite]'")
+
+
+def test_an_output_folder_that_is_a_file_is_named_in_one_line(saved, capsys):
+    (saved / "out").write_text("a file")
+    code, err = embed_error(saved, saved / "enc", capsys)
+    assert code == 2 and str(saved / "out") in err and "\n" not in err
+    assert (saved / "out").read_text() == "a file"
