@@ -272,3 +272,18 @@ def test_faiss_kmeans_is_deterministic_for_a_seed(corpus, tmp_path):
         CodecMAE(tiny_encoder(), faiss).prepare(corpus, "cpu", tmp_path / run)
     same = [(tmp_path / r / "targets" / "tokenizer.safetensors").read_bytes() for r in ("a", "b")]
     assert same[0] == same[1]
+
+
+def test_a_hub_file_loads_into_a_preset_through_audiorep_load(official, tmp_path, one_thread):
+    """The released {imports, config, state_dict} file (here with an EnCodec tokenizer's
+    weights inside, as the released ones have) -> audiorep.load(preset, weights=file)."""
+    import audiorep
+    _, sd, inp, out = official
+    hub = {"imports": "encodecmae.models: encodecmae.models\n", "config": "MODEL_DIM=64\n",
+           "state_dict": {**sd, "target_encoder.model.vq.layers.0._codebook.embed": torch.zeros(32, 128)}}
+    torch.save(hub, tmp_path / "mel256-ec-tiny.pt")
+    encoder = audiorep.load("encodecmae-tiny", weights=str(tmp_path / "mel256-ec-tiny.pt"),
+                            overrides=["backbone.ff_dim=128"])
+    with torch.no_grad():
+        tokens = encoder.backbone(inp["wav_features"].transpose(1, 2), padding=out["mae/feature_padding_mask"]).tokens
+    torch.testing.assert_close(tokens, out["extract/visible_embeddings"], **TOL)
