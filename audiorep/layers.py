@@ -137,3 +137,23 @@ def check_length(n_time: int, max_time: int) -> None:
     if n_time > max_time:
         raise ValueError(f"input has {n_time} time patches but the model covers {max_time}: "
                          "window longer audio (embed.py does) or build the model with more max_frames")
+
+
+def init_weights(m: nn.Module, xavier: bool = False) -> None:
+    """timm / MAE init, for `module.apply`: Linear weights truncated-normal (std 0.02) or
+    xavier-uniform, zero biases, unit LayerNorms."""
+    if isinstance(m, nn.Linear):
+        if xavier:
+            nn.init.xavier_uniform_(m.weight)
+        else:
+            nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
+def xavier_init(m: nn.Module) -> None:
+    """The released Audio-MAE decoder and EnCodecMAE init (xavier-uniform linears)."""
+    init_weights(m, xavier=True)

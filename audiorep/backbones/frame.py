@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import sincos_1d
+from ..layers import sincos_1d, xavier_init
 from .base import BackboneOutput, unsupported
 
 
@@ -171,14 +171,3 @@ class Frame(ResiDualStack):
 
     def no_weight_decay(self) -> set[str]:
         return {"pos_scale"}
-
-
-def xavier_init(m: nn.Module) -> None:
-    """The released init: xavier-uniform linears, zero biases, unit LayerNorms."""
-    if isinstance(m, nn.Linear):
-        nn.init.xavier_uniform_(m.weight)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from ..layers import Block, FactorizedPosEmbed, PatchEmbed, TablePosEmbed
+from ..layers import Block, FactorizedPosEmbed, PatchEmbed, TablePosEmbed, init_weights
 from .base import BackboneOutput, unsupported
 
 POS_EMBEDS = ("factorized", "learned", "sincos")
@@ -61,7 +61,7 @@ class ViT(nn.Module):
         self.blocks = nn.ModuleList(
             Block(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.qkv_bias, cfg.norm_eps, rate) for rate in rates)
         self.norm = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
-        self.apply(_init_weights)
+        self.apply(init_weights)
         self.frames = (cfg.patch[1], self.max_input_frames())  # at least one patch of frames
 
     def grid(self, n_frames: int) -> tuple[int, int]:
@@ -129,13 +129,3 @@ class ViT(nn.Module):
                 hidden.append(x)
         return BackboneOutput(self.norm(x), self.cfg.prefix, times, grid, keep,
                               hidden=hidden if layers is not None else None)
-
-
-def _init_weights(m: nn.Module) -> None:
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)

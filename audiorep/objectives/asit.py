@@ -31,6 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..ema import EMA, momentum_at
+from ..layers import init_weights
 from ..masking import gmml_corrupt
 
 SHIPS = ("teacher", "student")
@@ -122,12 +123,6 @@ class Branch(nn.Module):
         self.encoder, self.head_cls = encoder, head
 
 
-def _init_weights(m: nn.Module) -> None:
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        nn.init.zeros_(m.bias)
-
-
 # ----------------------------------------------------------------------------- losses
 
 
@@ -175,8 +170,8 @@ class ASiT(nn.Module):
         self.patch = tuple(bb.patch)  # (freq, time)
         self.head_cls = ProjectionHead(bb.dim, cfg)
         self.head_recons = ReconstructionHead(bb.dim, cfg, self.patch)
-        self.head_cls.mlp.apply(_init_weights)
-        self.head_recons.mlp.apply(_init_weights)
+        self.head_cls.mlp.apply(init_weights)
+        self.head_recons.mlp.apply(init_weights)
         unused = [m for m, w in ((self.head_recons, cfg.w_recon), (self.head_cls.data_layer, cfg.w_local),
                                  (self.head_cls.cls_layer, cfg.w_global), (self.head_cls.mlp, cfg.w_local + cfg.w_global))
                   if not w]

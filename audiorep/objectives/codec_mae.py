@@ -32,7 +32,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..backbones.frame import Frame, ResiDualStack, xavier_init
+from ..backbones.frame import Frame, ResiDualStack
+from ..layers import xavier_init
 from ..masking import packed_keep, time_gap_mask
 from .codec_targets import TARGETS, TargetCache, frame_grid, prepare_targets
 

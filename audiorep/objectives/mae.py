@@ -27,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..convert import load_objective_weights
-from ..layers import Block, Mlp, TablePosEmbed
+from ..layers import Block, Mlp, TablePosEmbed, xavier_init
 from ..masking import masked_from_keep, random_keep, restore_ids, time_freq_keep
 
 DECODERS = ("local", "global", "hybrid")
@@ -228,7 +228,7 @@ class MAE(nn.Module):
         grid = encoder.backbone.grid(bb.max_frames)
         self.decoder = Decoder(cfg, bb.dim, grid, bb.prefix, self.patch[0] * self.patch[1])
         self.frame_multiple = self.patch[1] * (1 if cfg.decoder == "global" else cfg.window[0])
-        self.decoder.apply(_init_weights)
+        self.decoder.apply(xavier_init)
 
     def pad_frames(self, feats: torch.Tensor) -> torch.Tensor:
         """[B, F, T] -> [B, F, T_pad]: zero frames up to whole patches (and whole decoder
@@ -287,13 +287,3 @@ def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor, masked: torch.
     per_patch = (pred - target).pow(2).mean(dim=-1)  # [B, N]
     masked = masked.to(per_patch.dtype)
     return (per_patch * masked).sum() / masked.sum()
-
-
-def _init_weights(m: nn.Module) -> None:
-    if isinstance(m, nn.Linear):
-        nn.init.xavier_uniform_(m.weight)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
