@@ -47,9 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     with folder_lock(out):
         skipped: list[Path] = []
         files = unique(audio_files(args.paths, skipped))
-        setup = json.loads(json.dumps({"model": args.model, "identity": identity(encoder), "kind": args.kind,
+        setup = json.loads(json.dumps({"identity": identity(encoder), "kind": args.kind,
                                        "embed": dataclasses.asdict(cfg)}))
         index = read_index(out / "index.json", setup)
+        index["model"] = args.model  # for the reader: outputs are reused by identity, whatever path named it
         index["errors"] = {os.path.abspath(f): f"{f}: not a regular file (FIFO, device or socket), skipped"
                            for f in skipped}
         taken = {name: src for src, rec in index["files"].items() for name in outputs(rec)}
@@ -82,8 +83,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def read_index(path: Path, setup: dict) -> dict:
-    """The index of earlier runs when they used this exact setup (model identity, kind,
-    settings), else a fresh one (earlier outputs are then recomputed)."""
+    """The index of earlier runs when they used this exact setup (the model's identity: its
+    config and weights; the kind; the settings), else a fresh one (earlier outputs are then
+    recomputed)."""
     if not path.exists():
         return {"setup": setup, "files": {}}
     try:
