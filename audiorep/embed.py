@@ -185,7 +185,8 @@ def embed_file(encoder, path: Path, kind: str, cfg: EmbedConfig, block_s: float)
         else:
             emb, ts = timestamp_embeddings(encoder, x, sr, cfg)
             n = len(ts[0]) if last else len(x) // hop  # drop the block's end timestamp: the next block starts there
-            pieces.append((emb[0, :n], ts[0, :n].double() + offset * 1000 / sr))  # float64: exact past hours
+            times = (torch.arange(n, dtype=torch.float64) * hop + offset) * 1000 / sr  # float64 ms: exact past hours
+            pieces.append((emb[0, :n], times))
         offset += len(x)
 
     for x in read_blocks(path, sr, block_s=max(block_s, 1.0)):

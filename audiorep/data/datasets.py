@@ -147,7 +147,8 @@ def crop_gain_roll(wave: np.ndarray, length: int, cfg: DataConfig,
 
 class ClipDataset(Dataset):
     """Clips -> {"wave": [S] float32 ([V, S] with views = V), "start": first sample of the crop
-    in the clip ([V]), "target": [C] (with a vocabulary), "index": int}.
+    in the clip ([V]), "length": samples of audio in the crop before zero padding ([V]),
+    "target": [C] (with a vocabulary), "index": int}.
 
     Index with `(i, seed)` for random crops/gain/roll drawn from `seed`, or with `i` for
     the deterministic first `crop_samples` (evaluation).
@@ -182,19 +183,22 @@ class ClipDataset(Dataset):
         wave, _ = audio.read(clip.path, self.sample_rate, start=start, duration=min(duration, crop_s))
         return wave, round((start - clip.offset) * self.sample_rate)
 
-    def crop(self, clip: Clip, rng: np.random.Generator | None) -> tuple[np.ndarray, int]:
+    def crop(self, clip: Clip, rng: np.random.Generator | None) -> tuple[np.ndarray, int, int]:
+        """(crop, its first sample in the clip, its samples of audio before any zero padding)."""
         wave, first = self.read(clip, rng)
+        audio_samples = len(wave)
         wave, start = crop_gain_roll(wave, self.crop_samples, self.cfg, rng)
-        return np.ascontiguousarray(wave, dtype=np.float32), first + start
+        return np.ascontiguousarray(wave, dtype=np.float32), first + start, min(audio_samples - start, self.crop_samples)
 
     def __getitem__(self, key) -> dict:
         i, seed = key if isinstance(key, tuple) else (key, None)
         rng = np.random.default_rng(seed) if seed is not None else None
         crops = [self.crop(self.clips[i], rng) for _ in range(self.views)]
-        waves = torch.from_numpy(np.stack([w for w, _ in crops]))  # [V, S]
-        starts = torch.tensor([s for _, s in crops])  # [V]
-        item = {"wave": waves[0] if self.views == 1 else waves, "start": starts[0] if self.views == 1 else starts,
-                "index": i}
+        waves = torch.from_numpy(np.stack([w for w, _, _ in crops]))  # [V, S]
+        starts, lengths = torch.tensor([[s, n] for _, s, n in crops]).T  # [V] each
+        one = self.views == 1
+        item = {"wave": waves[0] if one else waves, "start": starts[0] if one else starts,
+                "length": lengths[0] if one else lengths, "index": i}
         if self.targets is not None:
             item["target"] = self.targets[i]
         return item

@@ -148,8 +148,10 @@ class ShardStream(IterableDataset):
             raise ValueError(f"shard sample {sample['__key__']}: no audio member ({', '.join(AUDIO_EXTENSIONS)})")
         x, sr = sf.read(io.BytesIO(sample[ext]), dtype="float32", always_2d=True)
         wave = audio.resample(audio.check(audio.to_mono(x), sample["__key__"]), sr, self.sample_rate)
+        audio_samples = len(wave)
         wave, start = crop_gain_roll(wave, self.crop_samples, self.cfg, np.random.default_rng(seed))
-        item = {"wave": torch.from_numpy(np.ascontiguousarray(wave)), "start": torch.tensor(start)}
+        item = {"wave": torch.from_numpy(np.ascontiguousarray(wave)), "start": torch.tensor(start),
+                "length": torch.tensor(min(audio_samples - start, self.crop_samples))}
         if self.vocabulary is not None:
             labels = json.loads(sample.get("json", b"{}")).get("labels", [])
             item["target"] = torch.from_numpy(task_format.multi_hot([labels], self.vocabulary,
