@@ -7,7 +7,8 @@ The contract the training loop relies on (train.py):
                                         means a new encoder, Encoder.with_head)
     forward(batch) -> (loss, logs)      batch["wave"] [B, S], or [B, V, S] for a recipe with
                                         views = V crops per clip; batch["target"] [B, C] with labels;
-                                        batch["index"], batch["start"] (the crop's first sample)
+                                        batch["index"], batch["start"] (the crop's first sample),
+                                        batch["length"] (its audio samples before zero padding)
     after_step(step, total_steps)       optional: EMA teachers, schedules
     prepare(dataset, device, run_dir)   optional: a data-dependent stage run once before step 0
                                         of a fresh run (e.g. k-means targets); what it computes
