@@ -5,7 +5,8 @@ The official model is nn.Sequentials indexed by position; ours names the same la
 on the cls token) becomes the encoder's head, which must then be a Linear alone
 (`head_norm=False`); an encoder without a head drops it. No EAT weights were ever
 released (the official repository's issue #17): this reads checkpoints people train with
-the official code (`best_model.pt`, or `chkpnt.pt` whose `model_dict` the loader unwraps).
+the official code (`best_model.pt`, a plain state dict; DataParallel's `module.` prefix is
+removed by the loader).
 """
 from __future__ import annotations
 
