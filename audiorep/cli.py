@@ -15,6 +15,7 @@ COMMANDS = {
     "evaluate": ("audiorep.evaluate.cli", "HEAR downstream evaluation and report"),
     "pretrain": ("audiorep.commands.pretrain", "pretrain an encoder with a recipe"),
     "finetune": ("audiorep.commands.finetune", "fine-tune an encoder on a task"),
+    "crossval": ("audiorep.commands.crossval", "cross-validate a recipe from scratch on a task's folds"),
     "demo": ("audiorep.demo", "the whole toolkit on a laptop: suite, pretraining, evaluation"),
 }
 

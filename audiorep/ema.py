@@ -21,7 +21,8 @@ def momentum_at(step: int, total: int, base: float, final: float = 1.0) -> float
 class EMA(nn.Module):
     """A frozen copy `self.model` of `model`, updated as p_ema = m * p_ema + (1 - m) * p.
 
-    Buffers (e.g. BatchNorm statistics) are copied, not averaged.
+    Floating-point buffers (BatchNorm statistics) are averaged the same way, integer ones
+    (batch counters) copied.
     """
 
     def __init__(self, model: nn.Module):
@@ -37,7 +38,10 @@ class EMA(nn.Module):
         torch._foreach_mul_(ema, momentum)
         torch._foreach_add_(ema, src, alpha=1.0 - momentum)
         for b_ema, b in zip(self.model.buffers(), model.buffers()):
-            b_ema.copy_(b)
+            if b_ema.is_floating_point():  # BatchNorm statistics are averaged too (EAT's EMA)
+                b_ema.mul_(momentum).add_(b, alpha=1.0 - momentum)
+            else:
+                b_ema.copy_(b)
 
     def forward(self, *args, **kwargs):
         return self.model(*args, **kwargs)

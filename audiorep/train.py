@@ -45,7 +45,7 @@ from .data import ClipDataset, DataConfig, ShardStream, StepSampler, class_balan
 from .ema import EMA
 from .files import checkpoints, folder_lock, write_json
 
-SCHEDULES = ("cosine", "linear", "constant")
+SCHEDULES = ("cosine", "linear", "constant", "onecycle")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -58,7 +58,7 @@ class TrainConfig:
     blr: float = 0.0                # > 0: lr = blr * batch_size / 256 (MAE/DINO-style base rate)
     min_lr: float = 0.0
     warmup_steps: int = 100
-    schedule: str = "cosine"        # one of SCHEDULES, after the linear warmup
+    schedule: str = "cosine"        # one of SCHEDULES, after the linear warmup ("onecycle": its own rise, EAT)
     weight_decay: float = 0.05      # not applied to norms, biases, tokens and position embeddings
     weight_decay_end: float | None = None  # cosine schedule from weight_decay to this (ASiT/DINO); None = constant
     betas: tuple[float, float] = (0.9, 0.95)
@@ -117,14 +117,25 @@ def peak_lr(cfg: "TrainConfig") -> float:
     return cfg.blr * cfg.batch_size / 256 if cfg.blr > 0 else cfg.lr
 
 
+def cosine(start: float, end: float, progress: float) -> float:
+    return end + (start - end) * 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+
+
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup over `warmup_steps`, then cosine/linear decay to `min_lr` at `steps`."""
+    """Linear warmup over `warmup_steps`, then cosine/linear decay to `min_lr` at `steps`.
+    "onecycle" is torch's OneCycleLR (EAT): a cosine rise from lr / 25 over `warmup_steps`,
+    then a cosine fall to lr / 25 / 1e4 (min_lr is not used; beta1 is not cycled)."""
     lr = peak_lr(cfg)
+    if cfg.schedule == "onecycle":
+        up = max(cfg.warmup_steps - 1, 1)
+        if step <= up:
+            return cosine(lr / 25, lr, step / up)
+        return cosine(lr, lr / 25 / 1e4, (step - up) / max(cfg.steps - 1 - up, 1))
     if step < cfg.warmup_steps:
         return lr * (step + 1) / cfg.warmup_steps
     progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
     if cfg.schedule == "cosine":
-        return cfg.min_lr + (lr - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+        return cosine(lr, cfg.min_lr, progress)
     if cfg.schedule == "linear":
         return lr - (lr - cfg.min_lr) * progress
     return lr
@@ -134,8 +145,7 @@ def weight_decay_at(step: int, cfg: TrainConfig) -> float:
     """Constant, or cosine from weight_decay (step 0) to weight_decay_end (last step)."""
     if cfg.weight_decay_end is None:
         return cfg.weight_decay
-    progress = step / max(1, cfg.steps - 1)
-    return cfg.weight_decay_end + (cfg.weight_decay - cfg.weight_decay_end) * 0.5 * (1 + math.cos(math.pi * progress))
+    return cosine(cfg.weight_decay, cfg.weight_decay_end, step / max(1, cfg.steps - 1))
 
 
 def all_finite(loss: float, world: int, device: torch.device) -> bool:

@@ -90,6 +90,33 @@ def test_schedule_warmup_then_cosine_to_min():
     assert lr_at(55, linear) == pytest.approx(1.0 - 0.9 * 0.5)
 
 
+def test_onecycle_is_torchs_one_cycle_lr():
+    cfg = TrainConfig(steps=300, lr=3e-4, warmup_steps=30, schedule="onecycle")
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=3e-4)
+    ref = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-4, total_steps=300, pct_start=0.1, cycle_momentum=False)
+    for step in range(300):
+        assert lr_at(step, cfg) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-9, abs=1e-15), step
+        opt.step()
+        if step < 299:
+            ref.step()
+
+
+def test_ema_averages_weights_and_batchnorm_statistics():
+    from audiorep.ema import EMA
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    ema = EMA(net)
+    net.train()(torch.randn(16, 3) * 5 + 2)  # moves running_mean / running_var, counts one batch
+    with torch.no_grad():
+        net[0].weight.add_(1.0)
+    before = {k: v.clone() for k, v in ema.model.state_dict().items()}
+    ema.update(net, 0.9)
+    for name, value in net.state_dict().items():
+        if value.is_floating_point():
+            torch.testing.assert_close(ema.model.state_dict()[name], 0.9 * before[name] + 0.1 * value)
+        else:
+            assert torch.equal(ema.model.state_dict()[name], value), name  # num_batches_tracked copied
+
+
 def test_weight_decay_schedule_cosine_to_end():
     cfg = TrainConfig(steps=11, weight_decay=0.04, weight_decay_end=0.4)
     wds = [weight_decay_at(s, cfg) for s in range(11)]

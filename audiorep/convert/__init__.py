@@ -28,6 +28,7 @@ from . import asit, audiomae, eat, encodecmae, passt
 
 CONVERTERS = {module.FORMAT: module for module in (passt, audiomae, asit, eat, encodecmae)}
 AUDIOREP = "audiorep"
+WRAPPERS = ("model", "state_dict", "model_dict")  # Audio-MAE / Lightning, EnCodecMAE hub files, EAT's chkpnt.pt
 SAFE_GLOBALS = [argparse.Namespace]  # ASiT/DINO checkpoints store their command-line `args`
 PREFIXES = ("module.", "net.", "model.")  # DDP, hear21passt and Lightning wrappers
 
@@ -133,12 +134,11 @@ def one_line(e: Exception) -> str:
 
 
 def unwrap(content, where: str, part: str | None = None) -> dict[str, torch.Tensor]:
-    """The state_dict inside the usual containers: `model` / `state_dict` (Lightning,
-    EnCodecMAE's hub files), then `part` or `teacher` before `student` (DINO-style
+    """The state_dict inside the usual containers (WRAPPERS), then `part` or `teacher` before `student` (DINO-style
     pretraining), then a wrapper prefix (`module.`, hear21passt's `net.`, Lightning's `model.`)."""
     sd = content
-    while isinstance(sd, dict) and any(isinstance(sd.get(k), dict) for k in ("model", "state_dict")):
-        sd = sd["model"] if isinstance(sd.get("model"), dict) else sd["state_dict"]
+    while isinstance(sd, dict) and any(isinstance(sd.get(k), dict) for k in WRAPPERS):
+        sd = sd[next(k for k in WRAPPERS if isinstance(sd.get(k), dict))]
     if part is not None:
         if not (isinstance(sd, dict) and isinstance(sd.get(part), dict)):
             raise ValueError(f"{where}: has no {part!r} entry")

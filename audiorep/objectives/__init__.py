@@ -49,10 +49,11 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
            ("lr=2e-5", "weight_decay=1e-4", "betas=0.9,0.999", "schedule=linear", "data.gain_db=7",
             "data.balanced=true")),
     # official EAT ESC-50 command: AdamW (0.9, 0.99), lr 3e-4, wd 1e-5, batch 128, 3500 epochs of 12
-    # steps, OneCycle (10% warm-up, cosine), clip 1, EMA 0.995 per epoch; peak-normalized clips, no roll
+    # steps, OneCycle (10% rise), clip 1, EMA 0.995 per epoch (= 0.995^(1/12) per step; BatchNorm
+    # statistics averaged too); peak-normalized clips, no roll
     Recipe("eat", EATConfig, Supervised, "eat-s",
            ("lr=3e-4", "betas=0.9,0.99", "weight_decay=1e-5", "batch_size=128", "steps=42000", "warmup_steps=4200",
-            "schedule=cosine", "clip_grad=1.0", "ema=0.99958", "data.roll=false", "data.gain_db=0")),
+            "schedule=onecycle", "clip_grad=1.0", "ema=0.99958", "data.roll=false", "data.gain_db=0")),
     # released ASiT: lr 5e-4 x batch / 256 after a warm-up, cosine to 1e-6, weight decay 0.04 -> 0.4,
     # clip 3.0, AdamW defaults, two 6 s crops with random roll per clip
     Recipe("asit", ASiTConfig, ASiT, "asit-b",
