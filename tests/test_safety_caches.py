@@ -11,6 +11,7 @@ import torch
 import audiorep
 from audiorep import audio, cli
 from audiorep.models import identity
+from audiorep.tasks.format import TaskWriter, make_metadata
 
 SR = 16000
 
@@ -86,3 +87,30 @@ def test_a_broken_index_means_recomputing_not_a_crash(tmp_path, bad, capsys, one
     assert cli.main(["embed", str(tmp_path / "src"), "--model", "audiomae-tiny", "--out", str(tmp_path / "out")]) == 0
     assert "recomputing every file" in capsys.readouterr().err
     assert set(json.loads((tmp_path / "out" / "index.json").read_text())["files"]) == {str(tmp_path / "src" / "a.wav")}
+
+
+def test_evaluate_reuses_embeddings_and_results_only_for_the_same_task_content(tmp_path, one_thread):
+    meta = make_metadata("tiny", "scene", "multiclass", ["top1_acc"], 0.25)
+    rng = np.random.default_rng(0)
+    with TaskWriter(tmp_path / "tasks" / "tiny", meta, ["hi", "lo"]) as w:
+        for split in ("train", "valid", "test"):
+            for i in range(4):
+                t = np.arange(SR // 4) / SR
+                w.add(split, (0.3 * np.sin(2 * np.pi * (300 if i % 2 else 3000) * t)
+                              + 0.01 * rng.standard_normal(len(t))).astype(np.float32), ["lo" if i % 2 else "hi"])
+    out = tmp_path / "out"
+    run = ["evaluate", "--model", "logmel", "--no-references", "--mode", "knn", "--tasks", str(tmp_path / "tasks"),
+           "--out", str(out)]
+    emb, result = out / "embeddings" / "logmel" / "tiny", out / "predictions" / "knn" / "logmel" / "tiny.json"
+
+    def stamps():
+        return {p.name: p.stat().st_mtime_ns for p in [*emb.glob("*.npy"), result]}
+
+    assert cli.main(run) == 0
+    first = stamps()
+    assert cli.main(run) == 0 and stamps() == first  # same task, model and settings: reused
+    test = tmp_path / "tasks" / "tiny" / "test.json"
+    test.write_text(json.dumps({k: ["hi" if v == ["lo"] else "lo"] for k, v in json.loads(test.read_text()).items()}))
+    assert cli.main(run) == 0  # the labels changed: embeddings and results are made again
+    assert all(t != first[n] for n, t in stamps().items())
+    assert json.loads(result.read_text())["score"] <= 0.5  # scored against the new (swapped) labels

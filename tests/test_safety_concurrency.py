@@ -81,3 +81,30 @@ def test_pretrain_on_a_busy_run_folder_is_refused_then_runs_after_the_holder_die
         proc.wait()
     assert cli.main(args) == 0
     assert audiorep.load(str(run)) is not None and not (run / LOCK).exists()
+
+
+def test_evaluate_and_import_on_a_busy_folder_are_refused(tmp_path, capsys):
+    clips(tmp_path / "src" / "a", 3)
+    clips(tmp_path / "src" / "b", 3)
+    out = tmp_path / "out"
+    proc = holder(out, 60)
+    try:
+        before = tree(tmp_path)
+        assert cli.main(["evaluate", "--model", "logmel", "--tasks", str(tmp_path), "--out", str(out)]) == 2
+        assert f"another run (pid {proc.pid} " in capsys.readouterr().err
+        assert changed_outside(before, tree(tmp_path)) == []
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    task = tmp_path / "tasks" / "t"
+    proc = holder(task.parent, 60, f".{task.name}.audiorep.lock")
+    try:
+        before = tree(tmp_path)
+        assert cli.main(["tasks", "import", str(tmp_path / "src"), str(task)]) == 2
+        err = capsys.readouterr().err
+        assert f"another run (pid {proc.pid} on " in err and f"is using {task};" in err
+        assert changed_outside(before, tree(tmp_path)) == []
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert cli.main(["tasks", "import", str(tmp_path / "src"), str(task)]) == 0

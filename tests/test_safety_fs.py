@@ -59,14 +59,16 @@ spec.loader.exec_module(files)
 """
 
 HOLD = LOAD + """
-with files.folder_lock(sys.argv[1]):
+with files.folder_lock(sys.argv[1], *sys.argv[3:]):
     print("held", flush=True)
     time.sleep(float(sys.argv[2]))
 """
 
 
-def holder(folder: Path, seconds: float) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(folder), str(seconds)], stdout=subprocess.PIPE, text=True)
+def holder(folder: Path, seconds: float, *name: str) -> subprocess.Popen:
+    """A process holding folder's lock (or the lock file `name` in it) for `seconds`."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(folder), str(seconds), *name], stdout=subprocess.PIPE,
+                            text=True)
     assert proc.stdout.readline().strip() == "held"
     return proc
 

@@ -86,3 +86,15 @@ def test_manifest_offsets_and_durations_are_checked_by_row(tmp_path, row, why):
     (tmp_path / "m.csv").write_text(f"path,offset,duration,labels\n{row}\n")
     with pytest.raises(ValueError, match=f"m.csv:2: {why}"):
         manifest_clips(tmp_path / "m.csv")
+
+
+@pytest.mark.parametrize("option, value", [("--grid-points", "0"), ("--seeds", "0"), ("--max-epochs", "-3"),
+                                           ("--batch-seconds", "0")])
+def test_evaluator_settings_are_refused_naming_the_option(tmp_path, capsys, option, value):
+    before = tree(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["evaluate", "--model", "logmel", "--tasks", str(tmp_path), "--out", str(tmp_path / "out"),
+                  option, value])
+    assert stop.value.code == 2 and f"{option} {float(value) if option == '--batch-seconds' else value}: expected" \
+        in capsys.readouterr().err
+    assert changed_outside(before, tree(tmp_path)) == []

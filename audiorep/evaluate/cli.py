@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from audiorep.files import folder_lock
 from audiorep.tasks.format import METADATA_FILE, Task, TaskFormatError, check_task, load_task, metadata_warnings
 
 from . import embeddings as emb
@@ -102,6 +103,17 @@ def main(argv: list[str] | None = None) -> int:
         parser().error("nothing to evaluate: give --model or drop --no-references")
     if args.reference_model and not args.reference_table:
         parser().error("--reference-model needs --reference-table")
+    counts = (("--grid-points", args.grid_points), ("--seeds", args.seeds), ("--max-epochs", args.max_epochs))
+    for option, value in counts:
+        if value is not None and value < 1:
+            parser().error(f"{option} {value}: expected an integer >= 1")
+    if not args.batch_seconds > 0:
+        parser().error(f"--batch-seconds {args.batch_seconds}: expected seconds > 0")
+    with folder_lock(args.out):  # a second evaluate on this --out stops: "another run ... is using OUT"
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
     try:
         models = model_list(args.model, not args.no_references)
     except ValueError as e:
@@ -136,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             task = checked[path]
             emb_dir = args.out / "embeddings" / spec.name / key
             try:
-                if not all(emb.split_complete(emb_dir, s) for s in task.split_names):
+                if not emb.cached(task, spec, emb_dir):
                     loaded = loaded or emb.load_hear_model(spec, args.device)
                 info = emb.embed_task(task, spec, emb_dir, args.device, args.batch_seconds, loaded)
                 result = evaluate_task(emb_dir, cfg, args.out / "predictions" / args.mode / spec.name / f"{key}.json")

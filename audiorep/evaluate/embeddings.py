@@ -25,6 +25,7 @@ complete and is skipped on reruns; an interrupted split is redone.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import io
@@ -233,9 +234,14 @@ def embed_task(task: Task, spec: ModelSpec, out: Path, device: str = "cpu",
 
     `loaded` = (module, model) reuses a model loaded once for several tasks.
     """
+    key = cache_key(task, spec)
+    if out.exists() and not cached(task, spec, out, key, complete=False):  # another model or task content
+        print(f"{out}: made from another model or task content; embedding again", file=sys.stderr)
+        shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     info_path = out / "embedding-info.json"
     info = json.loads(info_path.read_text()) if info_path.exists() else {"seconds": {}}
+    info["cache_key"] = key
     todo = [s for s in task.split_names if not split_complete(out, s)]
     if todo:
         module, model = loaded or load_hear_model(spec, device)
@@ -252,6 +258,47 @@ def embed_task(task: Task, spec: ModelSpec, out: Path, device: str = "cpu",
                     random_init=spec.random_init, sample_rate=int(model.sample_rate))
         write_json(info_path, info)
     return info
+
+
+MODEL_FILES = ("config.json", "model.safetensors", "encoder/config.json", "encoder/model.safetensors")
+
+
+def model_stamps(path: str) -> list:
+    """(name, size, mtime) of the files holding a model's weights: the file itself, an
+    audiorep encoder or run folder's encoder files, else every file under the folder."""
+    p = Path(path) if path else None
+    if p is None or not p.exists():
+        return []  # a preset or a module's own model: named by module and path
+    if p.is_file():
+        files = [p]
+    else:
+        files = [p / n for n in MODEL_FILES if (p / n).is_file()] or sorted(f for f in p.rglob("*") if f.is_file())
+    return [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+
+
+def cache_key(task: Task, spec: ModelSpec) -> str:
+    """sha256 of what a task's embeddings depend on: the model (module, path, random init, its
+    weight files' sizes and mtimes) and the task (metadata, vocabulary, split files, and the
+    size and mtime of every listed audio file)."""
+    h = hashlib.sha256(json.dumps([spec.module, spec.path, spec.random_init, model_stamps(spec.path)]).encode())
+    for name in [METADATA_FILE, VOCABULARY_FILE] + [f"{s}.json" for s in task.split_names]:
+        h.update(name.encode() + b"\0" + (task.path / name).read_bytes())
+    for split in task.split_names:
+        for rel, _ in task.items(split):
+            st = (task.path / rel).stat()
+            h.update(f"{rel} {st.st_size} {st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def cached(task: Task, spec: ModelSpec, out: Path, key: str | None = None, complete: bool = True) -> bool:
+    """Whether `out` holds embeddings of this task's content by this model (every split when
+    `complete`): only those are reused."""
+    info_path = out / "embedding-info.json"
+    try:
+        same = json.loads(info_path.read_text()).get("cache_key") == (key or cache_key(task, spec))
+    except (OSError, ValueError, AttributeError):
+        same = not any(out.glob("*.embedding-dimensions.json"))  # nothing finished yet: nothing to doubt
+    return same and (not complete or all(split_complete(out, s) for s in task.split_names))
 
 
 def split_complete(out: Path, split: str) -> bool:

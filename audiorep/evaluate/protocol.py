@@ -233,6 +233,8 @@ def evaluate_task(emb_dir: Path, cfg: ProtocolConfig, out_file: Path) -> dict:
     """Evaluate one embeddings folder; the result is written to `out_file` (and reused when it was
     made with the same settings: mode, grid points, seeds, epoch cap)."""
     settings = json.loads(json.dumps({k: v for k, v in asdict(cfg).items() if k != "device"}))
+    info = emb_dir / "embedding-info.json"  # results are reused only for the same embeddings
+    settings["embeddings"] = json.loads(info.read_text()).get("cache_key") if info.exists() else None
     if out_file.exists():
         cached = json.loads(out_file.read_text())
         if cached.get("settings") == settings:

@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
+from audiorep.files import folder_lock
 from audiorep.tasks import format as task_format
 from audiorep.tasks import importer, suite
 from audiorep.tasks.scaffold import SIZES
@@ -77,9 +79,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"corpus at {suite.build_corpus(args.out, args.hours, args.seed, args.overwrite)}")
         return 0
     if args.command == "import":
-        report = importer.import_task(args.src, args.out, name=args.name, seed=args.seed, folds=args.folds,
-                                      sep=args.sep, duration=args.duration, metrics=args.metric,
-                                      strict=args.strict, overwrite=args.overwrite)
+        out = Path(args.out).absolute()
+        with folder_lock(out.parent, f".{out.name}.audiorep.lock", what=out):  # two imports never share OUT
+            report = importer.import_task(args.src, args.out, name=args.name, seed=args.seed, folds=args.folds,
+                                          sep=args.sep, duration=args.duration, metrics=args.metric,
+                                          strict=args.strict, overwrite=args.overwrite)
         for problem in report.problems:
             print(f"skipped: {problem}", file=sys.stderr)
         if report.path is None:

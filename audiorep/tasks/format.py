@@ -33,6 +33,7 @@ import numpy as np
 
 from audiorep import audio
 from audiorep.audio import AudioError
+from audiorep.files import check_name
 
 SAMPLE_RATE = 16000
 METADATA_FILE = "task_metadata.json"
@@ -256,6 +257,10 @@ def load_task(path: str | os.PathLike) -> Task:
         data = _read_json(path / f"{split}.json")
         if not isinstance(data, dict):
             raise TaskFormatError(f"{path / f'{split}.json'}: must map file names to labels")
+        for name in data:  # file names in <rate>/<split>/: never a path out of the task
+            problems = _name_problems(f"{path / f'{split}.json'}: entry", name)
+            if problems:
+                raise TaskFormatError(problems[0])
         task.splits[split] = data
     return task
 
@@ -271,6 +276,15 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
+def _name_problems(field: str, name: Any) -> list[str]:
+    """[] for a plain name (no separators, not '.' or '..'), else the problem naming `field`."""
+    try:
+        check_name(name, field)
+        return []
+    except ValueError as e:
+        return [str(e)]
+
+
 def _split_problems(meta: dict[str, Any]) -> list[str]:
     mode, nfolds, splits = meta.get("split_mode"), meta.get("nfolds"), meta.get("splits")
     problems = []
@@ -280,6 +294,7 @@ def _split_problems(meta: dict[str, Any]) -> list[str]:
         return problems
     if not isinstance(splits, list) or not all(isinstance(x, str) for x in splits) or len(set(splits)) != len(splits):
         return problems + [f"splits must be a list of distinct split names, got {splits!r}"]
+    problems += [p for x in splits for p in _name_problems("splits entry", x)]
     if mode == "trainvaltest" and sorted(splits) != sorted(TRAINVALTEST):
         problems.append(f"splits {splits} do not match split_mode trainvaltest (train, valid, test)")
     elif mode in KFOLD_MODES and _is_int(nfolds) and len(splits) != nfolds:
@@ -346,8 +361,8 @@ def _metadata_problems(meta: Any) -> list[str]:
     for key, allowed in choices.items():
         if key in meta and meta[key] not in allowed:
             problems.append(f"{key} is {meta[key]!r}, expected one of {list(allowed)}")
-    if "task_name" in meta and (not isinstance(meta["task_name"], str) or not meta["task_name"]):
-        problems.append(f"task_name must be a non-empty string, got {meta['task_name']!r}")
+    if "task_name" in meta:
+        problems += _name_problems("task_name", meta["task_name"])
     problems += _split_problems(meta)
     duration = meta.get("sample_duration")
     if duration is not None and (not _is_number(duration) or duration <= 0):

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from audiorep import audio
 from audiorep.audio import AudioError
+from audiorep.files import confine
 from audiorep.tasks.format import MIN_FOLDS, SAMPLE_RATE, TRAINVALTEST, TaskWriter, fold_name, make_metadata
 from audiorep.tasks.scaffold import SPLIT_FRACTIONS, rng_for
 DEFAULT_METRICS = {
@@ -92,9 +93,9 @@ def _from_csv(src: Path, sep: str) -> tuple[dict[Path, ImportRow], list[str], bo
     for line, row in enumerate(rows, start=2):
         where = f"{src}:{line}"
         try:
-            path = (src.parent / (row["path"] or "").strip()).resolve()
-            if not row["path"]:
+            if not (row["path"] or "").strip():
                 raise ValueError("empty path")
+            path = confine(src.parent, row["path"].strip(), "path").resolve()
             split = (row.get("split") or "").strip() or None
             if "fold" in row and (row["fold"] or "").strip():
                 fold = int(row["fold"])
@@ -104,18 +105,20 @@ def _from_csv(src: Path, sep: str) -> tuple[dict[Path, ImportRow], list[str], bo
             elif split is not None and split not in TRAINVALTEST:
                 raise ValueError(f"split {split!r} is not one of {list(TRAINVALTEST)}")
             labels = [x.strip() for x in (row["label"] or "").split(sep) if x.strip()]
+            if path in clips and clips[path].split != split:
+                raise ValueError(f"{path.name} is in split {clips[path].split} on an earlier row, {split} here")
+            event = None
+            if events and (labels or row["start"] or row["end"]):
+                start, end = _seconds(row["start"], "start"), _seconds(row["end"], "end")
+                if end <= start or len(labels) != 1:
+                    raise ValueError(f"an event needs one label and start < end, got {labels} {start}-{end}")
+                event = (labels[0], start, end)
+            elif not events and not labels:
+                raise ValueError("no label")  # skipped: no clip is made for it
             clip = clips.setdefault(path, ImportRow(path, split=split))
-            if clip.split != split:
-                raise ValueError(f"{path.name} is in split {clip.split} on an earlier row, {split} here")
-            if events:
-                if labels or row["start"] or row["end"]:
-                    start, end = _seconds(row["start"], "start"), _seconds(row["end"], "end")
-                    if end <= start or len(labels) != 1:
-                        raise ValueError(f"an event needs one label and start < end, got {labels} {start}-{end}")
-                    clip.events.append((labels[0], start, end))
-            elif not labels:
-                raise ValueError("no label")
-            else:
+            if event is not None:
+                clip.events.append(event)
+            elif not events:
                 clip.labels += [x for x in labels if x not in clip.labels]
         except (ValueError, TypeError) as e:
             problems.append(f"{where}: {e}")
