@@ -108,7 +108,10 @@ def _set(cfg, path, value, item):
         raise ValueError(f"override {item!r}: {type(cfg).__name__} has no field {name!r} (fields: {fields})")
     if len(path) > 1:
         return dataclasses.replace(cfg, **{name: _set(getattr(cfg, name), path[1:], value, item)})
-    return dataclasses.replace(cfg, **{name: _coerce(hints[name], value)})
+    try:
+        return dataclasses.replace(cfg, **{name: _coerce(hints[name], value)})
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"override {item!r}: {e}") from None
 
 
 def dumps(cfg) -> str:

@@ -165,3 +165,12 @@ def test_passt_time_positions_cropped_at_a_random_offset_in_training_only():
         offsets.add(offset)
     assert len(offsets) > 5 and max(offsets) <= 99 - 20
     torch.testing.assert_close(vit.positions(99)[:, 0] - vit.pos_embed.freq[0], table)  # full length: no room to move
+
+
+@pytest.mark.parametrize("name, frames", [("audiomae-tiny", 1024), ("passt-tiny", 998), ("asit-tiny", 592)])
+def test_default_training_crop_is_what_the_positions_were_built_for(name, frames):
+    """Training crops default to the frames a ViT's positions were built for (not its longest input)."""
+    from audiorep.data import DataConfig
+    from audiorep.train import crop_samples
+    enc = tiny(name)
+    assert enc.frontend.num_frames(crop_samples(enc, DataConfig())) == frames

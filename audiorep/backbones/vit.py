@@ -63,6 +63,7 @@ class ViT(nn.Module):
         self.norm = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
         self.apply(init_weights)
         self.frames = (cfg.patch[1], self.max_input_frames())  # at least one patch of frames
+        self.train_frames = cfg.max_frames  # training crops: what the positions were built for
 
     def grid(self, n_frames: int) -> tuple[int, int]:
         return self.patch_embed.grid(self.cfg.n_mels, n_frames)
