@@ -1,5 +1,7 @@
 import json
 import os
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -37,3 +39,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def install_hear_module(monkeypatch, name: str, sample_rate: int, size: int, timestamps, scene=None, model=None) -> str:
+    """Install a HEAR API module `name` (sys.modules) for the evaluator: load_model gives `model`
+    (or a bare one) declaring `sample_rate` and `size`; `timestamps(audio, model) -> (emb, ms)`;
+    scenes from `scene(audio, model)` or the mean of the timestamp embeddings."""
+    model = model if model is not None else torch.nn.Module()
+    model.sample_rate, model.scene_embedding_size, model.timestamp_embedding_size = sample_rate, size, size
+    mod = types.ModuleType(name)
+    mod.load_model = lambda model_file_path="", random_init=False: model
+    mod.get_timestamp_embeddings = timestamps
+    mod.get_scene_embeddings = scene or (lambda audio, m: timestamps(audio, m)[0].mean(1))
+    monkeypatch.setitem(sys.modules, name, mod)
+    return name
+

@@ -2,7 +2,6 @@
 the hear-eval-kit embeddings layout, resume, and a HEAR module defined here."""
 import json
 import sys
-import types
 
 import numpy as np
 import pytest
@@ -10,6 +9,7 @@ import torch
 
 from audiorep.evaluate import cli
 from audiorep.tasks.format import TaskWriter, make_metadata
+from conftest import install_hear_module
 
 SR = 16000
 
@@ -46,32 +46,14 @@ def tasks(tmp_path_factory):
 @pytest.fixture
 def tiny_hear_module(monkeypatch):
     """A HEAR API module with a random conv front end; random_init is accepted like audiorep.hear."""
-    mod = types.ModuleType("tiny_hear")
+    torch.manual_seed(0)
+    conv = torch.nn.Conv1d(1, 8, 400, stride=160)
 
-    class Model(torch.nn.Module):
-        sample_rate = SR
-        scene_embedding_size = timestamp_embedding_size = 8
+    def timestamps(audio, model):
+        emb = conv(audio[:, None]).abs().transpose(1, 2)  # [n, T, 8]
+        return emb, (torch.arange(emb.shape[1]) * 10.0 + 12.5).expand(len(audio), -1)
 
-        def __init__(self):
-            super().__init__()
-            torch.manual_seed(0)
-            self.conv = torch.nn.Conv1d(1, 8, 400, stride=160)
-
-    def load_model(model_file_path="", random_init=False):
-        return Model()
-
-    def get_timestamp_embeddings(audio, model):
-        emb = model.conv(audio[:, None]).abs().transpose(1, 2)  # [n, T, 8]
-        ts = (torch.arange(emb.shape[1]) * 10.0 + 12.5).expand(len(audio), -1)
-        return emb, ts
-
-    def get_scene_embeddings(audio, model):
-        return get_timestamp_embeddings(audio, model)[0].mean(1)
-
-    mod.load_model, mod.get_scene_embeddings, mod.get_timestamp_embeddings = (
-        load_model, get_scene_embeddings, get_timestamp_embeddings)
-    monkeypatch.setitem(sys.modules, "tiny_hear", mod)
-    return "tiny_hear"
+    return install_hear_module(monkeypatch, "tiny_hear", SR, 8, timestamps)
 
 
 def test_evaluate_end_to_end_and_resume(tasks, tmp_path, tiny_hear_module, capsys):

@@ -6,8 +6,6 @@ the 19 tasks (its task config with the default mode applied, `modes` removed and
 one test per metadata field that heareval honours, each showing that it changes what runs.
 """
 import json
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -16,6 +14,7 @@ import torch
 from audiorep.evaluate import cli
 from audiorep.tasks import cli as tasks_cli
 from audiorep.tasks.format import TaskWriter, check_task, fold_name, make_metadata, metadata_warnings
+from conftest import install_hear_module
 
 SR = 16000
 HOP_S = 4.0  # few frames per 120 s clip keep the event probes cheap
@@ -142,27 +141,17 @@ def write_task(out, meta, clips_per_split=3, seed=0):
 @pytest.fixture
 def hop_module(monkeypatch):
     """A HEAR module: the level and zero-crossing rate (pitch) of each 4 s frame, or of the clip -> 2-d."""
-    mod = types.ModuleType("hop_hear")
-
-    class Model(torch.nn.Module):
-        sample_rate = SR
-        scene_embedding_size = timestamp_embedding_size = 2
-
     def features(frames):  # [..., S] -> [..., 2]
         level = frames.square().mean(-1).add(1e-6).log()
         zcr = (frames[..., 1:] * frames[..., :-1] < 0).float().mean(-1) * 10
         return torch.stack([level, zcr], -1)
 
-    def get_timestamp_embeddings(audio, model):
+    def timestamps(audio, model):
         frames = audio.unfold(1, int(HOP_S * SR), int(HOP_S * SR))  # [n, T, hop]
         ts = (torch.arange(frames.shape[1]) + 0.5) * HOP_S * 1000
         return features(frames), ts.expand(len(audio), -1)
 
-    mod.load_model = lambda model_file_path="", random_init=False: Model()
-    mod.get_timestamp_embeddings = get_timestamp_embeddings
-    mod.get_scene_embeddings = lambda audio, model: features(audio)
-    monkeypatch.setitem(sys.modules, "hop_hear", mod)
-    return "hop_hear"
+    return install_hear_module(monkeypatch, "hop_hear", SR, 2, timestamps, scene=lambda audio, model: features(audio))
 
 
 @pytest.fixture(scope="module")

@@ -70,7 +70,6 @@ def test_checkpoint_with_wrong_geometry_is_rejected_with_a_clear_error(tmp_path)
 
 
 def test_conversion_roundtrip_through_cli_and_save(tmp_path):
-    from audiorep import cli
     from audiorep.convert import read_state_dict
     sd, inp, out, _ = load_fixture("passt_s_small")
     ckpt = tmp_path / "official.pt"

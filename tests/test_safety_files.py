@@ -11,7 +11,6 @@ import textwrap
 
 import numpy as np
 import pytest
-import torch
 from safetensors.torch import load_file, save_file
 
 import audiorep

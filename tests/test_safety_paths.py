@@ -120,7 +120,8 @@ def test_tasks_check_rejects_escaping_names_naming_the_field(world, capsys, meta
 
 def test_evaluate_on_a_hostile_task_writes_only_under_out(world, capsys):
     root, inside = world
-    good, bad = small_task(inside / "tasks" / "good"), small_task(inside / "tasks" / "bad")
+    small_task(inside / "tasks" / "good")
+    bad = small_task(inside / "tasks" / "bad")
     edit_task(bad, {"task_name": str(root / "elsewhere")}, {"../../../../secret.wav": ["x"]})
     before = tree(root)
     code = cli.main(["evaluate", "--model", "logmel", "--no-references", "--mode", "knn", "--tasks",
