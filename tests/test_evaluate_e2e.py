@@ -114,3 +114,19 @@ def test_event_embeddings_with_broken_timestamps_are_refused(tasks, tmp_path, ti
     module.get_timestamp_embeddings = lambda audio, model: (torch.ones(len(audio), 5, 8), torch.zeros(len(audio), 5))
     with pytest.raises(emb.EmbeddingError, match="timestamps of train/.* do not increase"):
         emb.embed_task(load_task(tasks / "bursts"), emb.parse_model(tiny_hear_module), tmp_path / "e")
+
+
+def test_an_event_past_the_clip_end_fails_its_task_and_names_the_file(tasks, tmp_path, capsys):
+    """evaluate checks each task as `tasks check` does, wav headers included."""
+    import shutil
+    bad = tmp_path / "tasks" / "bursts"
+    shutil.copytree(tasks / "bursts", bad)
+    entries = json.loads((bad / "test.json").read_text())
+    name = sorted(entries)[0]
+    entries[name][0]["end"] = 2500.0  # the clips are 2 s long
+    (bad / "test.json").write_text(json.dumps(entries))
+    code = cli.main(["--tasks", str(bad.parent), "--out", str(tmp_path / "out"), "--mode", "knn"])
+    assert code == 1
+    doc = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert "bursts" in json.dumps(doc["failed"]) and name in json.dumps(doc["failed"])
+    assert "results" not in doc or not doc["results"].get("logmel", {}).get("bursts")

@@ -88,8 +88,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _check(path: Path) -> tuple[Task | None, str | None]:
-    """-> (task, None) or (None, why it cannot be evaluated)."""
-    problems = check_task(path, read_audio=False)
+    """-> (task, None) or (None, why it cannot be evaluated): `tasks check` in full, wav headers
+    included, so events past a clip's end and clips of the wrong length are caught here too."""
+    problems = check_task(path)
     if problems:
         more = f" (+{len(problems) - MAX_PROBLEMS_SHOWN} more: run `audiorep tasks check`)" \
             if len(problems) > MAX_PROBLEMS_SHOWN else ""
