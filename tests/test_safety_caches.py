@@ -114,3 +114,25 @@ def test_evaluate_reuses_embeddings_and_results_only_for_the_same_task_content(t
     assert cli.main(run) == 0  # the labels changed: embeddings and results are made again
     assert all(t != first[n] for n, t in stamps().items())
     assert json.loads(result.read_text())["score"] <= 0.5  # scored against the new (swapped) labels
+
+
+def test_evaluate_cache_key_follows_the_hear_module_code(tmp_path, monkeypatch):
+    """A HEAR module named without a weights path: editing its source changes the cache key."""
+    import sys
+
+    from audiorep.evaluate.embeddings import cache_key, parse_model
+    from audiorep.tasks.format import load_task
+    task = tmp_path / "task"
+    meta = make_metadata("t", "scene", "multiclass", ["top1_acc"], 0.5)
+    with TaskWriter(task, meta, ["a"]) as w:
+        for split in ("train", "valid", "test"):
+            w.add(split, np.zeros(8000, np.float32), ["a"])
+    (tmp_path / "my_hear.py").write_text("SIZE = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "my_hear", raising=False)
+    import my_hear  # noqa: F401
+    spec = parse_model("my_hear")
+    before = cache_key(load_task(task), spec)
+    assert cache_key(load_task(task), spec) == before
+    (tmp_path / "my_hear.py").write_text("SIZE = 22\n")  # edited code
+    assert cache_key(load_task(task), spec) != before

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.metadata
 import importlib.util
 import io
 import json
@@ -276,11 +277,31 @@ def model_stamps(path: str) -> list:
     return [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
 
 
+def module_stamp(module: str) -> list:
+    """The HEAR module's source file (path, size, mtime) and its distribution's version, so
+    embeddings of edited or upgraded model code are not reused."""
+    loaded = sys.modules.get(module)
+    origin = getattr(loaded, "__file__", None)
+    if loaded is None:
+        try:
+            found = importlib.util.find_spec(module)
+            origin = found.origin if found else None
+        except (ImportError, ValueError):
+            origin = None
+    try:
+        version = importlib.metadata.version(module.split(".")[0])
+    except importlib.metadata.PackageNotFoundError:
+        version = None
+    stat = Path(origin).stat() if origin and Path(origin).is_file() else None
+    return [origin, stat.st_size if stat else None, stat.st_mtime_ns if stat else None, version]
+
+
 def cache_key(task: Task, spec: ModelSpec) -> str:
-    """sha256 of what a task's embeddings depend on: the model (module, path, random init, its
-    weight files' sizes and mtimes) and the task (metadata, vocabulary, split files, and the
-    size and mtime of every listed audio file)."""
-    h = hashlib.sha256(json.dumps([spec.module, spec.path, spec.random_init, model_stamps(spec.path)]).encode())
+    """sha256 of what a task's embeddings depend on: the model (module with its source file and
+    version, path, random init, its weight files' sizes and mtimes) and the task (metadata,
+    vocabulary, split files, and the size and mtime of every listed audio file)."""
+    model = [spec.module, module_stamp(spec.module), spec.path, spec.random_init, model_stamps(spec.path)]
+    h = hashlib.sha256(json.dumps(model).encode())
     for name in [METADATA_FILE, VOCABULARY_FILE] + [f"{s}.json" for s in task.split_names]:
         h.update(name.encode() + b"\0" + (task.path / name).read_bytes())
     for split in task.split_names:
