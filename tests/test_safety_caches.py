@@ -118,6 +118,7 @@ def test_evaluate_reuses_embeddings_and_results_only_for_the_same_task_content(t
 
 def test_evaluate_cache_key_follows_the_hear_module_code(tmp_path, monkeypatch):
     """A HEAR module named without a weights path: editing its source changes the cache key."""
+    import importlib
     import sys
 
     from audiorep.evaluate.embeddings import cache_key, parse_model
@@ -130,7 +131,7 @@ def test_evaluate_cache_key_follows_the_hear_module_code(tmp_path, monkeypatch):
     (tmp_path / "my_hear.py").write_text("SIZE = 1\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "my_hear", raising=False)
-    import my_hear  # noqa: F401
+    importlib.import_module("my_hear")
     spec = parse_model("my_hear")
     before = cache_key(load_task(task), spec)
     assert cache_key(load_task(task), spec) == before
