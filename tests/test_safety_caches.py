@@ -129,7 +129,7 @@ def test_evaluate_cache_key_follows_the_hear_module_code(tmp_path, monkeypatch):
         for split in ("train", "valid", "test"):
             w.add(split, np.zeros(8000, np.float32), ["a"])
     (tmp_path / "my_hear.py").write_text("SIZE = 1\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])
     monkeypatch.delitem(sys.modules, "my_hear", raising=False)
     importlib.import_module("my_hear")
     spec = parse_model("my_hear")
