@@ -436,14 +436,14 @@ def crop_samples(encoder, cfg: DataConfig) -> int:
 
 def init_objective(objective: nn.Module, run: str | Path) -> None:
     """Start from another run: the objective's own `init_from(run)` when it has one (e.g.
-    EnCodecMAE self-training), else the run's encoder weights (every name and shape must fit)."""
-    from .encoder import Encoder
+    EnCodecMAE self-training), else the run's encoder weights (every name and shape must fit;
+    a run without an encoder yet is named as such, as audiorep.load does)."""
+    from .models import load
 
     if hasattr(objective, "init_from"):
         objective.init_from(run)
         return
-    folder = Path(run) / "encoder" if (Path(run) / "encoder").is_dir() else Path(run)
-    objective.encoder.load_state_dict(Encoder.load(folder).state_dict())
+    objective.encoder.load_state_dict(load(str(run)).state_dict())
 
 
 def run_recipe(recipe, encoder_cfg, data_spec: str, out: str | Path, overrides: list[str],
