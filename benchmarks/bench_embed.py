@@ -80,7 +80,7 @@ def main():
         t_bare, _ = best_of(lambda: enc.backbone(mel), args.repeats)
     t_enc, _ = best_of(lambda: audiorep.scene_embeddings(enc, wave, sr), args.repeats)
     print(f"scene embedding of the clip: bare backbone forward {t_bare * 1000:.0f} ms, "
-          f"Encoder.scene_embeddings (resample check, mel, backbone, pooling, head) {t_enc * 1000:.0f} ms "
+          f"audiorep.scene_embeddings (resample check, mel, backbone, pooling, head) {t_enc * 1000:.0f} ms "
           f"-> overhead {t_enc / t_bare:.2f}x")
 
 

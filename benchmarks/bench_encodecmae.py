@@ -20,8 +20,6 @@ Every stage reuses what an earlier run left in --out.
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import shutil
 import statistics
 import time
@@ -35,6 +33,7 @@ from audiorep import presets
 from audiorep.encoder import Encoder
 from audiorep.objectives import RECIPES
 from audiorep.objectives.codec_mae import CodecMAE, CodecMAEConfig
+from study import add_arguments, mean_scores, save_init, slug, suite_and_corpus, table
 
 BASE = presets.get("encodecmae-base")
 TINY = presets.get("encodecmae-tiny")
@@ -156,10 +155,6 @@ def step(batch: int, steps: int, device: str, precision: str) -> None:
 # ------------------------------------------------------------------------------ the study
 
 
-def slug(variant: str, seed: int) -> str:
-    return f"{variant.replace(' + ', '+').replace(' ', '-')}-seed{seed}"
-
-
 def pretrain(out: Path, corpus: Path, variant: str, seed: int, steps: int, batch: int, k: int) -> Path:
     from audiorep.train import run_recipe
     run = out / "runs" / slug(variant, seed)
@@ -180,42 +175,19 @@ def pretrain(out: Path, corpus: Path, variant: str, seed: int, steps: int, batch
 
 
 def study(args) -> None:
-    from audiorep.demo import mean_normalized, normalized
-    from audiorep.evaluate import cli as evaluate_cli
-    from audiorep.tasks.suite import build_corpus, build_suite
     torch.set_num_threads(1)
     began = time.perf_counter()
-    tasks, corpus = args.out / "tasks", args.out / "corpus"
-    if not (tasks / "done").exists():
-        build_suite(tasks, 0, "small", list(args.tasks))
-        (tasks / "done").write_text("")
-    if not corpus.exists():
-        build_corpus(corpus, args.corpus_hours, 0)
-    runs = {(v, s): pretrain(args.out, corpus / "16000", v, s, args.steps, args.batch, args.k)
+    tasks, corpus = suite_and_corpus(args.out, args.tasks, args.corpus_hours)
+    runs = {slug(v, s): pretrain(args.out, corpus, v, s, args.steps, args.batch, args.k)
             for s in range(args.seeds) for v in VARIANTS}
-    init = args.out / "runs" / "init-seed0"
-    torch.manual_seed(0)
-    Encoder(replace(TINY, backbone=replace(TINY.backbone, max_frames=150))).save(init)
+    runs["init"] = save_init(args.out, replace(TINY, backbone=replace(TINY.backbone, max_frames=150)))
     minutes_pretrain = (time.perf_counter() - began) / 60
-    names = {slug(v, s): str(run) for (v, s), run in runs.items()}
-    names.update({"init": str(init), "logmel": "logmel"})
-    evaluate_cli.main(["--tasks", str(tasks), "--out", str(args.out / "eval"), "--no-references",
-                       "--grid-points", "2", "--max-epochs", "50",
-                       *[x for name, spec in names.items() for x in ("--model", f"{name}={spec}")]])
-    results = json.loads((args.out / "eval" / "results.json").read_text())
-    means = mean_normalized(normalized(results, list(names)))
+    means = mean_scores(args.out, tasks, runs)
     lines = [f"EnCodecMAE study: encodecmae-tiny (64 wide, 2 blocks), {args.steps} steps x {args.batch} crops of 2 s "
              f"per stage, lr 1e-3, k = {args.k}, {args.seeds} seeds, corpus {args.corpus_hours} h; tasks "
              f"{', '.join(args.tasks)}; {(time.perf_counter() - began) / 60:.1f} min in all "
-             f"({minutes_pretrain:.1f} pretraining)", "",
-             "| variant | mean normalized score (+- s.e. over seeds) | paper Table 1 (global score) |", "|---|---|---|"]
-    for variant in VARIANTS:
-        values = [means[slug(variant, s)] for s in range(args.seeds)]
-        se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else math.nan
-        lines.append(f"| {variant} | {statistics.mean(values):.3f} +- {se:.3f} | {PAPER[variant]} |")
-    lines += [f"| encoder at init (seed 0) | {means['init']:.3f} | |",
-              f"| log-mel baseline | {means['logmel']:.3f} | |"]
-    text = "\n".join(lines)
+             f"({minutes_pretrain:.1f} pretraining)", ""]
+    text = "\n".join(lines + table(means, VARIANTS, args.seeds, PAPER, "paper Table 1 (global score)"))
     (args.out / "study.md").write_text(text + "\n")
     print(text)
 
@@ -235,13 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     p = sub.add_parser("study")
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--seeds", type=int, default=2)
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--batch", type=int, default=16)
+    add_arguments(p, steps=300, batch=16, corpus_hours=0.2, tasks=TASKS)
     p.add_argument("--k", type=int, default=256, help="k-means clusters (paper: 1024)")
-    p.add_argument("--corpus-hours", type=float, default=0.2)
-    p.add_argument("--tasks", nargs="+", default=list(TASKS))
     args = parser.parse_args(argv)
     if args.what == "extraction":
         extraction(args.seconds)
