@@ -139,3 +139,37 @@ def test_checkpoint_format_is_declared_never_guessed(tmp_path):
         enc = audiorep.load("passt-s", weights=str(tmp_path / "wrapped.pt"), overrides=SMALL)
         with torch.no_grad():
             torch.testing.assert_close(enc.head(enc.pool(enc.backbone(inp["x_short"][:, 0]))), out["logits_short"], **TOL)
+
+
+def test_hf_urls_go_through_huggingface_hub_with_revision_and_recorded_hash(tmp_path, monkeypatch):
+    """`hf://owner/repo/path[@rev]` is fetched by huggingface_hub.hf_hub_download (its cache and
+    revision pinning); the first file's sha256 is recorded and a changed file is caught."""
+    import huggingface_hub
+
+    from audiorep.convert import fetch
+    monkeypatch.setenv("AUDIOREP_CACHE", str(tmp_path / "cache"))
+    sd, inp, out, _ = load_fixture("passt_s_small")
+    hub_file = tmp_path / "hub" / "passt.pt"
+    hub_file.parent.mkdir()
+    torch.save(sd, hub_file)
+    calls = []
+
+    def download(repo_id, filename, revision=None):
+        calls.append((repo_id, filename, revision))
+        return str(hub_file)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    enc = audiorep.load("passt-s", weights="hf://someone/passt-repo/ckpts/passt.pt@v1", overrides=SMALL)
+    assert calls == [("someone/passt-repo", "ckpts/passt.pt", "v1")]
+    with torch.no_grad():
+        torch.testing.assert_close(enc.head(enc.pool(enc.backbone(inp["x_short"][:, 0]))), out["logits_short"], **TOL)
+    hub_file.write_bytes(hub_file.read_bytes() + b"changed")
+    with pytest.raises(RuntimeError, match="does not match"):
+        fetch("hf://someone/passt-repo/ckpts/passt.pt@v1")
+
+    def offline(repo_id, filename, revision=None):
+        raise OSError("no network")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    with pytest.raises(RuntimeError, match="cannot download hf://someone/passt-repo/other.pt"):
+        fetch("hf://someone/passt-repo/other.pt")
