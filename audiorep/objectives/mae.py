@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from ..convert import load_objective_weights
 from ..layers import Block, Mlp, TablePosEmbed, xavier_init
 from ..masking import masked_from_keep, random_keep, restore_ids, time_freq_keep
+from ..monitor import representation_stats
 
 DECODERS = ("local", "global", "hybrid")
 MASKINGS = ("random", "time_freq")
@@ -268,10 +269,13 @@ class MAE(nn.Module):
         target = self.patchify(feats)  # [B, N, pt * pf]
         grid = self.encoder.backbone.grid(feats.shape[-1])
         keep, ids_restore = self.mask(feats.shape[0], grid, feats.device)
-        pred = self.decode(self.encode(feats, keep).tokens, ids_restore, grid)
+        tokens = self.encode(feats, keep).tokens  # [B, P + K, D]
+        pred = self.decode(tokens, ids_restore, grid)
         masked = masked_from_keep(keep, target.shape[1])
         loss = reconstruction_loss(pred, target, masked, self.cfg.norm_pix_loss)
-        return loss, {"visible_tokens": float(keep.shape[1])}
+        prefix = self.encoder.config.backbone.prefix
+        stats = representation_stats(tokens[:, prefix:].mean(1))  # of each clip's mean visible token
+        return loss, {"visible_tokens": float(keep.shape[1]), **stats}
 
     def load_audiomae(self, source) -> None:
         """Load a released Audio-MAE pretraining checkpoint (path, or its state_dict): the
