@@ -1,0 +1,173 @@
+"""Learning curve of a self-supervised recipe on the offline suite: the encoder at 0, N and 4N steps.
+
+    python benchmarks/bench_curve.py audiomae --out runs/curve-audiomae --steps 100
+    python benchmarks/bench_curve.py asit --out runs/curve-asit --steps 50 --seeds 2
+    python benchmarks/bench_curve.py encodecmae --out runs/curve-encodecmae --steps 100 objective.mask_prop=0.4
+
+One run of 4N steps per seed (the recipe's own schedule over 4N steps) on the suite's
+unlabeled corpus, at the recipe's tiny size below; the encoder the run ships is copied at
+step N (the run stops there as if killed, and the same command resumes it exactly), and
+after step 4N. Every point, the encoder at its initialization (step 0) and the log-mel
+baseline are scored by one `audiorep evaluate` on a few suite tasks; the table gives the
+mean normalized score (task score / best evaluated score, averaged over tasks) +- s.e.
+over seeds, the audio seen, and the run-health numbers each recipe logs (log.csv: loss,
+emb_std, emb_rank and the recipe's own, at N and 4N). Writes OUT/curve.md and OUT/curve.png.
+Rerun the same command to continue after an interruption.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from study import add_arguments, mean_scores, suite_and_corpus
+
+from audiorep import presets
+from audiorep.config import override
+from audiorep.encoder import Encoder
+from audiorep.objectives import RECIPES
+from audiorep.train import TrainConfig, run_recipe, split_overrides
+
+# recipe -> (preset, overrides): the tiny settings of the demo (audiomae), bench_asit.py and
+# bench_encodecmae.py (EnCodec with random weights: the released tokenizer needs a download)
+TINY = {
+    "audiomae": ("audiomae-tiny", ["encoder.backbone.max_frames=384", "encoder.embed.scene_hop_s=2.0",
+                                   "objective.decoder_dim=64", "objective.decoder_depth=2", "objective.decoder_heads=4",
+                                   "objective.meta_hidden=64", "lr=1e-3", "weight_decay=0.05", "data.crop_s=3.84"]),
+    "asit": ("asit-tiny", ["encoder.backbone.max_frames=128", "encoder.embed.scene_hop_s=1.0", "objective.momentum=0.97",
+                           "objective.global_dim=256", "objective.local_dim=128", "objective.head_hidden=256",
+                           "objective.head_bottleneck=64", "objective.recon_hidden=128", "objective.recon_bottleneck=64",
+                           "blr=0", "lr=1e-3"]),
+    "encodecmae": ("encodecmae-tiny", ["encoder.backbone.max_frames=150", "objective.targets=encodec_random",
+                                       "objective.gamma_clips=50", "objective.decoder_heads=4",
+                                       "objective.decoder_ff_dim=256", "lr=1e-3", "data.crop_s=2"]),
+}
+TASKS = ("keywords", "pitch", "family", "sound_classes")
+HEALTH = ("loss", "emb_std", "emb_rank")  # and every other column the recipe logs, after these
+
+
+def run_name(recipe: str, seed: int) -> str:
+    return f"{recipe}-seed{seed}"
+
+
+def settings(recipe: str, steps: int, batch: int, seed: int, extra: list[str]) -> list[str]:
+    _, tiny = TINY[recipe]
+    return tiny + [f"steps={4 * steps}", f"batch_size={batch}", f"seed={seed}", "data.workers=1",
+                   f"checkpoint_every={steps}", f"log_every={max(1, steps // 10)}", *extra]
+
+
+def copy_point(run: Path, point: Path) -> None:
+    """RUN/encoder (the encoder the run ships at its last checkpoint) -> point, atomically."""
+    tmp = point.with_name(point.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(run / "encoder", tmp)
+    tmp.rename(point)
+
+
+def curve_run(out: Path, corpus: Path, recipe: str, seed: int, steps: int, batch: int, extra: list[str]) -> dict[int, Path]:
+    """{step: encoder folder} for steps 0, N and 4N of one seed."""
+    preset, _ = TINY[recipe]
+    overrides = settings(recipe, steps, batch, seed, extra)
+    encoder_cfg = override(presets.get(preset), split_overrides(overrides)["encoder"])
+    run, points = out / "runs" / run_name(recipe, seed), out / "points"
+    points.mkdir(parents=True, exist_ok=True)
+    init = points / f"{run_name(recipe, seed)}-step0"
+    if not init.exists():
+        torch.manual_seed(override(TrainConfig(), split_overrides(overrides)["train"]).seed)  # as run_recipe seeds it
+        Encoder(encoder_cfg).save(init)
+    found = {0: init}
+    for stop in (steps, 4 * steps):
+        point = points / f"{run_name(recipe, seed)}-step{stop}"
+        if not point.exists():
+            done = sorted((run / "checkpoints").glob("step_*")) if run.exists() else []
+            if done and int(done[-1].name.split("_")[1]) > stop:
+                raise SystemExit(f"{run}: trained past step {stop} without its copy; delete {run} and rerun")
+            run_recipe(RECIPES[recipe], presets.get(preset), str(corpus), run, overrides, stop_after=stop,
+                       run_config={"preset": preset})
+            copy_point(run, point)
+        found[stop] = point
+    return found
+
+
+def health(run: Path, steps: list[int]) -> dict[int, dict[str, float]]:
+    """The logged row at each of `steps` (the loop logs the last step of every checkpoint interval)."""
+    with open(run / "log.csv", newline="") as f:
+        rows = {int(r["step"]): r for r in csv.DictReader(f)}
+    return {s: {k: float(v) for k, v in rows[s].items() if k not in ("step",) and v not in ("", None)}
+            for s in steps if s in rows}
+
+
+def plot(path: Path, recipe: str, curve: dict[int, list[float]], logmel: float) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = sorted(curve)
+    means = [statistics.mean(curve[s]) for s in steps]
+    errs = [statistics.stdev(curve[s]) / math.sqrt(len(curve[s])) if len(curve[s]) > 1 else 0 for s in steps]
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.errorbar(steps, means, yerr=errs, marker="o", capsize=3, label=f"{recipe} (mean +- s.e. over seeds)")
+    ax.axhline(means[0], color="gray", ls=":", label="its initialization")
+    ax.axhline(logmel, color="black", ls="--", label="log-mel baseline")
+    ax.set_xlabel("pretraining steps")
+    ax.set_ylabel("mean normalized score")
+    ax.set_title(f"{recipe}: learning curve on the offline suite")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("recipe", choices=sorted(TINY))
+    add_arguments(parser, steps=100, batch=16, corpus_hours=0.3, tasks=TASKS)
+    parser.add_argument("overrides", nargs="*", help="field=value for every run (after the tiny settings)")
+    args = parser.parse_args(argv)
+    if args.seeds < 1 or args.steps < 1:
+        parser.error("--seeds and --steps must be at least 1")
+    torch.set_num_threads(1)  # one compute thread + one loader process
+    began = time.perf_counter()
+    tasks, corpus = suite_and_corpus(args.out, args.tasks, args.corpus_hours)
+    points = {f"step{step}-seed{seed}": path for seed in range(args.seeds)
+              for step, path in curve_run(args.out, corpus, args.recipe, seed, args.steps, args.batch,
+                                          args.overrides).items()}
+    minutes_train = (time.perf_counter() - began) / 60
+    means = mean_scores(args.out, tasks, points)
+    stops = [0, args.steps, 4 * args.steps]
+    curve = {s: [means[f"step{s}-seed{seed}"] for seed in range(args.seeds)] for s in stops}
+    cfg = override(TrainConfig(), split_overrides(settings(args.recipe, args.steps, args.batch, 0, args.overrides))["train"])
+    crop_s = cfg.data.crop_s
+    lines = [f"{args.recipe} learning curve: {TINY[args.recipe][0]}, batch {args.batch}"
+             f"{f' x {crop_s:g} s' if crop_s else ''}, one {4 * args.steps}-step schedule per seed, {args.seeds} seed(s), "
+             f"corpus {args.corpus_hours} h; tasks {', '.join(args.tasks)}; {(time.perf_counter() - began) / 60:.1f} min "
+             f"in all ({minutes_train:.1f} training, 1 thread)", "",
+             "| steps | audio seen (min) | mean normalized score (+- s.e. over seeds) | per seed |", "|---|---|---|---|"]
+    for s in stops:
+        values = curve[s]
+        se = f"{statistics.stdev(values) / math.sqrt(len(values)):.3f}" if len(values) > 1 else "n/a"
+        seen = s * args.batch * crop_s / 60 if crop_s else math.nan
+        lines.append(f"| {s} | {seen:.1f} | {statistics.mean(values):.3f} +- {se} | "
+                     f"{', '.join(f'{v:.3f}' for v in values)} |")
+    lines.append(f"| log-mel baseline | | {means['logmel']:.3f} | |")
+    logs = health(args.out / "runs" / run_name(args.recipe, 0), stops[1:])
+    if logs:
+        columns = [c for c in HEALTH if c in logs[stops[-1]]] + sorted(
+            c for c in logs[stops[-1]] if c not in HEALTH and c not in ("lr", "weight_decay", "samples_per_s", "skipped"))
+        lines += ["", "Run health, seed 0 (log.csv):", "", "| step | " + " | ".join(columns) + " |",
+                  "|---|" + "---|" * len(columns)]
+        lines += [f"| {s} | " + " | ".join(f"{logs[s].get(c, math.nan):.4g}" for c in columns) + " |" for s in logs]
+    text = "\n".join(lines)
+    (args.out / "curve.md").write_text(text + "\n")
+    plot(args.out / "curve.png", args.recipe, curve, means["logmel"])
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
