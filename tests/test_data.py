@@ -112,3 +112,61 @@ def test_shards_round_trip_workers_and_resume(tmp_path, corpus):
         assert torch.equal(a["wave"], b["wave"]) and torch.equal(a["target"], b["target"])
     with pytest.raises(ValueError, match="4 shards for 6 readers"):
         next(iter(stream.at(world=6)))
+
+
+def test_repeat_s_draws_each_clip_by_its_duration(tmp_path):
+    """data.repeat_s (the EnCodecMAE release's compensate_lengths): clip c holds
+    max(1, duration // repeat_s) positions of an epoch; items still name the clip."""
+    seconds = [0.5, 2.5, 4.2]  # -> 1, 2, 4 positions with repeat_s = 1
+    rows = []
+    for i, s in enumerate(seconds):
+        audio.write(tmp_path / f"{i}.wav", np.full(int(s * SR), i / 10, np.float32), SR)
+        rows.append({"path": f"{i}.wav", "labels": ["long" if s > 2 else "short"]})
+    rows.append({"path": "2.wav", "offset": 1.0, "duration": 1.5, "labels": ["long"]})  # manifest duration: 1
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    clips, vocabulary = clips_from(tmp_path / "m.jsonl")
+    ds = ClipDataset(clips, SR, SR // 4, DataConfig(repeat_s=1.0, roll=False), vocabulary)
+    assert len(ds) == 8 and ds.clip_of.tolist() == [0, 1, 1, 2, 2, 2, 2, 3]
+    assert len(ClipDataset(clips, SR, SR // 4, DataConfig(roll=False), vocabulary)) == 4  # default: once each
+    epoch = [i for i, _ in StepSampler(len(ds), 8, seed=1).batch(0)]  # one shuffled epoch of positions
+    drawn = [ds[(p, s)]["index"] for p, s in StepSampler(len(ds), 8, seed=1).batch(0)]
+    assert sorted(drawn) == [0, 1, 1, 2, 2, 2, 2, 3] and sorted(epoch) == list(range(8))
+    item = ds[(5, 3)]
+    assert item["index"] == 2 and torch.allclose(item["wave"], torch.full((SR // 4,), 0.2), atol=1e-3)
+    assert ds.targets.shape == (8, 2) and torch.equal(item["target"], torch.tensor([1.0, 0.0]))
+    assert class_balanced_weights(ds.targets).shape == (8,)  # the loop's balanced weights: per position
+    with pytest.raises(ValueError, match="data.repeat_s=-1"):
+        DataConfig(repeat_s=-1)
+    write_shards(clips[:1], tmp_path / "shards", SR)
+    with pytest.raises(ValueError, match="data.repeat_s=4.0: tar shards"):
+        ShardStream(list_shards(tmp_path / "shards"), SR, 400, 1, DataConfig(repeat_s=4.0))
+
+
+def test_roll_clip_shifts_the_whole_clip_before_cropping(tmp_path):
+    """data.roll_clip = p (the ASiT release: 0.5): the whole clip rolls before the crops are cut,
+    once per item (every view from the same rolled clip), about p of the items; "start" is the
+    crop's first sample in the unrolled clip. roll (per crop) is off, so crop i of the ramp
+    below shows where it came from."""
+    n = SR // 2
+    audio.write(tmp_path / "ramp.wav", (np.arange(n) / n).astype(np.float32), SR)
+    clips = clips_from(tmp_path)[0]
+    whole = ClipDataset(clips, SR, n, DataConfig(roll=False, roll_clip=0.5), views=2)  # crop = the whole clip
+    items = [whole[(0, seed)] for seed in range(400)]
+    rolled = [bool(it["start"][0] != 0) for it in items]
+    assert 0.42 < np.mean(rolled) < 0.58
+    for it in items:
+        assert torch.equal(it["start"][0], it["start"][1])  # one roll per item, shared by the views
+        assert abs(float(it["wave"][0, 0]) - float(it["start"][0]) / n) < 1e-3
+    ramp = np.arange(n) / n
+    part = ClipDataset(clips, SR, n // 4, DataConfig(roll=False, roll_clip=1.0))
+    wrapped = 0
+    for seed in range(200):
+        it = part[(0, seed)]
+        expected = ramp[(int(it["start"]) + np.arange(n // 4)) % n]  # the rolled clip, read from "start" on
+        np.testing.assert_allclose(it["wave"].numpy(), expected, atol=1e-3)
+        wrapped += int(it["start"]) + n // 4 > n
+    assert wrapped > 10  # crops that run across the clip's end into its beginning
+    plain = ClipDataset(clips, SR, n // 4, DataConfig(roll=False))
+    assert all(int(plain[(0, seed)]["start"]) + n // 4 <= n for seed in range(50))  # default: no whole-clip roll
+    with pytest.raises(ValueError, match="data.roll_clip=1.5"):
+        DataConfig(roll_clip=1.5)

@@ -6,6 +6,10 @@ fixed-length random crop at the encoder's sample rate with random gain and circu
 Its randomness comes from the key it is indexed with, `(i, seed)` as the samplers yield
 them, never from global state, so a batch is a function of (run seed, step) whichever
 worker decodes it: the basis of exact resume.
+
+With `DataConfig.repeat_s > 0` the dataset's positions are clips repeated by duration: clip c
+holds max(1, duration_c // repeat_s) positions, so a shuffled epoch draws long clips that many
+times (the EnCodecMAE release's `compensate_lengths`); `batch["index"]` stays the clip's index.
 """
 from __future__ import annotations
 
@@ -39,9 +43,19 @@ class Clip:
 class DataConfig:
     crop_s: float = 0.0       # training crop length; 0 = what the encoder's positions cover
     gain_db: float = 0.0      # random gain drawn uniformly in [-gain_db, gain_db]
-    roll: bool = True         # random circular shift of the crop (Audio-MAE, PaSST)
+    roll: bool = True         # random circular shift of each crop within itself (Audio-MAE, PaSST)
+    roll_clip: float = 0.0    # probability of a random circular shift of the whole clip before
+                              # cropping (ASiT release: 0.5); reads the whole clip when it rolls
+    repeat_s: float = 0.0     # > 0: each clip is drawn max(1, duration // repeat_s) times per epoch
+                              # (EnCodecMAE release: 4 s, its crop length); 0 = once
     balanced: bool = False    # class-balanced sampling (multi-label data with labels)
     workers: int = 2          # loader processes decoding and resampling
+
+    def __post_init__(self):
+        if not 0.0 <= self.roll_clip <= 1.0:
+            raise ValueError(f"data.roll_clip={self.roll_clip}: expected a probability in [0, 1]")
+        if not (math.isfinite(self.repeat_s) and self.repeat_s >= 0):
+            raise ValueError(f"data.repeat_s={self.repeat_s}: expected seconds >= 0 (0 = each clip once per epoch)")
 
 
 def folder_clips(root: str | os.PathLike) -> list[Clip]:
@@ -130,6 +144,23 @@ def multi_hot(clips: list[Clip], vocabulary: list[str]) -> torch.Tensor:
     return torch.from_numpy(task_format.multi_hot([c.labels for c in clips], vocabulary, [c.path for c in clips]))
 
 
+def rolls(cfg: DataConfig, rng: np.random.Generator | None) -> bool:
+    """Whether this item's whole clip is rolled (probability cfg.roll_clip); draws nothing when
+    roll_clip is 0, so other settings keep their random streams."""
+    return rng is not None and cfg.roll_clip > 0 and rng.random() < cfg.roll_clip
+
+
+def shift_circularly(wave: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """[S] -> ([S] circularly shifted by a uniform number of samples, the shift)."""
+    shift = int(rng.integers(0, len(wave)))
+    return np.roll(wave, shift), shift
+
+
+def roll_whole(wave: np.ndarray, cfg: DataConfig, rng: np.random.Generator | None) -> tuple[np.ndarray, int]:
+    """[S] -> (wave shifted circularly with probability cfg.roll_clip, the shift; 0 when not rolled)."""
+    return shift_circularly(wave, rng) if rolls(cfg, rng) else (wave, 0)
+
+
 def crop_gain_roll(wave: np.ndarray, length: int, cfg: DataConfig,
                    rng: np.random.Generator | None) -> tuple[np.ndarray, int]:
     """[S] -> ([length], start): random crop (or zero pad) from `start`, gain and roll;
@@ -148,10 +179,12 @@ def crop_gain_roll(wave: np.ndarray, length: int, cfg: DataConfig,
 class ClipDataset(Dataset):
     """Clips -> {"wave": [S] float32 ([V, S] with views = V), "start": first sample of the crop
     in the clip ([V]), "length": samples of audio in the crop before zero padding ([V]),
-    "target": [C] (with a vocabulary), "index": int}.
+    "target": [C] (with a vocabulary), "index": the clip's index}.
 
-    Index with `(i, seed)` for random crops/gain/roll drawn from `seed`, or with `i` for
-    the deterministic first `crop_samples` (evaluation).
+    Index with `(p, seed)` for random crops/gain/roll drawn from `seed`, or with `p` for
+    the deterministic first `crop_samples` (evaluation). Position p is clip `clip_of[p]`:
+    the clips themselves, or with `cfg.repeat_s` each clip repeated by its duration;
+    `targets` ([len, C]) is per position, so class-balanced weights count the repeats.
     """
 
     def __init__(self, clips: list[Clip], sample_rate: int, crop_samples: int, cfg: DataConfig = DataConfig(),
@@ -164,18 +197,27 @@ class ClipDataset(Dataset):
         self.cfg = cfg
         self.vocabulary = vocabulary
         self.views = views
-        self.targets = multi_hot(clips, vocabulary) if vocabulary is not None else None
+        self.clip_of = np.arange(len(clips))  # [P] clip of each position
+        if cfg.repeat_s > 0:
+            repeats = [max(1, int(self.duration(c) // cfg.repeat_s)) for c in clips]
+            self.clip_of = np.repeat(self.clip_of, repeats)
+        self.targets = multi_hot(clips, vocabulary)[torch.from_numpy(self.clip_of)] if vocabulary is not None else None
 
     def __len__(self) -> int:
-        return len(self.clips)
+        return len(self.clip_of)
+
+    @staticmethod
+    def duration(clip: Clip) -> float:
+        """Seconds of the clip: its manifest duration, or the file's from the offset on."""
+        if clip.duration is not None:
+            return clip.duration
+        meta = audio.info(clip.path)
+        return meta.frames / meta.samplerate - clip.offset
 
     def read(self, clip: Clip, rng: np.random.Generator | None) -> tuple[np.ndarray, int]:
         """(audio, its first sample in the clip): only the crop's span when the clip is longer."""
         crop_s = self.crop_samples / self.sample_rate
-        duration = clip.duration
-        if duration is None:
-            meta = audio.info(clip.path)
-            duration = meta.frames / meta.samplerate - clip.offset
+        duration = self.duration(clip)
         if duration <= crop_s or rng is None:
             start = clip.offset
         else:
@@ -183,22 +225,35 @@ class ClipDataset(Dataset):
         wave, _ = audio.read(clip.path, self.sample_rate, start=start, duration=min(duration, crop_s))
         return wave, round((start - clip.offset) * self.sample_rate)
 
-    def crop(self, clip: Clip, rng: np.random.Generator | None) -> tuple[np.ndarray, int, int]:
-        """(crop, its first sample in the clip, its samples of audio before any zero padding)."""
-        wave, first = self.read(clip, rng)
+    def rolled(self, clip: Clip, rng: np.random.Generator | None) -> tuple[np.ndarray, int] | None:
+        """With probability cfg.roll_clip: (the whole clip circularly shifted, the shift); else None."""
+        if not rolls(self.cfg, rng):
+            return None
+        wave, _ = audio.read(clip.path, self.sample_rate, start=clip.offset, duration=clip.duration)
+        return shift_circularly(wave, rng)
+
+    def crop(self, clip: Clip, rng: np.random.Generator | None,
+             rolled: tuple[np.ndarray, int] | None = None) -> tuple[np.ndarray, int, int]:
+        """(crop, its first sample in the clip, its samples of audio before any zero padding);
+        from `rolled` (the whole clip shifted) when given, its first sample taken in the
+        unshifted clip."""
+        wave, first = self.read(clip, rng) if rolled is None else (rolled[0], -rolled[1])
         audio_samples = len(wave)
         wave, start = crop_gain_roll(wave, self.crop_samples, self.cfg, rng)
-        return np.ascontiguousarray(wave, dtype=np.float32), first + start, min(audio_samples - start, self.crop_samples)
+        begin = first + start if rolled is None else (first + start) % audio_samples
+        return np.ascontiguousarray(wave, dtype=np.float32), begin, min(audio_samples - start, self.crop_samples)
 
     def __getitem__(self, key) -> dict:
-        i, seed = key if isinstance(key, tuple) else (key, None)
+        p, seed = key if isinstance(key, tuple) else (key, None)
+        i = int(self.clip_of[p])
         rng = np.random.default_rng(seed) if seed is not None else None
-        crops = [self.crop(self.clips[i], rng) for _ in range(self.views)]
+        rolled = self.rolled(self.clips[i], rng)  # one roll per item: every view crops the same rolled clip
+        crops = [self.crop(self.clips[i], rng, rolled) for _ in range(self.views)]
         waves = torch.from_numpy(np.stack([w for w, _, _ in crops]))  # [V, S]
         starts, lengths = torch.tensor([[s, n] for _, s, n in crops]).T  # [V] each
         one = self.views == 1
         item = {"wave": waves[0] if one else waves, "start": starts[0] if one else starts,
                 "length": lengths[0] if one else lengths, "index": i}
         if self.targets is not None:
-            item["target"] = self.targets[i]
+            item["target"] = self.targets[p]
         return item

@@ -28,7 +28,7 @@ from .. import audio
 from ..audio import AUDIO_EXTENSIONS
 from ..files import confine
 from ..tasks import format as task_format
-from .datasets import Clip, DataConfig, crop_gain_roll
+from .datasets import Clip, DataConfig, crop_gain_roll, roll_whole
 from .samplers import SEED_STRIDE
 
 SHARD_PATTERN = "shard-{:06d}.tar"
@@ -114,6 +114,9 @@ class ShardStream(IterableDataset):
     def __init__(self, shards: list[Path], sample_rate: int, crop_samples: int, batch: int, cfg: DataConfig = DataConfig(),
                  vocabulary: list[str] | None = None, seed: int = 0, start: int = 0, rank: int = 0, world: int = 1,
                  buffer: int = 256):
+        if cfg.repeat_s > 0:
+            raise ValueError(f"data.repeat_s={cfg.repeat_s}: tar shards are streamed, each sample once per pass; "
+                             "duration-weighted repeats need a folder, a manifest or a task (data.repeat_s=0)")
         self.shards, self.sample_rate, self.crop_samples = list(shards), sample_rate, crop_samples
         self.batch, self.cfg, self.vocabulary, self.seed = batch, cfg, vocabulary, seed
         self.start, self.rank, self.world, self.buffer = start, rank, world, buffer
@@ -148,9 +151,12 @@ class ShardStream(IterableDataset):
             raise ValueError(f"shard sample {sample['__key__']}: no audio member ({', '.join(AUDIO_EXTENSIONS)})")
         x, sr = sf.read(io.BytesIO(sample[ext]), dtype="float32", always_2d=True)
         wave = audio.resample(audio.check(audio.to_mono(x), sample["__key__"]), sr, self.sample_rate)
+        rng = np.random.default_rng(seed)
+        wave, shift = roll_whole(wave, self.cfg, rng)
         audio_samples = len(wave)
-        wave, start = crop_gain_roll(wave, self.crop_samples, self.cfg, np.random.default_rng(seed))
-        item = {"wave": torch.from_numpy(np.ascontiguousarray(wave)), "start": torch.tensor(start),
+        wave, start = crop_gain_roll(wave, self.crop_samples, self.cfg, rng)
+        first = (start - shift) % audio_samples if shift else start  # in the unshifted clip
+        item = {"wave": torch.from_numpy(np.ascontiguousarray(wave)), "start": torch.tensor(first),
                 "length": torch.tensor(min(audio_samples - start, self.crop_samples))}
         if self.vocabulary is not None:
             labels = json.loads(sample.get("json", b"{}")).get("labels", [])
