@@ -94,47 +94,60 @@ def masked_from_keep(keep: torch.Tensor, n: int) -> torch.Tensor:
     return masked.scatter(1, keep, False)
 
 
-def gmml_corrupt(x: torch.Tensor, ratio: float = 0.7, alien: float = 0.3, max_block: float = 0.3,
-                 align: int = 1, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """GMML pixel corruption (ASiT) of spectrograms x [B, F, T] -> (corrupted [B, F, T], mask [B, F, T] bool).
+def gmml_corrupt(x: torch.Tensor, ratio: float = 0.7, alien_prob: float = 0.5, alien_ratio: float = 0.3,
+                 max_block: float = 0.3, align: int = 1, alien_self: bool = False,
+                 generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """GMML pixel corruption (ASiT, as released) of spectrograms x [B, F, T] -> (corrupted [B, F, T], mask [B, F, T] bool).
 
-    Each clip draws its share of corrupted pixels from U(min(0.5, ratio), ratio), as the
-    released `GMML_drop_rand_patches`, and paints rectangles of connected pixels until the
-    union reaches it: corner anywhere, sides drawn from [align, max_block * frames) and
-    [align, max_block * bins), multiples of `align` (1: not aligned to patches). Each
-    rectangle is alien with probability `alien` (the same region of another clip of the
-    batch, one donor per clip), else zeros; a pixel keeps the kind of the last rectangle
-    that covered it, so `alien` is the expected alien share of the corrupted area.
+    Each clip is corrupted in one of two ways, never both:
+      zeros  (probability 1 - alien_prob; the release's data loader, `GMML_drop_rand_patches`):
+             a share U(min(0.5, ratio), ratio) of the pixels set to 0;
+      alien  (probability alien_prob; the release's `collate_batch`, which replaces the zeroed
+             crop by the clean one with blocks of a donor clip pasted in): a share
+             U(min(0.5, alien_ratio), alien_ratio) of the pixels (released: exactly 0.3) taken
+             from the same region of another clip of the batch (alien_self: any clip, itself
+             included, as released; the crop then stays clean while its mask says corrupted).
+    Either way rectangles of connected pixels are painted until their union reaches the share:
+    corner anywhere, sides drawn from [align, max_block * frames) and [align, max_block * bins),
+    multiples of `align` (1: not aligned to patches).
     """
     B, Fq, T = x.shape
-    if not 0.0 <= ratio < 1.0 or not 0.0 <= alien <= 1.0:
-        raise ValueError(f"gmml_corrupt: ratio={ratio} must be in [0, 1) and alien={alien} in [0, 1]")
-    if alien > 0 and B < 2:
+    for name, value in (("ratio", ratio), ("alien_ratio", alien_ratio)):
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"gmml_corrupt: {name}={value} must be in [0, 1)")
+    if not 0.0 <= alien_prob <= 1.0:
+        raise ValueError(f"gmml_corrupt: alien_prob={alien_prob} must be in [0, 1]")
+    if alien_prob > 0 and B < 2 and not alien_self:
         raise ValueError("gmml_corrupt: alien corruption copies from another clip of the batch, "
-                         "which has only one (use alien=0 or a larger batch)")
-    target = (torch.rand(B, generator=generator) * (ratio - min(0.5, ratio)) + min(0.5, ratio)) * (Fq * T)
-    target = target.tolist()
-    donor = (torch.arange(B) + torch.randint(1, max(B, 2), (B,), generator=generator)) % B
-    kind = torch.zeros(B, Fq, T, dtype=torch.int8)  # 0 clean, 1 zeros, 2 alien
-    pixels = kind.numpy()  # painted through a numpy view: one cheap slice per rectangle
+                         "which has only one (use alien_prob=0, alien_self=True or a larger batch)")
+    alien = torch.rand(B, generator=generator) < alien_prob  # [B] this clip's kind
+    top = torch.where(alien, alien_ratio, ratio)  # [B]
+    low = top.clamp(max=0.5)
+    target = ((torch.rand(B, generator=generator) * (top - low) + low) * (Fq * T)).tolist()
+    if alien_self:
+        donor = torch.randint(0, B, (B,), generator=generator)
+    else:
+        donor = (torch.arange(B) + torch.randint(1, max(B, 2), (B,), generator=generator)) % B
+    mask = torch.zeros(B, Fq, T, dtype=torch.bool)
+    pixels = mask.numpy()  # painted through a numpy view: one cheap slice per rectangle
     longest_t, longest_f = max(int(T * max_block), align + 1), max(int(Fq * max_block), align + 1)
     for b in range(B):
         covered = 0
         while covered < target[b]:
-            draws = torch.stack([  # 64 rectangles at a time: (t0, f0, length, height, alien)
+            draws = torch.stack([  # 64 rectangles at a time: (t0, f0, length, height)
                 torch.randint(0, max(T - align, 1), (64,), generator=generator) // align * align,
                 torch.randint(0, max(Fq - align, 1), (64,), generator=generator) // align * align,
                 torch.randint(align, longest_t, (64,), generator=generator),
-                torch.randint(align, longest_f, (64,), generator=generator),
-                (torch.rand(64, generator=generator) < alien).long() + 1], dim=1).tolist()
-            for t0, f0, length, height, paint in draws:
+                torch.randint(align, longest_f, (64,), generator=generator)], dim=1).tolist()
+            for t0, f0, length, height in draws:
                 length = round(min(length, T - t0) / align) * align
                 height = round(min(height, Fq - f0) / align) * align
                 block = pixels[b, f0:f0 + height, t0:t0 + length]
-                covered += int((block == 0).sum())
-                block[...] = paint
+                covered += int((~block).sum())
+                block[...] = True
                 if covered >= target[b]:
                     break
-    kind = kind.to(x.device)
-    corrupted = torch.where(kind == 2, x[donor.to(x.device)], x).masked_fill(kind == 1, 0.0)
-    return corrupted, kind > 0
+    mask = mask.to(x.device)
+    alien = alien.to(x.device)[:, None, None]  # [B, 1, 1]
+    corrupted = torch.where(mask & alien, x[donor.to(x.device)], x).masked_fill(mask & ~alien, 0.0)
+    return corrupted, mask

@@ -82,10 +82,9 @@ def test_student_matches_the_official_pipeline(fixture):
 
 def test_teacher_starts_as_the_converted_weights(fixture):
     objective, clean, _, out = official(fixture)
-    t_cls, _ = objective.teach(clean)
+    token, t_cls, _ = objective.teach(clean)
     torch.testing.assert_close(t_cls, out["clean_cls"], **TOL)
-    torch.testing.assert_close(objective.teacher.model.encoder.backbone(clean).tokens[:, 0],
-                               out["clean_backbone_cls_token"], **TOL)
+    torch.testing.assert_close(token, out["clean_backbone_cls_token"], **TOL)
 
 
 def test_official_checkpoint_file_loads_teacher_or_student(fixture, tmp_path):
@@ -128,37 +127,52 @@ def test_converter_refuses_what_does_not_fit(fixture):
 # ------------------------------------------------------------------------- corruption
 
 
-def test_corruption_ratio_and_zero_alien_split():
+def test_corrupted_share_is_the_releases():
+    """Released: half the crops zeroed at U(0.5, 0.7), half pasted at 30%: mean share ~0.46
+    (0.45 + the last rectangle's overshoot), where mixing both in every crop gave ~0.61."""
     torch.manual_seed(0)
-    x = (1.0 + torch.arange(16.0))[:, None, None].expand(16, 128, 592)  # clip i is all i + 1
-    corrupted, mask = gmml_corrupt(x, ratio=0.7, alien=0.3)
-    share = mask.float().mean((1, 2))
-    assert share.min() >= 0.5 and share.max() <= 0.7 + 0.3 * 0.3  # drawn in [0.5, 0.7], + at most one rectangle
-    assert abs(share.mean() - 0.6) < 0.04
-    alien = mask & (corrupted != 0)
-    assert abs(alien.sum() / mask.sum() - 0.3) < 0.06
+    feats = torch.randn(64, 128, 592)  # [2B, F, T]: 32 clips x 2 views, asit-b's crop
+    shares = torch.cat([tiny_asit().corrupt(feats)[1].float().mean((1, 2)) for _ in range(4)])  # [256]
+    assert 0.43 < shares.mean() < 0.49
+
+
+def test_each_crop_is_zeroed_or_alien_never_both():
+    torch.manual_seed(0)
+    x = (1.0 + torch.arange(128.0))[:, None, None].expand(128, 64, 96)  # clip i is all i + 1
+    corrupted, mask = gmml_corrupt(x, ratio=0.7, alien_prob=0.5, alien_ratio=0.3)
     assert torch.equal(corrupted[~mask], x[~mask])
-    for i in range(16):  # alien pixels hold another clip's value, one donor per clip
-        values = corrupted[i][alien[i]].unique()
-        assert len(values) <= 1 and (len(values) == 0 or values.item() != i + 1)
+    share = mask.float().mean((1, 2))
+    alien = []
+    for i in range(128):
+        values = corrupted[i][mask[i]].unique()
+        assert len(values) == 1, f"clip {i}: one kind and one donor per crop"
+        alien.append(values.item() != 0)
+        if alien[-1]:  # another clip's pixels at exactly 30% (+ at most one rectangle)
+            assert values.item() != i + 1 and 0.3 <= share[i] <= 0.3 + 0.3 * 0.3
+        else:
+            assert 0.5 <= share[i] <= 0.7 + 0.3 * 0.3
+    assert 0.4 < sum(alien) / 128 < 0.6
 
 
 def test_corruption_is_not_patch_aligned_unless_asked():
     torch.manual_seed(1)
     x = torch.randn(4, 128, 592)
-    _, mask = gmml_corrupt(x, alien=0.0)
+    _, mask = gmml_corrupt(x, alien_prob=0.0)
     per_patch = mask.float().unflatten(1, (8, 16)).unflatten(3, (37, 16)).mean((2, 4))  # [B, F', T']
     assert ((per_patch > 0) & (per_patch < 1)).float().mean() > 0.1
-    _, aligned = gmml_corrupt(x, alien=0.0, align=16)
+    _, aligned = gmml_corrupt(x, align=16)
     per_patch = aligned.float().unflatten(1, (8, 16)).unflatten(3, (37, 16)).mean((2, 4))
     assert ((per_patch == 0) | (per_patch == 1)).all()
 
 
-def test_corruption_refuses_alien_without_another_clip():
+def test_alien_donor_is_another_clip_unless_the_release_is_asked():
     with pytest.raises(ValueError, match="another clip"):
         gmml_corrupt(torch.randn(1, 32, 64))
-    _, mask = gmml_corrupt(torch.randn(1, 32, 64), alien=0.0)
+    _, mask = gmml_corrupt(torch.randn(1, 32, 64), alien_prob=0.0)
     assert mask.any()
+    x = torch.randn(1, 32, 64)
+    corrupted, mask = gmml_corrupt(x, alien_prob=1.0, alien_self=True)  # released: its own pixels, masked
+    assert torch.equal(corrupted, x) and mask.float().mean() >= 0.3
 
 
 # ------------------------------------------------------------------ centering, schedules
@@ -196,6 +210,30 @@ def test_centers_move_with_the_teacher_logits():
     objective = tiny_asit()
     objective(tiny_batch(objective))
     assert objective.center_cls.abs().sum() > 0 and objective.center_data.abs().sum() > 0
+
+
+def test_logs_what_shows_a_collapsing_teacher():
+    """Spread of the cls tokens, the teacher's target entropy and the centre norms, read
+    before the losses move the centres."""
+    import math
+
+    from audiorep.monitor import entropy, representation_stats
+
+    objective = tiny_asit()
+    objective.center_cls.fill_(0.5)
+    batch = tiny_batch(objective)
+    feats = objective.features(batch["wave"])
+    token, t_cls, t_data = objective.teach(feats)
+    _, logs = objective(batch)
+    assert logs["center_norm"] == pytest.approx(0.5 * math.sqrt(64))
+    target = torch.softmax((t_cls - 0.5) / objective.teacher_temp, -1)
+    assert logs["teacher_entropy"] == pytest.approx(entropy(target), rel=1e-5)
+    assert 0 < logs["teacher_entropy_data"] <= math.log(32) and logs["center_data_norm"] == 0
+    assert logs["teacher_emb_rank"] == pytest.approx(representation_stats(token)["emb_rank"], rel=1e-5)
+    assert logs["emb_std"] > 0 and 1 <= logs["emb_rank"] <= 8
+    recon_only = tiny_asit(w_local=0.0, w_global=0.0)
+    _, logs = recon_only(tiny_batch(recon_only))
+    assert "emb_rank" in logs and not any(k.startswith(("teacher_", "center")) for k in logs if k != "teacher_temp")
 
 
 # ----------------------------------------------------------------------------- teacher

@@ -1,8 +1,8 @@
 """ASiT pretraining: corrupt -> encode -> project / reconstruct -> distil from an EMA teacher.
 
 Each clip comes as two crops (views). The student sees their spectrograms with groups of
-pixels corrupted (`masking.gmml_corrupt`: zeros, or the same region of another clip) and
-is trained by three losses:
+pixels corrupted (`masking.gmml_corrupt`, as released: each crop either zeroed at 50-70%, or,
+half the time, with 30% pasted from another clip) and is trained by three losses:
   recon   L1 between the reconstruction head's output and the clean spectrogram, over
           the corrupted pixels;
   local   per data token: cross-entropy between the teacher's sharpened, centred
@@ -33,14 +33,17 @@ import torch.nn.functional as F
 from ..ema import EMA, momentum_at
 from ..layers import init_weights
 from ..masking import gmml_corrupt
+from ..monitor import entropy, representation_stats
 
 SHIPS = ("teacher", "student")
 
 
 @dataclass(frozen=True)
 class ASiTConfig:
-    ratio: float = 0.7              # corrupted share of each spectrogram ~ U(min(0.5, ratio), ratio)
-    alien: float = 0.3              # expected share of the corrupted area copied from another clip
+    ratio: float = 0.7              # zeroed share of a crop ~ U(min(0.5, ratio), ratio)
+    alien_prob: float = 0.5         # probability that a crop is corrupted with another clip's pixels instead
+    alien_ratio: float = 0.3        # ... at a share ~ U(min(0.5, alien_ratio), alien_ratio) (released: 0.3)
+    alien_self: bool = False        # the donor may be the crop's own clip, leaving it clean (released: True)
     max_block: float = 0.3          # longest side of a corruption rectangle, fraction of frames / bins
     align: int = 1                  # rectangle corners and sides in multiples of this (16: patch-aligned)
     global_dim: int = 8192          # prototypes of the cls (global) head
@@ -126,11 +129,16 @@ class Branch(nn.Module):
 # ----------------------------------------------------------------------------- losses
 
 
+def sharpen(teacher: torch.Tensor, center: torch.Tensor, teacher_temp: torch.Tensor) -> torch.Tensor:
+    """The teacher's target: softmax of its centred logits at its temperature, [..., K] -> [..., K]."""
+    return F.softmax((teacher.float() - center) / teacher_temp, dim=-1)
+
+
 def distill_loss(student: torch.Tensor, teacher: torch.Tensor, center: torch.Tensor,
                  student_temp: float, teacher_temp: torch.Tensor) -> torch.Tensor:
     """Per-row cross-entropy between the teacher's centred, sharpened softmax and the
     student's: student, teacher [..., K] logits, center [K] -> [...]."""
-    target = F.softmax((teacher.float() - center) / teacher_temp, dim=-1)
+    target = sharpen(teacher, center, teacher_temp)
     return -(target * F.log_softmax(student.float() / student_temp, dim=-1)).sum(-1)
 
 
@@ -197,14 +205,31 @@ class ASiT(nn.Module):
         """[2B, F, T] -> (corrupted [2B, F, T], mask [2B, F, T] bool); alien blocks come from
         another clip of the same view."""
         c = self.cfg
-        views = [gmml_corrupt(v, c.ratio, c.alien, c.max_block, c.align) for v in feats.chunk(2)]
+        views = [gmml_corrupt(v, c.ratio, c.alien_prob, c.alien_ratio, c.max_block, c.align, c.alien_self)
+                 for v in feats.chunk(2)]
         return torch.cat([v[0] for v in views]), torch.cat([v[1] for v in views])
 
     @torch.no_grad()
-    def teach(self, clean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """[B, F, T] clean spectrograms -> teacher (global [B, C], local [B, N, K]) logits."""
+    def teach(self, clean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """[B, F, T] clean spectrograms -> the teacher's cls token [B, D] and its global [B, C]
+        and local [B, N, K] logits."""
         branch = self.teacher.model
-        return branch.head_cls(branch.encoder.backbone(clean).tokens)
+        tokens = branch.encoder.backbone(clean).tokens  # [B, 1 + N, D]
+        return (tokens[:, 0], *branch.head_cls(tokens))
+
+    @torch.no_grad()
+    def teacher_stats(self, t_token: torch.Tensor, t_cls: torch.Tensor, t_data: torch.Tensor) -> dict[str, float]:
+        """What shows a collapsing teacher (read before the losses move the centres): the
+        spread of its cls tokens (`monitor.representation_stats`), the mean entropy of its
+        targets in nats (log K: uniform, 0: one-hot) and the norm of each centre."""
+        stats = representation_stats(t_token, "teacher_emb")
+        if self.cfg.w_global:
+            stats["teacher_entropy"] = entropy(sharpen(t_cls, self.center_cls, self.teacher_temp))
+            stats["center_norm"] = float(self.center_cls.norm())
+        if self.cfg.w_local:
+            stats["teacher_entropy_data"] = entropy(sharpen(t_data, self.center_data, self.teacher_temp))
+            stats["center_data_norm"] = float(self.center_data.norm())
+        return stats
 
     def recon_loss(self, recon: torch.Tensor, feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Mean |reconstruction - clean| over the corrupted pixels; all [B, F, T]."""
@@ -242,12 +267,13 @@ class ASiT(nn.Module):
         feats = self.features(batch["wave"])  # [2B, F, T]
         corrupted, mask = self.corrupt(feats)
         out = self.encoder.backbone(corrupted)  # tokens [2B, 1 + N, D]
-        parts = {}
+        parts, stats = {}, representation_stats(out.tokens[:, 0], "emb")  # the student's cls tokens
         if c.w_recon:
             parts["recon"] = self.recon_loss(self.head_recons(out.patches, out.grid), feats, mask)
         if c.w_local or c.w_global:
             s_cls, s_data = self.head_cls(out.tokens)
-            t_cls, t_data = self.teach(feats)
+            t_token, t_cls, t_data = self.teach(feats)
+            stats |= self.teacher_stats(t_token, t_cls, t_data)
             if c.w_local:
                 parts["local"] = self.local_loss(s_data, t_data, mask)
             if c.w_global:
@@ -255,7 +281,7 @@ class ASiT(nn.Module):
         weights = {"recon": c.w_recon, "local": c.w_local, "global": c.w_global}
         loss = sum(weights[k] * v for k, v in parts.items())
         logs = {f"loss_{k}": float(v.detach()) for k, v in parts.items()}
-        return loss, {**logs, "corrupted": float(mask.float().mean()), "teacher_temp": float(self.teacher_temp)}
+        return loss, {**logs, **stats, "corrupted": float(mask.float().mean()), "teacher_temp": float(self.teacher_temp)}
 
     @torch.no_grad()
     def after_step(self, step: int, total_steps: int) -> None:
