@@ -123,29 +123,39 @@ def _max_matching(compat: np.ndarray) -> int:
     return sum(augment(r, np.zeros(compat.shape[1], bool)) for r in range(compat.shape[0]) if len(neighbours[r]))
 
 
-def event_based_scores(reference: EventLists, estimated: EventLists, labels: list[str], t_collar: float,
-                       evaluate_offset: bool = False, percentage_of_length: float = 0.5) -> dict[str, float]:
-    """Micro-averaged event-based F-measure, precision, recall (sed_eval EventBasedMetrics)."""
+def event_counts(reference: EventLists, estimated: EventLists, labels: list[str], t_collar: float,
+                 evaluate_offset: bool = False, percentage_of_length: float = 0.5) -> dict[str, np.ndarray]:
+    """Per file of either list: [true positives, reference events, estimated events] (sed_eval
+    EventBasedMetrics before micro-averaging)."""
     label_index = {str(label): i for i, label in enumerate(labels)}
-    n_tp = n_ref = n_sys = 0
+    out = {}
     for name in sorted(set(reference) | set(estimated)):
         r_lab, r_on, r_off = _as_arrays(reference.get(name, []), label_index)
         e_lab, e_on, e_off = _as_arrays(estimated.get(name, []), label_index)
-        n_ref, n_sys = n_ref + len(r_lab), n_sys + len(e_lab)
-        if not len(r_lab) or not len(e_lab):
-            continue
-        compat = (r_lab[:, None] == e_lab[None]) & (np.abs(r_on[:, None] - e_on[None]) <= t_collar)
-        if evaluate_offset:
-            tolerance = np.maximum(t_collar, percentage_of_length * (r_off - r_on))[:, None]
-            compat &= np.abs(r_off[:, None] - e_off[None]) <= tolerance
-        n_tp += _max_matching(compat)
-    precision = n_tp / n_sys if n_sys else math.nan
-    recall = n_tp / n_ref if n_ref else math.nan
-    if precision == 0 and recall == 0:
-        f = 0.0
-    else:
-        f = 2 * precision * recall / (precision + recall)
-    return {"f_measure": f, "precision": precision, "recall": recall}
+        n_tp = 0
+        if len(r_lab) and len(e_lab):
+            compat = (r_lab[:, None] == e_lab[None]) & (np.abs(r_on[:, None] - e_on[None]) <= t_collar)
+            if evaluate_offset:
+                tolerance = np.maximum(t_collar, percentage_of_length * (r_off - r_on))[:, None]
+                compat &= np.abs(r_off[:, None] - e_off[None]) <= tolerance
+            n_tp = _max_matching(compat)
+        out[name] = np.array([n_tp, len(r_lab), len(e_lab)], dtype=np.float64)
+    return out
+
+
+def f_measure(tp, n_ref, n_sys) -> dict[str, float]:
+    """Micro-averaged F-measure, precision and recall from summed counts."""
+    precision = tp / n_sys if n_sys else math.nan
+    recall = tp / n_ref if n_ref else math.nan
+    f = 0.0 if precision == 0 and recall == 0 else 2 * precision * recall / (precision + recall)
+    return {"f_measure": float(f), "precision": float(precision), "recall": float(recall)}
+
+
+def event_based_scores(reference: EventLists, estimated: EventLists, labels: list[str], t_collar: float,
+                       evaluate_offset: bool = False, percentage_of_length: float = 0.5) -> dict[str, float]:
+    """Micro-averaged event-based F-measure, precision, recall (sed_eval EventBasedMetrics)."""
+    counts = event_counts(reference, estimated, labels, t_collar, evaluate_offset, percentage_of_length)
+    return f_measure(*sum(counts.values(), np.zeros(3)))
 
 
 def _event_roll(events: list[Event], label_index: dict[str, int], resolution: float, length: int) -> np.ndarray:
@@ -157,11 +167,12 @@ def _event_roll(events: list[Event], label_index: dict[str, int], resolution: fl
     return roll
 
 
-def segment_error_rate(reference: EventLists, estimated: EventLists, labels: list[str],
-                       time_resolution: float = 1.0) -> float:
-    """Overall segment-based error rate (sed_eval SegmentBasedMetrics)."""
+def segment_counts(reference: EventLists, estimated: EventLists, labels: list[str],
+                   time_resolution: float = 1.0) -> dict[str, np.ndarray]:
+    """Per file of either list: [substitutions, deletions, insertions, reference activity]
+    (sed_eval SegmentBasedMetrics before summing)."""
     label_index = {str(label): i for i, label in enumerate(labels)}
-    subs = dels = ins = n_ref = 0
+    out = {}
     for name in sorted(set(reference) | set(estimated)):
         ref, est = reference.get(name, []), estimated.get(name, [])
         last = max([e["end"] / 1000.0 for e in ref + est] + [0.0])
@@ -169,12 +180,19 @@ def segment_error_rate(reference: EventLists, estimated: EventLists, labels: lis
         r = _event_roll(ref, label_index, time_resolution, length)
         s = _event_roll(est, label_index, time_resolution, length)
         nr, ns, tp = r.sum(1), s.sum(1), (r & s).sum(1)  # [segments]
-        subs += int(np.sum(np.minimum(nr, ns) - tp))
-        dels += int(np.sum(np.maximum(0, nr - ns)))
-        ins += int(np.sum(np.maximum(0, ns - nr)))
-        n_ref += int(nr.sum())
-    eps = np.spacing(1)
-    return float((subs + dels + ins) / (n_ref + eps))
+        out[name] = np.array([np.sum(np.minimum(nr, ns) - tp), np.sum(np.maximum(0, nr - ns)),
+                              np.sum(np.maximum(0, ns - nr)), nr.sum()], dtype=np.float64)
+    return out
+
+
+def error_rate(subs, dels, ins, n_ref) -> float:
+    return float((subs + dels + ins) / (n_ref + np.spacing(1)))
+
+
+def segment_error_rate(reference: EventLists, estimated: EventLists, labels: list[str],
+                       time_resolution: float = 1.0) -> float:
+    """Overall segment-based error rate (sed_eval SegmentBasedMetrics)."""
+    return error_rate(*sum(segment_counts(reference, estimated, labels, time_resolution).values(), np.zeros(4)))
 
 
 EVENT_METRICS = {
@@ -186,6 +204,30 @@ EVENT_METRICS = {
                                                      "percentage_of_length": 0.2}),
     "segment_1s_er": ("segment", {"time_resolution": 1.0}),
 }
+
+
+def metric_counts(name: str, reference: EventLists, estimated: EventLists,
+                  labels: list[str]) -> tuple[list[str], np.ndarray]:
+    """(files, counts [F, k]): what metric `name` sums over files; `score_of_counts` turns a
+    sum of rows into the score (so a bootstrap over files only re-adds rows)."""
+    kind, params = EVENT_METRICS[name]
+    counts = (segment_counts if kind == "segment" else event_counts)(reference, estimated, labels, **params)
+    files = sorted(counts)
+    return files, np.stack([counts[f] for f in files]) if files else np.zeros((0, 4 if kind == "segment" else 3))
+
+
+def score_of_counts(name: str, counts: np.ndarray) -> np.ndarray:
+    """Summed counts [..., k] -> primary score [...] of metric `name` (NaN where undefined)."""
+    kind, _ = EVENT_METRICS[name]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if kind == "segment":
+            subs, dels, ins, n_ref = np.moveaxis(counts, -1, 0)
+            return (subs + dels + ins) / (n_ref + np.spacing(1))
+        tp, n_ref, n_sys = np.moveaxis(counts, -1, 0)
+        precision = np.where(n_sys > 0, tp / n_sys, np.nan)
+        recall = np.where(n_ref > 0, tp / n_ref, np.nan)
+        f = 2 * precision * recall / (precision + recall)
+        return np.where((precision == 0) & (recall == 0), 0.0, f)
 
 
 def event_metric(name: str, reference: EventLists, estimated: EventLists, labels: list[str]) -> dict[str, float]:

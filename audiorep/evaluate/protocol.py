@@ -30,6 +30,7 @@ from audiorep.files import write_json
 from audiorep.tasks.format import (KFOLD_MODES, METADATA_FILE, VOCABULARY_FILE, multi_hot, param_grid,
                                    postprocessing_grid, read_vocabulary, scoring_for_early_stopping, split_names)
 
+from . import bootstrap as bs
 from . import events as ev
 from . import probes
 from .embeddings import EmbeddingError, load_split
@@ -47,6 +48,7 @@ class ProtocolConfig:
     grid_points: int = 8
     seeds: tuple[int, ...] = (42,)
     max_epochs: int | None = None  # a cap on every grid point's max_epochs (None: the grid's own)
+    bootstrap: int = bs.N_BOOTSTRAP  # resamples of the test clips for confidence intervals (0 = none)
     device: str = "cpu"
 
 
@@ -138,21 +140,36 @@ class TaskData:
         point = (pp["median_filter_ms"][0], pp["min_duration"][0]) if self.event else None
         return (lambda logits: (probes.validation_loss(logits, y, self.multiclass), point)), False
 
+    def _estimated(self, names: list[str], probs: np.ndarray, postprocessing: Any) -> tuple[dict, dict]:
+        """(reference, estimated events) of the rows of `names` post-processed with one setting."""
+        index, reference = self._events_of(names)
+        mf, md = postprocessing
+        grid = {"median_filter_ms": [mf], "min_duration": [md]}
+        return reference, ev.postprocess_grid(probs, index, self.vocab, grid)[(mf, md)]
+
     def test_scores(self, names: list[str], probs: np.ndarray, postprocessing: Any) -> dict[str, float]:
         """Every metric of the task on the test rows."""
         if not self.event:
             y = self.rows(names)[1]
             return {m: SCENE_METRICS[m](probs, y) for m in self.metrics}
-        index, reference = self._events_of(names)
-        mf, md = postprocessing
-        grid = {"median_filter_ms": [mf], "min_duration": [md]}
-        estimated = ev.postprocess_grid(probs, index, self.vocab, grid)[(mf, md)]
+        reference, estimated = self._estimated(names, probs, postprocessing)
         out = {}
         for m in self.metrics:
             for key, value in ev.event_metric(m, reference, estimated, self.vocab).items():
                 if key != "f_measure":  # the score itself
                     out[m if key == "score" else f"{m}_{key}"] = value
         return out
+
+    def replicates(self, names: list[str], probs: np.ndarray, postprocessing: Any, n: int) -> np.ndarray:
+        """The primary score on `n` bootstrap resamples of the test split `names` [n]: clips
+        (scene tasks) or files (event tasks), drawn alike for every model (bootstrap.py)."""
+        key = f"{self.meta['task_name']}/{'|'.join(names)}"
+        if not self.event:
+            y = self.rows(names)[1]
+            return bs.replicates(SCENE_METRICS[self.primary], probs, y, bs.draws(len(y), n, key))
+        reference, estimated = self._estimated(names, probs, postprocessing)
+        files, counts = ev.metric_counts(self.primary, reference, estimated, self.vocab)  # [F, k]
+        return ev.score_of_counts(self.primary, counts[bs.draws(len(files), n, key)].sum(1))  # [n]
 
     def grid_overrides(self, cfg: ProtocolConfig) -> dict[str, list]:
         """What the task (and the linear mode) change in the kit's grid."""
@@ -179,11 +196,11 @@ def _train_points(points: list[probes.GridPoint], train: tuple, x_va: np.ndarray
     return results
 
 
-def _run_seed(data: TaskData, cfg: ProtocolConfig, seed: int) -> tuple[list[dict], dict]:
-    """-> (test scores per split, selection info) for one seed."""
+def _run_seed(data: TaskData, cfg: ProtocolConfig, seed: int) -> tuple[list[dict], dict, list[np.ndarray]]:
+    """-> (test scores per split, selection info, bootstrap replicates per split) for one seed."""
     splits = data_splits(data.meta)
     probe_cfg = probes.ProbeConfig(seed=seed, device=cfg.device)
-    per_split, selection = [], {}
+    per_split, selection, boot = [], {}, []
     chosen = None
     for split in splits:
         train = data.rows(split["train"])
@@ -211,10 +228,22 @@ def _run_seed(data: TaskData, cfg: ProtocolConfig, seed: int) -> tuple[list[dict
             val, extra = best.val_score, best.extra
             info = {"val_score": val, "epoch": best.epoch, "epochs_run": best.epochs_run}
         scores = data.test_scores(split["test"], probs, extra)
+        if cfg.bootstrap:
+            boot.append(data.replicates(split["test"], probs, extra, cfg.bootstrap))
         per_split.append({"test": "|".join(split["test"]), **info,
                           "postprocessing": list(extra) if extra is not None else None, "scores": scores})
     selection["chosen"] = chosen if isinstance(chosen, int) else asdict(chosen)
-    return per_split, selection
+    return per_split, selection, boot
+
+
+def _bootstrap(replicates: list[np.ndarray]) -> dict | None:
+    """Replicates of every (split, seed) -> the task's: their mean per resample, and its interval."""
+    if not replicates:
+        return None
+    with np.errstate(invalid="ignore"):
+        mean = np.mean(np.stack(replicates), axis=0)  # [n]
+    return {"n": len(mean), "level": bs.LEVEL, "interval": bs.interval(mean),
+            "replicates": [round(float(v), 6) for v in mean]}
 
 
 def _summary(runs: list[dict]) -> dict[str, dict[str, float]]:
@@ -243,17 +272,18 @@ def evaluate_task(emb_dir: Path, cfg: ProtocolConfig, out_file: Path) -> dict:
         raise ValueError(f"mode {cfg.mode!r}: expected one of {MODES}")
     start = time.perf_counter()
     data = TaskData(emb_dir)
-    runs, selections = [], []
+    runs, selections, replicates = [], [], []
     for seed in cfg.seeds:
-        per_split, selection = _run_seed(data, cfg, seed)
+        per_split, selection, boot = _run_seed(data, cfg, seed)
         runs += [{**r, "seed": seed} for r in per_split]
         selections.append({"seed": seed, **selection})
+        replicates += boot
     summary = _summary(runs)
     result = {
         "task": data.meta["task_name"], "embedding_type": data.meta["embedding_type"],
         "primary": data.primary, "maximize": data.maximize, "mode": cfg.mode, "settings": settings,
         "score": summary[data.primary]["mean"], "score_std": summary[data.primary]["std"],
-        "n": summary[data.primary]["n"],
+        "n": summary[data.primary]["n"], "bootstrap": _bootstrap(replicates),
         "protocol": {"monitor": data.monitor if cfg.mode != "knn" else f"val_{data.primary}",
                      "grid": {**probes.KIT_GRID, **data.grid_overrides(cfg)}, "max_epochs_cap": cfg.max_epochs,
                      "postprocessing_grid": data.postprocessing if data.event else None,
