@@ -171,8 +171,8 @@ def corpus(tmp_path_factory):
     return ClipDataset(folder_clips(folder), 24000, 24000, DataConfig(roll=False, workers=0))
 
 
-KMEANS = CodecMAEConfig(targets="fbank_kmeans", kmeans_k=8, kmeans_clips=4, kmeans_frames=2000, gamma_clips=2,
-                        decoder_heads=4, decoder_ff_dim=128)
+KMEANS = CodecMAEConfig(targets="fbank_kmeans", target_context="clip", kmeans_k=8, kmeans_clips=4, kmeans_frames=2000,
+                        gamma_clips=2, decoder_heads=4, decoder_ff_dim=128)
 
 
 def test_fbank_kmeans_targets_train_one_step(corpus, tmp_path, one_thread):

@@ -34,3 +34,19 @@ def test_the_network_gives_8_codes_per_320_samples(tokenizer, one_thread):
     tokenizer.load_state({f"codebook{q}": torch.randn(1024, 128) for q in range(8)})
     codes = tokenizer.encode(torch.randn(12000) * 0.1)
     assert codes.shape == (8, 38) and codes.dtype == torch.long and int(codes.max()) < 1024  # ceil(12000 / 320)
+
+
+def test_a_batch_of_crops_is_tokenized_crop_by_crop(tokenizer, one_thread):
+    """Context "crop" (as released): each crop is encoded alone; EnCodec's causal convolutions
+    and LSTM make the codes of a crop differ from those the whole clip gives the same span."""
+    g = torch.Generator().manual_seed(1)
+    t = torch.arange(336000)
+    wave = torch.sin(t * 0.05 * (1 + t / 336000)) * 0.3 + 0.05 * torch.randn(len(t), generator=g)  # a chirp in noise
+    tokenizer.fit([wave], g)  # codebooks drawn from this audio's own latents (1050 frames)
+    wave = wave[:48000]
+    crops = torch.stack([wave[:12000], wave[24000:36000]])  # the second starts 75 codes into the clip
+    codes = tokenizer.encode_batch(crops)
+    assert codes.shape == (2, 8, 38)
+    assert (codes[1] == tokenizer.encode(crops[1])).float().mean() > 0.99  # batched = alone (float rounding)
+    in_clip = tokenizer.encode(wave)[:, 75:75 + 38]
+    assert (codes[1] != in_clip).any()

@@ -1,8 +1,9 @@
 """Frozen tokenizers that turn audio into discrete frame targets (EnCodecMAE).
 
 Each tokenizer maps a mono waveform [S] at `sample_rate` to codes [Q, T'] (Q codebooks of
-`codebook_size` entries), frame j centred at sample `centre + j * hop`, and keeps the
-state its `fit` derives from data in `state()` / `load_state()` (plain tensors):
+`codebook_size` entries), frame j centred at sample `centre + j * hop` (`encode`; a batch
+of equal-length crops [B, S] -> [B, Q, T'] with `encode_batch`), and keeps the state its
+`fit` derives from data in `state()` / `load_state()` (plain tensors):
 
   EncodecTokenizer   EnCodec 24 kHz residual vector quantizer codes (first 8 codebooks x
                      1024, 75 Hz) from `transformers.EncodecModel`, an optional extra
@@ -114,6 +115,14 @@ class EncodecTokenizer:
         return self.quantize(self.latents(wave))[0]
 
     @torch.inference_mode()
+    def encode_batch(self, waves: torch.Tensor) -> torch.Tensor:
+        """[B, S] crops, each encoded alone (EnCodec's causal convolutions and LSTM start
+        afresh at every crop, as the release computes its targets) -> codes [B, Q, T']."""
+        latents = self.model.encoder(waves[:, None]).transpose(1, 2)  # [B, T', 128]
+        codes, _ = self.quantize(latents.flatten(0, 1))  # [Q, B * T']
+        return codes.unflatten(1, latents.shape[:2]).transpose(0, 1)  # [B, Q, T']
+
+    @torch.inference_mode()
     def errors(self, wave: torch.Tensor) -> torch.Tensor:
         """[S] -> [Q] mean quantization error left after each codebook (for gamma_q)."""
         return self.quantize(self.latents(wave))[1]
@@ -160,6 +169,10 @@ class KMeansTokenizer:
             raise RuntimeError("KMeansTokenizer.encode before fit/load_state")
         frames = self.features(wave).float()  # [T', C]
         return nearest(frames, self.centroids.to(frames.device))[None]
+
+    def encode_batch(self, waves: torch.Tensor) -> torch.Tensor:
+        """[B, S] crops, each on its own -> codes [B, 1, T']."""
+        return torch.stack([self.encode(w) for w in waves])
 
     def errors(self, wave: torch.Tensor) -> torch.Tensor:
         return torch.ones(1)

@@ -9,8 +9,9 @@ decode -> predict every frame's discrete targets.
     predict: Linear(D -> Q x V) per frame; loss = per-codebook cross-entropy weighted by
              gamma_q, 0.9 x mean over masked frames + 0.1 x mean over visible frames
 
-Targets (codec_targets.py) come from a frozen tokenizer fitted in `prepare`, cached once
-per clip and looked up per crop from batch["index"] and batch["start"]:
+Targets (codec_targets.py) come from a frozen tokenizer fitted in `prepare`; with
+target_context "crop" (default, as released) each crop is tokenized alone in the step, with
+"clip" each clip once, cached and looked up per crop from batch["index"] and batch["start"]:
   "encodec"         EnCodec 24 kHz RVQ codes, 8 codebooks x 1024 (released weights, online)
   "encodec_random"  the same network with random weights and data-drawn codebooks (offline)
   "fbank_kmeans"    k-means (k = kmeans_k) of the fbank frames
@@ -18,10 +19,17 @@ per clip and looked up per crop from batch["index"] and batch["start"]:
                     teacher is `teacher` (a run or encoder folder), or this objective's own
                     encoder as `--init RUN` loaded it, before training starts.
 
+gamma_q: the release's constants (gamma "auto" with the released EnCodec, or "released"), or
+estimated from sampled clips ("estimated"; "auto" for every other tokenizer).
+
 Deliberate differences from the released code, each with the released behaviour available:
 targets are matched to input frames by time (released: by index, codes at 75 Hz against
 frames every 13.25 ms drift by 25 ms over 4 s); `padded_as_visible=True` (default, as
-released) counts padded frames in the visible-frame loss.
+released) counts padded frames in the visible-frame loss. The full list: docs/encodecmae.md.
+
+Logs: masked/unmasked loss and the masked loss of each codebook, masked accuracy,
+emb_std/emb_rank of the encoder's visible output frames (monitor.representation_stats) and
+code_perplexity, the mean over codebooks of the targets' perplexity (codes in use).
 """
 from __future__ import annotations
 
@@ -35,19 +43,27 @@ import torch.nn.functional as F
 from ..backbones.frame import Frame, ResiDualStack
 from ..layers import xavier_init
 from ..masking import packed_keep, time_gap_mask
-from .codec_targets import TARGETS, TargetCache, frame_grid, prepare_targets
+from ..monitor import perplexity, representation_stats
+from .codec_targets import (CONTEXTS, TARGETS, TargetCache, crop_targets, frame_grid, gamma_source, prepare_targets,
+                            restore_tokenizer)
+
+MONITOR_ROWS = 2048  # at most this many visible frames (a fixed stride) in emb_std / emb_rank
 
 
 @dataclass(frozen=True)
 class CodecMAEConfig:
     targets: str = "encodec"        # one of codec_targets.TARGETS
+    target_context: str = "crop"    # "crop": each crop tokenized alone, in the step (released);
+                                    # "clip": whole clips once, cached, looked up by time (faster)
+    gamma: str = "auto"             # "released" constants, "estimated" from gamma_clips clips;
+                                    # "auto": released with targets=encodec, estimated otherwise
     codebooks: int = 8              # EnCodec codebooks predicted (the first 8: 6 kbps)
     codebook_size: int = 1024       # EnCodec 24 kHz entries per codebook (other sizes: tests only)
     kmeans_k: int = 1024            # k-means targets: clusters
     kmeans_clips: int = 1000        # clips sampled to fit k-means (or the random EnCodec codebooks)
     kmeans_frames: int = 100_000    # frames k-means is fitted on (released self-training: 10k)
     kmeans: str = "sklearn"         # k-means backend: "sklearn" (MiniBatchKMeans) or "faiss" (faster)
-    gamma_clips: int = 200          # clips sampled to estimate gamma_q
+    gamma_clips: int = 200          # clips sampled to estimate gamma_q (gamma "estimated")
     teacher: str = ""               # teacher_kmeans: run/encoder folder; "" = this encoder as loaded
     teacher_layer: int = -1         # teacher block whose activations are clustered
     teacher_postnorm: bool = False  # the last block's final output instead of its x0 stream
@@ -83,6 +99,9 @@ class CodecMAE(nn.Module):
             raise ValueError("CodecMAE needs the frame backbone (backbone kind 'frame'), e.g. preset encodecmae-base")
         if cfg.targets not in TARGETS:
             raise ValueError(f"CodecMAEConfig.targets={cfg.targets!r}: expected one of {TARGETS}")
+        if cfg.target_context not in CONTEXTS:
+            raise ValueError(f"CodecMAEConfig.target_context={cfg.target_context!r}: expected one of {CONTEXTS}")
+        gamma_source(cfg)  # refuses a gamma setting that does not fit the targets, before any work
         self.encoder, self.cfg = encoder, cfg
         dim = encoder.backbone.dim
         self.num_codebooks = cfg.codebooks if cfg.targets.startswith("encodec") else 1
@@ -94,17 +113,19 @@ class CodecMAE(nn.Module):
         self.head.apply(xavier_init)
         self.register_buffer("gamma", torch.full((self.num_codebooks,), 1.0 / self.num_codebooks))
         self.cache: TargetCache | None = None
+        self.tokenizer = None  # context "crop": the fitted tokenizer (never saved: rebuilt from the cache folder)
 
     # ------------------------------------------------------------ the data-dependent stage
 
     def prepare(self, dataset, device, run_dir) -> None:
-        """Fit the tokenizer, estimate gamma_q, cache every clip's targets (codec_targets.py).
-        Under torchrun, rank 0 does the work while the others wait, then find it cached."""
+        """Fit the tokenizer, set gamma_q, with context "clip" cache every clip's targets
+        (codec_targets.py). Under torchrun, rank 0 does the work while the others wait, then
+        find it cached."""
         import torch.distributed as dist
         others_wait = dist.is_available() and dist.is_initialized()
         if others_wait and dist.get_rank() != 0:
             dist.barrier()
-        self.cache, gamma = prepare_targets(self.cfg, self.encoder, dataset, device, run_dir)
+        self.cache, gamma, self.tokenizer = prepare_targets(self.cfg, self.encoder, dataset, device, run_dir)
         self.gamma.copy_(gamma.to(self.gamma.device))
         if others_wait and dist.get_rank() == 0:
             dist.barrier()
@@ -114,6 +135,7 @@ class CodecMAE(nn.Module):
 
     def set_extra_state(self, state: dict) -> None:
         self.cache = TargetCache(state["targets"]) if state.get("targets") else None
+        self.tokenizer = None
 
     # ------------------------------------------------------------ mask -> encode -> decode
 
@@ -137,9 +159,15 @@ class CodecMAE(nn.Module):
         return self.head(x).unflatten(-1, (self.num_codebooks, self.vocab))
 
     def predict(self, feats: torch.Tensor, masked: torch.Tensor, padding: torch.Tensor | None) -> torch.Tensor:
+        return self.predict_with_tokens(feats, masked, padding)[0]
+
+    def predict_with_tokens(self, feats: torch.Tensor, masked: torch.Tensor,
+                            padding: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (logits [B, T, Q, V], the encoder's visible output frames [N, D])."""
         visible = ~masked if padding is None else ~masked & ~padding
         keep = packed_keep(visible)  # [B, K]
-        return self.decode(self.unmask(self.encode(feats, keep, padding), keep, feats.shape[-1]), padding)
+        tokens = self.encode(feats, keep, padding)  # [B, K, D]
+        return self.decode(self.unmask(tokens, keep, feats.shape[-1]), padding), tokens[keep >= 0]
 
     # ------------------------------------------------------------ the training step
 
@@ -154,9 +182,14 @@ class CodecMAE(nn.Module):
         return lengths, torch.arange(n_frames, device=device)[None] >= lengths[:, None]
 
     def targets(self, batch: dict, n_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(codes [B, T, Q], valid [B, T]) of the batch's crops."""
         if self.cache is None:
             raise RuntimeError("CodecMAE has no targets: run `prepare(dataset, device, run_dir)` first "
                                "(the training loop does, before step 0)")
+        if self.cfg.target_context == "crop":
+            if self.tokenizer is None:  # a resumed run
+                self.tokenizer = restore_tokenizer(self.cfg, self.encoder, self.cache, batch["wave"].device)
+            return crop_targets(self.tokenizer, batch["wave"], n_frames, *frame_grid(self.encoder.frontend))
         if "start" not in batch:
             raise ValueError("CodecMAE looks targets up by crop: the batch needs 'index' and 'start' "
                              "(ClipDataset gives them; keep data.roll=false)")
@@ -170,14 +203,24 @@ class CodecMAE(nn.Module):
         T = feats.shape[-1]
         lengths, padding = self.frame_padding(batch, T)
         masked = self.mask(lengths, T)
-        logits = self.predict(feats, masked, padding)
+        logits, tokens = self.predict_with_tokens(feats, masked, padding)
         targets, valid = self.targets(batch, T)
         visible = ~masked if self.cfg.padded_as_visible or padding is None else ~masked & ~padding
         loss, parts = codec_loss(logits, targets, masked & valid, visible & valid, self.gamma, self.cfg.masked_weight)
-        logs = {k: float(v.detach()) for k, v in parts.items() if k in ("masked_loss", "unmasked_loss")}
-        logs["masked_acc"] = float(((logits.argmax(-1) == targets).float().mean(-1) * (masked & valid)).sum()
-                                   / (masked & valid).sum().clamp(min=1))
-        return loss, logs
+        return loss, self.logs(parts, logits, targets, masked & valid, tokens)
+
+    def logs(self, parts: dict, logits: torch.Tensor, targets: torch.Tensor, scored: torch.Tensor,
+             tokens: torch.Tensor) -> dict[str, float]:
+        """Loss terms, masked accuracy, and what tells a collapse or a stall: the spread and
+        effective rank of the encoder's output frames, the perplexity of the target codes."""
+        logs = {k: float(v.detach()) for k, v in parts.items() if k.startswith("masked_loss") or k == "unmasked_loss"}
+        logs["masked_acc"] = float(((logits.argmax(-1) == targets).float().mean(-1) * scored).sum()
+                                   / scored.sum().clamp(min=1))
+        logs.update(representation_stats(tokens[::max(1, len(tokens) // MONITOR_ROWS)]))
+        codes = targets[scored]  # [N, Q]
+        if len(codes):
+            logs["code_perplexity"] = sum(perplexity(codes[:, q], self.vocab) for q in range(codes.shape[1])) / codes.shape[1]
+        return logs
 
     def init_from(self, run: str | Path) -> list[str]:
         """Self-training starts from a stage-1 run: its last checkpoint's parameters whose

@@ -1,17 +1,25 @@
 """EnCodecMAE's data-dependent stage: a frozen tokenizer, fitted on a sample of the data,
-turns every training clip into frame targets once; they are cached on disk.
+gamma_q, and the targets of every training crop.
 
-    RUN/targets/meta.json               tokenizer, frame grid, clip count, gamma_q
+    RUN/targets/meta.json               tokenizer, frame grid, context, clip count, gamma_q
     RUN/targets/tokenizer.safetensors   what the tokenizer's `fit` derived (codebooks, centroids)
-    RUN/targets/codes/NNNN/IIIIIII.npy  int16 [T', Q] codes of clip I, while tokenizing
-    RUN/targets/codes.npy, offsets.npy  all clips' codes in one int16 [sum T', Q] array and
-                                        where each clip starts in it (N + 1), once all are done
+    RUN/targets/teacher/                self-training without `teacher`: the encoder as loaded
+                                        before step 0 (the teacher; training moves the encoder)
+    RUN/targets/codes/NNNN/IIIIIII.npy  context "clip": int16 [T', Q] codes of clip I, while tokenizing
+    RUN/targets/codes.npy, offsets.npy  context "clip": all clips' codes in one int16 [sum T', Q]
+                                        array and where each clip starts in it (N + 1)
 
+Two target contexts (`CodecMAEConfig.target_context`):
+  "crop"  as released: every training crop is tokenized alone, in the step (`crop_targets`).
+          EnCodec's encoder is causal convolutions + an LSTM, so a code depends on all the
+          audio before it in the crop; the self-training teacher also sees only the crop.
+  "clip"  every clip tokenized once (in 60 s chunks), cached; a crop's targets are the cached
+          frames nearest in time to its input frames (`TargetCache.lookup`, one gather per
+          batch): far cheaper, with the codes near a crop's start computed from more context
+          (the agreement is measured in docs/encodecmae.md).
 Every file is written atomically and the fitted tokenizer is saved before the clips are
 tokenized, so a killed run resumes where it stopped (tokenized clips are skipped) with the
-same tokenizer. Training reads only the packed cache, memory-mapped: a crop's targets are
-the cached frames nearest in time to its input frames (`TargetCache.lookup`, one gather
-per batch), never recomputed.
+same tokenizer; a resumed "crop" run rebuilds the tokenizer from the folder (`restore_tokenizer`).
 """
 from __future__ import annotations
 
@@ -31,6 +39,23 @@ from ..files import write_json
 from ..frontends.codec import EncodecTokenizer, KMeansTokenizer
 
 TARGETS = ("encodec", "encodec_random", "fbank_kmeans", "teacher_kmeans")
+CONTEXTS = ("crop", "clip")
+GAMMAS = ("auto", "released", "estimated")
+# the release's per-codebook loss weights (configs/models/encodecmae.gin, QUANTIZER_WEIGHTS):
+# the mean quantization error of the released EnCodec after each of its first 8 codebooks, normalized
+RELEASED_GAMMA = (0.22407463, 0.1759858, 0.14499009, 0.12150037, 0.10315603, 0.08831368, 0.07608274, 0.06589669)
+
+
+def gamma_source(cfg) -> str:
+    """"released" (the release's constants) or "estimated" (from `gamma_clips` sampled clips);
+    cfg.gamma "auto" takes the constants where the targets are the released EnCodec's."""
+    if cfg.gamma not in GAMMAS:
+        raise ValueError(f"CodecMAEConfig.gamma={cfg.gamma!r}: expected one of {GAMMAS}")
+    source = cfg.gamma if cfg.gamma != "auto" else "released" if cfg.targets == "encodec" else "estimated"
+    if source == "released" and not (cfg.targets.startswith("encodec") and cfg.codebooks == len(RELEASED_GAMMA)):
+        raise ValueError(f"CodecMAEConfig.gamma='released': the release's constants weigh 8 EnCodec codebooks, "
+                         f"not targets={cfg.targets!r} with codebooks={cfg.codebooks}; use gamma=estimated")
+    return source
 
 
 def frame_grid(frontend) -> tuple[int, float]:
@@ -69,7 +94,7 @@ def activation_frames(encoder, layer: int, postnorm: bool):
     return lambda wave: framewise(encoder.frontend, fn, wave, backbone.frames[1])
 
 
-def build_tokenizer(cfg, encoder, device):
+def build_tokenizer(cfg, encoder, device, folder: Path):
     sr = encoder.sample_rate
     if cfg.targets in ("encodec", "encodec_random"):
         if sr != EncodecTokenizer.sample_rate:
@@ -82,7 +107,7 @@ def build_tokenizer(cfg, encoder, device):
         features = fbank_frames(encoder)
     elif cfg.targets == "teacher_kmeans":
         from ..models import load
-        teacher = load(cfg.teacher).to(device).eval() if cfg.teacher else encoder
+        teacher = load(cfg.teacher or str(folder / "teacher")).to(device).eval()
         features = activation_frames(teacher, cfg.teacher_layer, cfg.teacher_postnorm)
     else:
         raise ValueError(f"CodecMAEConfig.targets={cfg.targets!r}: expected one of {TARGETS}")
@@ -160,10 +185,28 @@ class TargetCache:
         codes, offsets = self.packed()
         first, length = offsets[index.numpy()], np.diff(offsets)[index.numpy()]  # [B]
         centres = start.numpy()[:, None] + centre + hop * np.arange(n_frames)  # [B, T] samples
-        j = np.floor((centres - self.meta["centre"]) / self.meta["hop"] + 0.5).astype(np.int64)
+        j = nearest_frame(centres, self.meta["hop"], self.meta["centre"])  # [B, T]
         valid = (j >= 0) & (j < length[:, None])
         rows = first[:, None] + j.clip(0, length[:, None] - 1)  # [B, T]
         return torch.from_numpy(codes[rows.ravel()].astype(np.int64)).view(*rows.shape, -1), torch.from_numpy(valid)
+
+
+def nearest_frame(centres: np.ndarray, hop: float, centre: float) -> np.ndarray:
+    """Sample positions -> index of the tokenizer frame (centred at centre + j * hop) nearest each."""
+    return np.floor((centres - centre) / hop + 0.5).astype(np.int64)
+
+
+def crop_targets(tokenizer, waves: torch.Tensor, n_frames: int, hop: int,
+                 centre: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Targets of crops tokenized alone (context "crop", as released): waves [B, S] -> (codes
+    [B, T, Q] long, valid [B, T]) for T input frames (hop, centre: their grid in samples)."""
+    with torch.autocast(waves.device.type, enabled=False):
+        codes = tokenizer.encode_batch(waves.float())  # [B, Q, T']
+    j = nearest_frame(centre + hop * np.arange(n_frames), tokenizer.hop, tokenizer.centre)  # [T]
+    valid = torch.from_numpy((j >= 0) & (j < codes.shape[-1])).to(waves.device)
+    picked = codes[:, :, torch.from_numpy(j.clip(0, codes.shape[-1] - 1)).to(codes.device)]  # [B, Q, T]
+    return picked.transpose(1, 2).clone(), valid[None].expand(len(waves), -1)  # clone: out of inference mode
+
 
 def save(path: Path, array: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -179,15 +222,29 @@ def sample_waves(dataset, n: int, generator: torch.Generator, device) -> list[to
     return [torch.from_numpy(w).to(device) for w in waves if len(w) >= dataset.crop_samples // 8]
 
 
-def prepare_targets(cfg, encoder, dataset, device, run_dir: str | Path) -> tuple[TargetCache, torch.Tensor]:
-    """Fit (or reload) the tokenizer, estimate gamma_q, tokenize every clip -> (cache, gamma [Q])."""
+def restore_tokenizer(cfg, encoder, cache: TargetCache, device):
+    """The tokenizer `prepare_targets` fitted, rebuilt from its folder (a resumed run)."""
+    tokenizer = build_tokenizer(cfg, encoder, device, cache.folder)
+    state = cache.tokenizer_state()
+    if state is None:
+        raise FileNotFoundError(f"{cache.folder}: no tokenizer.safetensors; the run's targets folder is incomplete")
+    tokenizer.load_state(state)
+    return tokenizer
+
+
+def prepare_targets(cfg, encoder, dataset, device, run_dir: str | Path):
+    """Fit (or reload) the tokenizer, set gamma_q, and with context "clip" tokenize every
+    clip -> (cache, gamma [Q], tokenizer)."""
     if not hasattr(dataset, "clips"):
-        raise ValueError("CodecMAE caches targets per clip: --data must be a task folder, a folder of audio or a "
-                         "manifest, not tar shards")
-    tokenizer = build_tokenizer(cfg, encoder, device)
+        raise ValueError("CodecMAE draws its k-means and gamma_q samples per clip: --data must be a task folder, "
+                         "a folder of audio or a manifest, not tar shards")
+    source = gamma_source(cfg)
     cache = TargetCache(Path(run_dir) / "targets")
+    if cfg.targets == "teacher_kmeans" and not cfg.teacher and not (cache.folder / "teacher").exists():
+        encoder.save(cache.folder / "teacher")  # the encoder as loaded before step 0 (--init RUN)
+    tokenizer = build_tokenizer(cfg, encoder, device, cache.folder)
     cache.begin({"targets": cfg.targets, "teacher": cfg.teacher, "seed": cfg.seed, "kmeans": cfg.kmeans,
-                 "sample_rate": encoder.sample_rate,
+                 "context": cfg.target_context, "gamma_source": source, "sample_rate": encoder.sample_rate,
                  "hop": tokenizer.hop, "centre": tokenizer.centre, "codebooks": tokenizer.codebooks,
                  "codebook_size": tokenizer.codebook_size, "clips": len(dataset.clips)})
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -197,12 +254,15 @@ def prepare_targets(cfg, encoder, dataset, device, run_dir: str | Path) -> tuple
         cache.save_tokenizer_state(tokenizer.state())
     else:
         tokenizer.load_state(state)
-    if "gamma" not in cache.meta:
+    if source == "released":
+        cache.set_gamma(list(RELEASED_GAMMA))
+    elif "gamma" not in cache.meta:
         waves = sample_waves(dataset, cfg.gamma_clips, generator, device)
         errors = torch.stack([tokenizer.errors(w).cpu() for w in tqdm(waves, desc="gamma_q", unit="clip")]).mean(0)
         cache.set_gamma((errors / errors.sum()).tolist())
-    cache.fill(dataset.clips, encoder.sample_rate, tokenizer, device)
+    if cfg.target_context == "clip":
+        cache.fill(dataset.clips, encoder.sample_rate, tokenizer, device)
     gamma = torch.tensor(cache.meta["gamma"])
     if not all(math.isfinite(g) for g in gamma.tolist()):
         raise ValueError(f"{cache.folder}: gamma_q is not finite ({gamma.tolist()}): the sampled clips are silent?")
-    return cache, gamma
+    return cache, gamma, tokenizer

@@ -1,0 +1,120 @@
+"""EnCodecMAE targets as the release computes them: each crop tokenized alone in the step
+(target_context "crop"), the release's gamma_q constants, a frozen self-training teacher,
+and the run-health logs (embedding spread and rank, code perplexity, per-codebook losses)."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from test_encodecmae import KMEANS, tiny_encoder, tone_corpus
+
+from audiorep.data import ClipDataset, DataConfig, folder_clips
+from audiorep.frontends.codec import nearest
+from audiorep.monitor import perplexity
+from audiorep.objectives.codec_mae import CodecMAE, CodecMAEConfig
+from audiorep.objectives.codec_targets import RELEASED_GAMMA, gamma_source
+
+CROP = dataclasses.replace(KMEANS, target_context="crop")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    folder = tone_corpus(tmp_path_factory.mktemp("corpus"))
+    return ClipDataset(folder_clips(folder), 24000, 24000, DataConfig(roll=False, workers=0))
+
+
+def batch_of(data, seed=5):
+    return torch.utils.data.default_collate([data[(i, seed + i)] for i in range(4)])
+
+
+def test_crop_context_tokenizes_each_crop_alone_and_comes_back_on_resume(corpus, tmp_path, one_thread):
+    assert CodecMAEConfig().target_context == "crop"  # the release's: codes of the crop, not of the clip
+    objective = CodecMAE(tiny_encoder(), CROP)
+    objective.prepare(corpus, "cpu", tmp_path)
+    assert not (tmp_path / "targets" / "codes.npy").exists()  # nothing cached per clip
+    batch = batch_of(corpus)
+    assert len(set(batch["start"].tolist())) > 1  # crops from different places in their clips
+    T = objective.encoder.frontend.num_frames(batch["wave"].shape[-1])
+    codes, valid = objective.targets(batch, T)
+    assert codes.shape == (4, T, 1) and valid.all()
+    centroids = objective.tokenizer.centroids
+    for b in range(4):  # fbank k-means targets: the nearest centroid of the crop's own frames
+        frames = objective.encoder.frontend(batch["wave"][b:b + 1])[0].T  # [T, 256]
+        assert torch.equal(codes[b, :, 0], nearest(frames, centroids))
+    loss, logs = objective(batch)
+    loss.backward()  # the targets left inference mode: cross-entropy can save them for backward
+    resumed = CodecMAE(tiny_encoder(), CROP)
+    resumed.load_state_dict(objective.state_dict())  # a resumed run: the tokenizer is rebuilt from the folder
+    again, _ = resumed.targets(batch, T)
+    assert resumed.tokenizer is not objective.tokenizer and torch.equal(again, codes)
+    with pytest.raises(ValueError, match="target_context='window'"):
+        CodecMAE(tiny_encoder(), dataclasses.replace(CROP, target_context="window"))
+
+
+def test_released_gamma_constants_are_the_default_for_released_encodec_targets(corpus, tmp_path, monkeypatch):
+    assert gamma_source(CodecMAEConfig()) == "released"  # targets=encodec: the release's weights
+    assert gamma_source(CodecMAEConfig(targets="encodec_random")) == "estimated"
+    assert gamma_source(CodecMAEConfig(targets="encodec_random", gamma="released")) == "released"
+    assert abs(sum(RELEASED_GAMMA) - 1) < 1e-6 and RELEASED_GAMMA[0] == 0.22407463 and RELEASED_GAMMA[-1] == 0.06589669
+    with pytest.raises(ValueError, match="8 EnCodec codebooks"):
+        CodecMAE(tiny_encoder(), dataclasses.replace(KMEANS, gamma="released"))
+    with pytest.raises(ValueError, match="gamma='fixed'"):
+        CodecMAE(tiny_encoder(), dataclasses.replace(KMEANS, gamma="fixed"))
+
+    class Tokenizer:  # EnCodec's shape (8 x 1024) without its network: gamma must not be estimated
+        hop, centre, codebooks, codebook_size = 320, 160.0, 8, 1024
+
+        def fit(self, waves, generator):
+            pass
+
+        def state(self):
+            return {"x": torch.zeros(1)}
+
+        def errors(self, wave):
+            raise AssertionError("gamma_q estimated although the release's constants were asked for")
+    monkeypatch.setattr("audiorep.objectives.codec_targets.build_tokenizer", lambda *args: Tokenizer())
+    cfg = CodecMAEConfig(targets="encodec_random", gamma="released", kmeans_clips=2, gamma_clips=2,
+                         decoder_heads=4, decoder_ff_dim=128)
+    objective = CodecMAE(tiny_encoder(), cfg)
+    objective.prepare(corpus, "cpu", tmp_path)
+    assert objective.gamma.tolist() == pytest.approx(RELEASED_GAMMA)
+
+
+def test_self_training_teacher_is_frozen_while_the_encoder_trains(corpus, tmp_path, one_thread):
+    torch.manual_seed(0)
+    st = CodecMAE(tiny_encoder(), dataclasses.replace(CROP, targets="teacher_kmeans", kmeans_k=4))
+    st.prepare(corpus, "cpu", tmp_path)
+    assert (tmp_path / "targets" / "teacher" / "model.safetensors").exists()  # the encoder as it was at step 0
+    batch = batch_of(corpus)
+    T = st.encoder.frontend.num_frames(batch["wave"].shape[-1])
+    before, _ = st.targets(batch, T)
+    assert len(before.unique()) > 1
+    with torch.no_grad():
+        for p in st.encoder.parameters():
+            p.add_(torch.randn_like(p))  # training moves the encoder ...
+    after, _ = st.targets(batch, T)
+    assert torch.equal(before, after)  # ... not the teacher that makes its targets
+
+
+def test_logs_tell_spread_rank_code_use_and_each_codebook(corpus, tmp_path, one_thread):
+    torch.manual_seed(0)
+    objective = CodecMAE(tiny_encoder(), KMEANS)
+    objective.prepare(corpus, "cpu", tmp_path)
+    batch = batch_of(corpus)
+    _, logs = objective(batch)
+    assert {"masked_loss", "unmasked_loss", "masked_loss_q0", "masked_acc", "emb_std", "emb_rank",
+            "code_perplexity"} <= set(logs)
+    assert logs["emb_std"] > 0 and 1 <= logs["emb_rank"] <= 64
+    T = objective.encoder.frontend.num_frames(batch["wave"].shape[-1])
+    codes, _ = objective.targets(batch, T)
+    assert 1 <= logs["code_perplexity"] <= perplexity(codes, 8) * 1.5  # codes of the masked frames only
+    collapsed = CodecMAE(tiny_encoder(), KMEANS)
+    collapsed.load_state_dict(objective.state_dict())
+    with torch.no_grad():
+        collapsed.encoder.backbone.norm.weight.zero_()  # every frame's output: the same biases
+        for block in collapsed.encoder.backbone.blocks:
+            block.norm1.weight.zero_()
+            block.norm2.weight.zero_()
+    _, flat = collapsed(batch)
+    assert flat["emb_std"] < 0.1 * logs["emb_std"]
+    assert np.isfinite(flat["emb_rank"])
