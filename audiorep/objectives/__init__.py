@@ -41,7 +41,7 @@ class Recipe:
 
 
 ENCODECMAE = ("lr=1e-4", "schedule=constant", "warmup_steps=0", "weight_decay=0.05", "betas=0.9,0.95",
-              "batch_size=128", "data.crop_s=4", "data.roll=false", "data.gain_db=0")
+              "batch_size=128", "data.crop_s=4", "data.repeat_s=4", "data.roll=false", "data.gain_db=0")
 RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe("audiomae", MAEConfig, MAE, "audiomae-b",
            ("lr=2e-4", "weight_decay=1e-4", "betas=0.9,0.95", "data.gain_db=6", "data.roll=true")),
