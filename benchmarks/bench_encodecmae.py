@@ -1,6 +1,7 @@
 """EnCodecMAE: target extraction speed, the full-size training step, and a small study.
 
     python benchmarks/bench_encodecmae.py extraction               # tokenizers and the cache: s of audio per s
+    python benchmarks/bench_encodecmae.py context --corpus DIR     # crop vs whole-clip codes: agreement, cost
     python benchmarks/bench_encodecmae.py kmeans                   # self-training k-means: scikit-learn vs faiss
     python benchmarks/bench_encodecmae.py step --batch 4           # encodecmae-base training step, samples/s
     python benchmarks/bench_encodecmae.py study --out runs/ecmae   # ~25 min on 2 CPU cores
@@ -86,6 +87,55 @@ def extraction(seconds: float) -> None:
             looked = (time.perf_counter() - began) / 10
             print(f"{targets:>15}: tokenizing {total:.0f} s of audio (1 thread) {made:.2f} s = {total / made:.0f} s/s; "
                   f"from the cache, 128 crops of 4 s: {looked * 1000:.2f} ms = {128 * 4 / looked:.0f} s/s")
+
+
+# ------------------------------------------------------------------------------ target context
+
+
+def context(corpus: Path, clips: int, crops: int, crop_s: float) -> None:
+    """How far the cached whole-clip targets (target_context "clip") are from the release's
+    per-crop targets ("crop"): random 4 s crops of `clips` corpus clips, each crop's 300 input
+    frames given (a) the codes of the crop tokenized alone, (b) the whole clip's codes nearest
+    in time; agreement per codebook, over the crop's first 0.5 s and the rest; then the same with
+    crops starting on the codec's 320-sample grid (the context alone, no frame phase); and the
+    cost of tokenizing crops in the step. Random-weight EnCodec (offline) with codebooks drawn
+    from the corpus, and fbank k-means (k = 256)."""
+    from audiorep import audio
+    from audiorep.data import folder_clips
+    from audiorep.frontends.codec import EncodecTokenizer, KMeansTokenizer
+    from audiorep.objectives.codec_targets import crop_targets, fbank_frames, frame_grid, nearest_frame
+    torch.set_num_threads(1)
+    encoder = Encoder(TINY)
+    hop, centre = frame_grid(encoder.frontend)
+    rng = np.random.default_rng(0)
+    files = folder_clips(corpus)[:clips]
+    waves = [torch.from_numpy(audio.read(c.path, 24000)[0]) for c in files]
+    n = round(crop_s * 24000)
+    T = encoder.frontend.num_frames(n)
+    fitted = EncodecTokenizer(pretrained=False, seed=0)
+    fitted.fit(waves[:4], torch.Generator().manual_seed(0))
+    kmeans = KMeansTokenizer(fbank_frames(encoder), 24000, *frame_grid(encoder.frontend), k=256)
+    kmeans.fit(waves[:8], torch.Generator().manual_seed(0))
+    head = round(0.5 * 24000 / hop)  # input frames in the crop's first 0.5 s
+    for name, tokenizer in (("random EnCodec", fitted), ("fbank k-means", kmeans)):
+        for grid in (1, tokenizer.hop):
+            same_head, same_rest, spent = [], [], 0.0
+            for wave in waves:
+                whole = tokenizer.encode(wave)  # [Q, T'] (60 s chunks), as the "clip" cache holds
+                starts = [int(s) // grid * grid for s in rng.integers(0, len(wave) - n, crops)]
+                began = time.perf_counter()
+                alone, _ = crop_targets(tokenizer, torch.stack([wave[s:s + n] for s in starts]), T, hop, centre)
+                spent += time.perf_counter() - began
+                j = nearest_frame(np.array(starts)[:, None] + centre + hop * np.arange(T), tokenizer.hop, tokenizer.centre)
+                looked = whole[:, torch.from_numpy(j.clip(0, whole.shape[1] - 1))].permute(1, 2, 0)  # [crops, T, Q]
+                same = (alone == looked).float()  # [crops, T, Q]
+                same_head.append(same[:, :head].mean((0, 1)))
+                same_rest.append(same[:, head:].mean((0, 1)))
+            first, rest = torch.stack(same_head).mean(0), torch.stack(same_rest).mean(0)
+            where = "anywhere" if grid == 1 else f"on the {grid}-sample grid"
+            print(f"{name:>14}, crops starting {where}: agreement per codebook, first 0.5 s "
+                  f"{' '.join(f'{v:.2f}' for v in first.tolist())}; rest {' '.join(f'{v:.2f}' for v in rest.tolist())}; "
+                  f"tokenizing crops {len(waves) * crops * crop_s / spent:.0f} s of audio / s (1 thread)")
 
 
 # ------------------------------------------------------------------------------ k-means
@@ -197,6 +247,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="what", required=True)
     p = sub.add_parser("extraction")
     p.add_argument("--seconds", type=float, default=60.0, help="audio to tokenize")
+    p = sub.add_parser("context")
+    p.add_argument("--corpus", type=Path, required=True, help="a folder of clips longer than the crops")
+    p.add_argument("--clips", type=int, default=24)
+    p.add_argument("--crops", type=int, default=4, help="random crops per clip")
+    p.add_argument("--crop-s", type=float, default=4.0)
     p = sub.add_parser("kmeans")
     p.add_argument("--frames", type=int, default=20000)
     p.add_argument("--dim", type=int, default=768)
@@ -212,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.what == "extraction":
         extraction(args.seconds)
+    elif args.what == "context":
+        context(args.corpus, args.clips, args.crops, args.crop_s)
     elif args.what == "kmeans":
         kmeans(args.frames, args.dim, args.k)
     elif args.what == "step":

@@ -118,3 +118,13 @@ def test_logs_tell_spread_rank_code_use_and_each_codebook(corpus, tmp_path, one_
     _, flat = collapsed(batch)
     assert flat["emb_std"] < 0.1 * logs["emb_std"]
     assert np.isfinite(flat["emb_rank"])
+
+
+def test_recipes_draw_each_file_by_its_duration_as_released():
+    """The release's compensate_lengths(chunk_length=4): a file is drawn max(1, duration // 4 s) times per epoch."""
+    from audiorep.config import override
+    from audiorep.objectives import RECIPES
+    from audiorep.train import TrainConfig
+    for name in ("encodecmae", "encodecmae-st"):
+        data = override(TrainConfig(), list(RECIPES[name].defaults)).data
+        assert data.repeat_s == data.crop_s == 4 and not data.roll
