@@ -11,7 +11,7 @@ knows nothing else about it. Parameter groups follow the backbone's own rules
 Run folder:
     RUN/config.json                  resolved configs (recipe, encoder, objective, train, data)
     RUN/encoder/                     the encoder the objective ships (Encoder.save), so audiorep.load(RUN) works
-    RUN/encoder_ema/                 an EMA of the objective's encoder, when train.ema > 0
+    RUN/encoder_ema/                 an EMA of the objective's encoder, when train.ema or train.ema_per_epoch > 0
     RUN/checkpoints/step_XXXXXXX/    objective, optimizer, EMA (torch.save, weights_only-loadable),
                                      state.json; written as .step_XXXXXXX.tmp and renamed; last N kept
     RUN/log.csv, RUN/tb/             metrics (TensorBoard when installed)
@@ -19,7 +19,8 @@ Run folder:
 Exact resume: the batch of step s is a function of (seed, s) (data/samplers.py), the
 global RNG is re-seeded from (seed, step, rank) before every step, and the learning rate
 is a function of s, so a run resumed from its last checkpoint ends with the same weights
-as an uninterrupted one (bitwise on CPU).
+as an uninterrupted one (bitwise on CPU). Schedules stated per epoch (`ema_per_epoch`, an
+objective's `set_epoch_steps(steps per epoch)`) use the epoch length len(data) / batch_size.
 """
 from __future__ import annotations
 
@@ -46,6 +47,8 @@ from .ema import EMA
 from .files import checkpoints, folder_lock, write_json
 
 SCHEDULES = ("cosine", "linear", "constant", "onecycle")
+CLIP_MODES = ("global", "per_param")
+SHORT_EMA = 0.01  # EMA momentum per epoch of the first `ema_short_epochs` (the EAT release's "ultra short" EMA)
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -58,14 +61,23 @@ class TrainConfig:
     blr: float = 0.0                # > 0: lr = blr * batch_size / 256 (MAE/DINO-style base rate)
     min_lr: float = 0.0
     warmup_steps: int = 100
+    warmup_frac: float = 0.0        # > 0: the warm-up (onecycle: its rise) is round(warmup_frac * steps), not warmup_steps
     schedule: str = "cosine"        # one of SCHEDULES, after the linear warmup ("onecycle": its own rise, EAT)
     weight_decay: float = 0.05      # not applied to norms, biases, tokens and position embeddings
     weight_decay_end: float | None = None  # cosine schedule from weight_decay to this (ASiT/DINO); None = constant
     betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8               # AdamW eps (EAT under AMP: 1e-4)
+    cycle_beta1: tuple[float, float] | None = None  # onecycle: beta1 from [0] (start) to [1] (peak lr) and back,
+                                    # as torch's OneCycleLR cycles momentum (EAT: 0.95, 0.85); None = betas[0]
     layer_decay: float = 1.0        # < 1: layer-wise lr decay (fine-tuning), lr * decay^(depth + 1 - layer)
-    clip_grad: float = 0.0          # max global grad norm; 0 = no clipping
+    clip_grad: float = 0.0          # max gradient norm; 0 = no clipping
+    clip_mode: str = "global"       # one of CLIP_MODES: "global" (the norm of all gradients, clip_grad_norm_) or
+                                    # "per_param" (each parameter's gradient on its own, DINO/ASiT's clip_gradients)
     precision: str = "fp32"         # fp32, bf16 (autocast) or fp16 (autocast + loss scaling)
     ema: float = 0.0                # > 0: keep an EMA of the encoder with this momentum per step
+    ema_per_epoch: float = 0.0      # > 0: the same with this momentum per epoch (per step: ema_per_epoch ** (1 / steps
+                                    # per epoch), steps per epoch = training clips / batch_size; EAT: 0.995)
+    ema_short_epochs: float = 0.0   # the first epochs use SHORT_EMA per epoch instead (EAT's release: 2)
     seed: int = 0
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
@@ -121,24 +133,62 @@ def cosine(start: float, end: float, progress: float) -> float:
     return end + (start - end) * 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
 
 
+def warmup_of(cfg: TrainConfig) -> int:
+    """Warm-up steps: round(warmup_frac * steps) when warmup_frac > 0, else warmup_steps."""
+    return round(cfg.warmup_frac * cfg.steps) if cfg.warmup_frac > 0 else cfg.warmup_steps
+
+
+def onecycle_phase(step: int, cfg: TrainConfig) -> tuple[bool, float]:
+    """(rising, progress in [0, 1] of that phase) of torch's OneCycleLR at `step`: the rise
+    ends at step warmup - 1, the fall at step steps - 1."""
+    up = max(warmup_of(cfg) - 1, 1)
+    if step <= up:
+        return True, step / up
+    return False, (step - up) / max(cfg.steps - 1 - up, 1)
+
+
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup over `warmup_steps`, then cosine/linear decay to `min_lr` at `steps`.
-    "onecycle" is torch's OneCycleLR (EAT): a cosine rise from lr / 25 over `warmup_steps`,
-    then a cosine fall to lr / 25 / 1e4 (min_lr is not used; beta1 is not cycled)."""
+    """Linear warmup over the warm-up steps (`warmup_of`), then cosine/linear decay to `min_lr`
+    at `steps`. "onecycle" is torch's OneCycleLR (EAT): a cosine rise from lr / 25 over the
+    warm-up, then a cosine fall to lr / 25 / 1e4 (min_lr is not used)."""
     lr = peak_lr(cfg)
+    warmup = warmup_of(cfg)
     if cfg.schedule == "onecycle":
-        up = max(cfg.warmup_steps - 1, 1)
-        if step <= up:
-            return cosine(lr / 25, lr, step / up)
-        return cosine(lr, lr / 25 / 1e4, (step - up) / max(cfg.steps - 1 - up, 1))
-    if step < cfg.warmup_steps:
-        return lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        rising, progress = onecycle_phase(step, cfg)
+        return cosine(lr / 25, lr, progress) if rising else cosine(lr, lr / 25 / 1e4, progress)
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, cfg.steps - warmup)
     if cfg.schedule == "cosine":
         return cosine(lr, cfg.min_lr, progress)
     if cfg.schedule == "linear":
         return lr - (lr - cfg.min_lr) * progress
     return lr
+
+
+def beta1_at(step: int, cfg: TrainConfig) -> float:
+    """AdamW's beta1: betas[0], or with cycle_beta1 = (high, low) torch's OneCycleLR momentum
+    cycle: cosine from high to low over the rise, back to high over the fall."""
+    if cfg.cycle_beta1 is None:
+        return cfg.betas[0]
+    high, low = cfg.cycle_beta1
+    rising, progress = onecycle_phase(step, cfg)
+    return cosine(high, low, progress) if rising else cosine(low, high, progress)
+
+
+def ema_momentum(step: int, cfg: TrainConfig, epoch_steps: float | None) -> float:
+    """EMA momentum of step `step`: `ema` per step, or `ema_per_epoch` (SHORT_EMA during the
+    first `ema_short_epochs`) spread over the `epoch_steps` steps of an epoch."""
+    if cfg.ema_per_epoch <= 0:
+        return cfg.ema
+    per_epoch = SHORT_EMA if step < cfg.ema_short_epochs * epoch_steps else cfg.ema_per_epoch
+    return per_epoch ** (1 / epoch_steps)
+
+
+def clip_per_param(grads: list[torch.Tensor], max_norm: float) -> None:
+    """Each gradient scaled to norm <= max_norm on its own (DINO's `clip_gradients`)."""
+    norms = torch._foreach_norm(grads)
+    torch._foreach_mul_(grads, [torch.clamp(max_norm / (n + 1e-6), max=1.0) for n in norms])
 
 
 def weight_decay_at(step: int, cfg: TrainConfig) -> float:
@@ -273,14 +323,44 @@ def make_loader(data: ClipDataset | ShardStream, cfg: TrainConfig, start: int, r
     return DataLoader(data, batch_sampler=sampler, **common)
 
 
-def check_config(cfg: TrainConfig, world: int) -> None:
+def check_config(cfg: TrainConfig, world: int = 1) -> None:
+    """Refuse settings that cannot work, naming the fields (before any work is done)."""
     if cfg.schedule not in SCHEDULES:
         raise ValueError(f"train.schedule={cfg.schedule!r}: expected one of {SCHEDULES}")
     if cfg.precision not in PRECISIONS:
         raise ValueError(f"train.precision={cfg.precision!r}: expected one of {list(PRECISIONS)}")
+    if cfg.clip_mode not in CLIP_MODES:
+        raise ValueError(f"train.clip_mode={cfg.clip_mode!r}: expected one of {CLIP_MODES}")
+    if cfg.steps < 1:
+        raise ValueError(f"train.steps={cfg.steps}: expected at least 1")
     if cfg.batch_size % (cfg.accum * world):
         raise ValueError(f"train.batch_size={cfg.batch_size} must be divisible by accum ({cfg.accum}) "
                          f"x processes ({world})")
+    if not 0 <= cfg.warmup_frac < 1:
+        raise ValueError(f"train.warmup_frac={cfg.warmup_frac}: expected a fraction of the run in [0, 1)")
+    warmup = warmup_of(cfg)
+    if (cfg.warmup_frac > 0 or cfg.schedule == "onecycle") and warmup >= cfg.steps:
+        given = f"warmup_frac={cfg.warmup_frac} x steps" if cfg.warmup_frac > 0 else "warmup_steps"
+        raise ValueError(f"train.{given} gives a warm-up of {warmup} steps, not shorter than the run "
+                         f"(steps={cfg.steps}): the learning rate would never come down; use a shorter warm-up "
+                         "(warmup_frac=0.1 scales with steps)")
+    if cfg.cycle_beta1 is not None and (cfg.schedule != "onecycle" or len(cfg.cycle_beta1) != 2):
+        raise ValueError(f"train.cycle_beta1={cfg.cycle_beta1}: a (start, peak) pair of beta1 values, "
+                         f"for schedule=onecycle only (schedule={cfg.schedule!r})")
+    if cfg.ema > 0 and cfg.ema_per_epoch > 0:
+        raise ValueError(f"train.ema={cfg.ema} and train.ema_per_epoch={cfg.ema_per_epoch}: set one of them")
+    if not (0 <= cfg.ema < 1 and 0 <= cfg.ema_per_epoch < 1):
+        raise ValueError(f"train.ema={cfg.ema}, train.ema_per_epoch={cfg.ema_per_epoch}: momenta must be in [0, 1)")
+
+
+def uses_ema(cfg: TrainConfig) -> bool:
+    return cfg.ema > 0 or cfg.ema_per_epoch > 0
+
+
+def epoch_steps(data, cfg: TrainConfig) -> float | None:
+    """Optimizer steps per pass over the training clips (len(data) / batch_size); None for a
+    stream of unknown length (tar shards)."""
+    return len(data) / cfg.batch_size if hasattr(data, "__len__") else None
 
 
 def train(objective: nn.Module, data: ClipDataset | ShardStream, cfg: TrainConfig, out: str | Path,
@@ -316,6 +396,12 @@ def train_locked(objective: nn.Module, data: ClipDataset | ShardStream, cfg: Tra
                  run_config: dict | None, stop_after: int | None) -> nn.Module:
     rank, world, device = setup_distributed(cfg)
     check_config(cfg, world)
+    per_epoch = epoch_steps(data, cfg)
+    if per_epoch is None and cfg.ema_per_epoch > 0:
+        raise ValueError(f"train.ema_per_epoch={cfg.ema_per_epoch}: {type(data).__name__} has no length, so an "
+                         "epoch is unknown; set train.ema (momentum per step) instead")
+    if per_epoch is not None and hasattr(objective, "set_epoch_steps"):  # objectives with schedules in epochs
+        objective.set_epoch_steps(per_epoch)
     run_config = dict(run_config or {}, train=to_dict(cfg), world=world)
     if rank == 0:
         saved = out / "config.json"
@@ -328,9 +414,9 @@ def train_locked(objective: nn.Module, data: ClipDataset | ShardStream, cfg: Tra
     if not checkpoints(out) and hasattr(objective, "prepare"):  # data-dependent stage of a fresh run
         objective.prepare(data, device, out)
     optimizer = torch.optim.AdamW(param_groups(objective, cfg.weight_decay, cfg.layer_decay),
-                                  lr=peak_lr(cfg), betas=cfg.betas)
+                                  lr=peak_lr(cfg), betas=cfg.betas, eps=cfg.eps)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
-    ema = EMA(objective.encoder) if cfg.ema > 0 else None
+    ema = EMA(objective.encoder) if uses_ema(cfg) else None
     resume, start = resume_from(out, objective, optimizer, scaler, ema)
     if resume is not None:
         if rank == 0:
@@ -349,10 +435,11 @@ def train_locked(objective: nn.Module, data: ClipDataset | ShardStream, cfg: Tra
     objective.train()
     step = start
     while step < cfg.steps and (stop_after is None or step < stop_after):
-        lr, wd = lr_at(step, cfg), weight_decay_at(step, cfg)
+        lr, wd, beta1 = lr_at(step, cfg), weight_decay_at(step, cfg), beta1_at(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr * group["lr_scale"]
             group["weight_decay"] = wd if group["decay"] else 0.0
+            group["betas"] = (beta1, cfg.betas[1])
         torch.manual_seed(step_seed(cfg.seed, step, rank))
         totals: dict[str, float] = {}
         for micro in range(cfg.accum):
@@ -364,7 +451,10 @@ def train_locked(objective: nn.Module, data: ClipDataset | ShardStream, cfg: Tra
             for k, v in {"loss": loss.item(), **logs}.items():
                 totals[k] = totals.get(k, 0.0) + float(v) / cfg.accum
         scaler.unscale_(optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad if cfg.clip_grad > 0 else float("inf"))
+        clip_all = cfg.clip_grad > 0 and cfg.clip_mode == "global"
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad if clip_all else float("inf"))  # before clipping
+        if cfg.clip_grad > 0 and cfg.clip_mode == "per_param":
+            clip_per_param([p.grad for p in params if p.grad is not None], cfg.clip_grad)
         if all_finite(totals["loss"], world, device) and torch.isfinite(grad_norm):
             scaler.step(optimizer)
             skipped = 0
@@ -378,7 +468,7 @@ def train_locked(objective: nn.Module, data: ClipDataset | ShardStream, cfg: Tra
         if hasattr(objective, "after_step"):
             objective.after_step(step, cfg.steps)
         if ema is not None:
-            ema.update(objective.encoder, cfg.ema)
+            ema.update(objective.encoder, ema_momentum(step, cfg, per_epoch))
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{totals['loss']:.4f}", lr=f"{lr:.2e}")
@@ -386,6 +476,7 @@ def train_locked(objective: nn.Module, data: ClipDataset | ShardStream, cfg: Tra
             now = time.perf_counter()
             rate = (step - last_step) * cfg.batch_size / (now - last_time)
             logger.log({"step": step, "lr": lr, "weight_decay": wd, "grad_norm": float(grad_norm), "samples_per_s": rate,
+                        **({"beta1": beta1} if cfg.cycle_beta1 is not None else {}),
                         "skipped": skipped, **totals})
             last_time, last_step = now, step
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:

@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from audiorep.augment import (MIXES, NOISES, SIGNAL_AUGMENTS, WaveAugmentConfig, energy_mixup, freq_mix, phase_mix,
-                              time_mix, wave_augment)
+from audiorep.augment import (MIXES, NOISES, SIGNAL_AUGMENTS, WaveAugmentConfig, energy_mixup, freq_mix, mixed_targets,
+                              phase_mix, time_mix, wave_augment)
 from audiorep.augment import wave as W
 
 pytest.importorskip("julius")
@@ -75,8 +75,8 @@ def test_silence_gets_no_noise(one_thread):
     lambda x: W.delay(x, torch.zeros(x.shape[0]), cyclic=True),
     lambda x: W.time_mask(x, 0, gen()),
     lambda x: W.resample(x, 1.0),
-    lambda x: energy_mixup(x, torch.eye(3), lam=torch.ones(3), generator=gen())[0],
-    lambda x: time_mix(x, torch.eye(3), lam=torch.ones(3), generator=gen())[0],
+    lambda x: energy_mixup(x, lam=torch.ones(3), generator=gen())[0],
+    lambda x: time_mix(x, lam=torch.ones(3), generator=gen())[0],
 ], ids=["gain", "segment_gain", "shift", "cyclic_shift", "mask", "resample", "mixup", "timemix"])
 def test_identity_at_zero_strength(one_thread, apply):
     x = torch.randn(3, 3000)
@@ -84,8 +84,8 @@ def test_identity_at_zero_strength(one_thread, apply):
 
 
 @pytest.mark.parametrize("apply", [
-    lambda x: freq_mix(x, torch.eye(3), 512, lam=torch.ones(3), generator=gen())[0],
-    lambda x: phase_mix(x, torch.eye(3), 512, lam=torch.ones(3), generator=gen())[0],
+    lambda x: freq_mix(x, 512, lam=torch.ones(3), generator=gen())[0],
+    lambda x: phase_mix(x, 512, lam=torch.ones(3), generator=gen())[0],
     lambda x: W.phase_noise(x, 512, 0.0, 0.0, gen()),
 ], ids=["freqmix", "phasemix", "phase_noise"])
 def test_spectral_augments_at_zero_strength_are_the_stft_round_trip(one_thread, apply):
@@ -184,7 +184,8 @@ def test_phase_noise_keeps_the_magnitudes(one_thread):
 def test_energy_mixup_sets_the_energy_ratio(one_thread):
     a, b = tone([440.0], amps=[0.5]), tone([1000.0], amps=[0.02])  # whole cycles: orthogonal
     x, lam = torch.cat([a, b]), torch.tensor([0.7, 0.2])
-    y, target = energy_mixup(x, torch.eye(2), partner=torch.tensor([1, 0]), lam=lam)
+    y, partner, weight = energy_mixup(x, partner=torch.tensor([1, 0]), lam=lam)
+    target = mixed_targets(torch.eye(2), partner, weight)
     for row, own, other in ((0, a, b), (1, b, a)):
         ca = float((y[row] * own[0]).sum() / own[0].pow(2).sum())  # weight on the clip's own signal
         cb = float((y[row] * other[0]).sum() / other[0].pow(2).sum())
@@ -197,7 +198,8 @@ def test_energy_mixup_sets_the_energy_ratio(one_thread):
 def test_time_mix_takes_one_end_from_the_partner(one_thread):
     x = torch.stack([torch.full((1000,), 1.0), torch.full((1000,), 2.0)])
     lam = torch.tensor([0.7, 0.55])
-    y, target = time_mix(x, torch.eye(2), partner=torch.tensor([1, 0]), lam=lam, generator=gen())
+    y, partner, weight = time_mix(x, partner=torch.tensor([1, 0]), lam=lam, generator=gen())
+    target = mixed_targets(torch.eye(2), partner, weight)
     for row, n in ((0, 300), (1, 450)):
         taken = y[row] != x[row]
         assert taken.sum() == n and (taken[:n].all() or taken[-n:].all())
@@ -210,7 +212,8 @@ def test_freq_mix_keeps_each_clips_band(one_thread):
     own_bins, partner_bins = list(range(16, 500, 32)), list(range(32, 500, 32))
     x = torch.cat([tone([k * step for k in own_bins]), tone([k * step for k in partner_bins])])
     lam = torch.tensor([0.7, 0.6])
-    y, target = freq_mix(x, torch.eye(2), n_fft, partner=torch.tensor([1, 0]), lam=lam, generator=gen())
+    y, partner, weight = freq_mix(x, n_fft, partner=torch.tensor([1, 0]), lam=lam, generator=gen())
+    target = mixed_targets(torch.eye(2), partner, weight)
     level = long_term_db(y, n_fft)  # [2, F]
     for row, mine, theirs in ((0, own_bins, partner_bins), (1, partner_bins, own_bins)):
         keep = int(float(lam[row]) * bins)
@@ -228,7 +231,8 @@ def test_phase_mix_keeps_the_first_clips_magnitude(one_thread):
     first = W.unit_noise(torch.zeros(1, SR), "pink", SR, gen())
     second = (torch.sin(2 * math.pi * 3000 * t) + 0.3 * torch.sin(2 * math.pi * 440 * t * (1 + t)))[None]
     x, lam = torch.cat([first, second]), torch.tensor([0.3, 0.7])
-    y, target = phase_mix(x, torch.eye(2), 1024, partner=torch.tensor([1, 0]), lam=lam)
+    y, partner, weight = phase_mix(x, 1024, partner=torch.tensor([1, 0]), lam=lam)
+    target = mixed_targets(torch.eye(2), partner, weight)
     db_y, db_x = long_term_db(y), long_term_db(x)
     for row in (0, 1):
         assert (db_y[row] - db_x[row]).abs().median() < 6
@@ -290,3 +294,28 @@ def test_bad_input_is_refused_clearly(one_thread):
     for shape in ((2, 1, 300), (2, 1)):
         with pytest.raises(ValueError, match=r"\[B, S\]"):
             wave_augment(torch.randn(shape), torch.eye(2), WaveAugmentConfig(), SR)
+
+
+def test_union_targets_are_the_releases_rule():
+    """Own labels always; the partner's unless its share 1 - w is at most 0.1 (`lam < 0.9`)."""
+    target = torch.tensor([[1.0, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0]])  # the last one multi-label
+    partner, weight = torch.tensor([1, 2, 0, 2]), torch.tensor([0.5, 0.9, 0.05, 0.89])
+    union = mixed_targets(target, partner, weight, "union")
+    assert torch.equal(union, torch.tensor([[1.0, 1, 0], [0, 1, 0], [1, 0, 1], [1, 1, 1]]))
+    soft = mixed_targets(target, partner, weight)
+    torch.testing.assert_close(soft[0], torch.tensor([0.5, 0.5, 0.0]))
+    with pytest.raises(ValueError, match="mix_targets='max'"):
+        WaveAugmentConfig(mix_targets="max")
+
+
+def test_sine_hum_snr_is_drawn_from_30_to_35_db(one_thread):
+    x = torch.randn(200, SR)
+    cfg = WaveAugmentConfig(signal=(), noises=("sine",), mixes=(), p=1.0, resample_p=0.0)
+    y, _, _ = wave_augment(x, None, cfg, SR, gen())
+    snr = 10 * torch.log10(x.pow(2).mean(1) / (y - x).pow(2).mean(1))  # [200] dB (a hum of a few Hz is not unit RMS)
+    low, high = snr.quantile(torch.tensor([0.1, 0.9]))
+    assert 29.5 < low < 31.5 and 33.5 < high < 35.5  # spread over U[30, 35), not always 30
+    white = WaveAugmentConfig(signal=(), noises=("white",), mixes=(), p=1.0, resample_p=0.0)
+    y, _, _ = wave_augment(x, None, white, SR, gen())
+    torch.testing.assert_close(10 * torch.log10(x.pow(2).mean(1) / (y - x).pow(2).mean(1)),
+                               torch.full((200,), 30.0), atol=0.05, rtol=0)

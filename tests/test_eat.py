@@ -166,3 +166,49 @@ def test_scene_and_timestamp_embeddings_from_token_times():
     short = embed.scene_embeddings(enc, 0.1 * torch.randn(1, 400), 16000, cfg)  # 25 ms: padded to 1.46 s
     silent = embed.scene_embeddings(enc, torch.zeros(1, 16000), 16000, cfg)
     assert torch.isfinite(short).all() and torch.isfinite(silent).all()
+
+
+# ---------------------------------------------------------------- the recipe's loss, targets and mix gate
+
+
+def eat_objective(**changes):
+    from audiorep.augment import WaveAugmentConfig
+    from audiorep.objectives import EATConfig, Supervised
+
+    wave = WaveAugmentConfig(signal=(), noises=(), resample_p=0.0, mixes=("timemix",), mix_targets="union")
+    return Supervised(encoder().train(), EATConfig(wave=wave, **changes), num_classes=4)
+
+
+def test_eat_loss_is_the_releases_summed_smoothed_ce_and_union_bce():
+    import torch.nn.functional as F
+
+    objective = eat_objective()
+    logits, labels = torch.randn(5, 4), torch.tensor([0, 3, 1, 1, 2])
+    smooth = torch.full((5, 4), 0.1 / 3).scatter_(1, labels[:, None], 0.9)  # LabelSmoothCrossEntropyLoss(0.1, 'sum')
+    release = -(smooth * logits.log_softmax(-1)).sum()
+    torch.testing.assert_close(objective.loss(logits, torch.eye(4)[labels], mixed=False), release)
+    union = torch.tensor([[1.0, 0, 0, 1], [0, 1, 1, 0], [0, 1, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]])
+    torch.testing.assert_close(objective.loss(logits, union, mixed=True),
+                               F.binary_cross_entropy_with_logits(logits, union, reduction="sum"))
+    torch_rule = eat_objective(smoothing_others=False, reduction="mean")  # torch's smoothing, the mean
+    torch.testing.assert_close(torch_rule.loss(logits, torch.eye(4)[labels], mixed=False),
+                               F.cross_entropy(logits, labels, label_smoothing=0.1))
+
+
+def test_eat_mixes_start_after_the_epochs_and_give_union_targets():
+    from audiorep.augment import wave_augment
+    from audiorep.objectives import EATConfig
+
+    assert EATConfig().wave.mix_targets == "union" and EATConfig().reduction == "sum"
+    wave, target, mixed = wave_augment(torch.randn(8, 4000), torch.eye(8), EATConfig().wave, SR)
+    assert mixed and set(target.unique().tolist()) <= {0.0, 1.0} and (target.diagonal() == 1).all()
+    objective = eat_objective(wave_mix_after_epochs=2)
+    batch = {"wave": 0.1 * torch.randn(4, 32768), "target": torch.eye(4)}
+    with pytest.raises(ValueError, match="wave_mix_after_epochs=2.*epoch length"):
+        objective(batch)
+    objective.set_epoch_steps(3.0)  # 2 epochs = 6 steps
+    objective.step.fill_(5)
+    loss, logs = objective(batch)
+    assert logs["mixed"] == 0.0 and {"emb_std", "emb_rank"} <= set(logs) and logs["emb_std"] > 0
+    objective.step.fill_(6)
+    assert objective(batch)[1]["mixed"] == 1.0

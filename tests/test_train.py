@@ -19,7 +19,8 @@ from audiorep import audio, load, presets
 from audiorep.config import override
 from audiorep.data import ClipDataset, DataConfig, clips_from
 from audiorep.encoder import Encoder
-from audiorep.train import TrainConfig, checkpoints, lr_at, param_groups, train, weight_decay_at
+from audiorep.train import (SHORT_EMA, TrainConfig, beta1_at, check_config, checkpoints, clip_per_param, ema_momentum,
+                            lr_at, param_groups, train, warmup_of, weight_decay_at)
 
 CLASSES = ["low", "mid", "high"]
 SR = 16000
@@ -99,6 +100,79 @@ def test_onecycle_is_torchs_one_cycle_lr():
         opt.step()
         if step < 299:
             ref.step()
+
+
+def test_onecycle_with_warmup_frac_cycles_beta1_as_torch():
+    """warmup_frac=0.1 over 300 steps is torch's pct_start=0.1; cycle_beta1 is its momentum cycle."""
+    cfg = TrainConfig(steps=300, lr=3e-4, warmup_frac=0.1, warmup_steps=7, schedule="onecycle",
+                      betas=(0.9, 0.99), cycle_beta1=(0.95, 0.85))
+    opt = torch.optim.AdamW([nn.Parameter(torch.zeros(1))], lr=3e-4, betas=(0.9, 0.99))
+    ref = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-4, total_steps=300, pct_start=0.1)
+    for step in range(300):
+        assert lr_at(step, cfg) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-9, abs=1e-15), step
+        assert beta1_at(step, cfg) == pytest.approx(opt.param_groups[0]["betas"][0], rel=1e-12), step
+        opt.step()
+        if step < 299:
+            ref.step()
+    assert beta1_at(29, cfg) == pytest.approx(0.85) and beta1_at(0, cfg) == beta1_at(299, cfg) == pytest.approx(0.95)
+    assert beta1_at(5, replace(cfg, cycle_beta1=None)) == 0.9
+
+
+def test_warmup_frac_scales_with_steps_and_a_warmup_as_long_as_the_run_is_refused():
+    assert warmup_of(TrainConfig(steps=42000, warmup_frac=0.1)) == 4200
+    assert warmup_of(TrainConfig(steps=3750, warmup_frac=0.1)) == 375  # crossval --epochs 300 on ESC-50
+    assert warmup_of(TrainConfig(steps=3750, warmup_steps=4200)) == 4200
+    lrs = [lr_at(s, TrainConfig(steps=3750, lr=1.0, warmup_frac=0.1, schedule="onecycle")) for s in range(3750)]
+    assert max(lrs) == pytest.approx(1.0) and lrs[-1] < 1e-4  # peaks, then anneals
+    with pytest.raises(ValueError, match=r"warmup_steps.*4200 steps.*steps=3750"):
+        check_config(TrainConfig(steps=3750, warmup_steps=4200, schedule="onecycle"))
+    with pytest.raises(ValueError, match=r"warmup_frac=0.95 x steps.*steps=10"):
+        check_config(TrainConfig(steps=10, warmup_frac=0.95))
+    with pytest.raises(ValueError, match="warmup_frac=1.5"):
+        check_config(TrainConfig(steps=10, warmup_frac=1.5))
+    with pytest.raises(ValueError, match="cycle_beta1"):
+        check_config(TrainConfig(cycle_beta1=(0.95, 0.85)))  # cosine schedule: no cycle to follow
+    with pytest.raises(ValueError, match="clip_mode"):
+        check_config(TrainConfig(clip_mode="layer"))
+    with pytest.raises(ValueError, match="ema=0.9 and train.ema_per_epoch"):
+        check_config(TrainConfig(ema=0.9, ema_per_epoch=0.995))
+    check_config(TrainConfig(steps=10, warmup_steps=100))  # a linear warm-up may still outlast a tiny run
+
+
+def test_ema_per_epoch_with_the_short_start():
+    cfg = TrainConfig(ema_per_epoch=0.995, ema_short_epochs=2)
+    assert ema_momentum(0, cfg, 12.5) == pytest.approx(SHORT_EMA ** (1 / 12.5))
+    assert ema_momentum(24, cfg, 12.5) == pytest.approx(SHORT_EMA ** (1 / 12.5))  # sample 3072 < 2 epochs of 1600
+    assert ema_momentum(25, cfg, 12.5) == pytest.approx(0.995 ** (1 / 12.5))
+    assert ema_momentum(25, cfg, 12.5) ** 12.5 == pytest.approx(0.995)  # one epoch decays by the per-epoch momentum
+    assert ema_momentum(3, TrainConfig(ema=0.9), None) == 0.9
+
+
+def test_per_param_clipping_clips_each_gradient_alone():
+    grads = [torch.full((4,), 5.0), torch.full((9,), 0.01)]  # norms 10 and 0.03
+    clip_per_param(grads, 1.0)
+    assert float(grads[0].norm()) == pytest.approx(1.0, rel=1e-5) and torch.equal(grads[1], torch.full((9,), 0.01))
+
+
+def test_release_options_reach_the_optimizer_and_resume_exactly(tmp_path, manifest):
+    """eps, the beta1 cycle, per-parameter clipping and the per-epoch EMA in a run killed at step 5:
+    the resumed run ends with bitwise the same weights and EMA; the saved optimizer holds eps and beta1."""
+    cfg = small_config(steps=8, schedule="onecycle", warmup_frac=0.25, cycle_beta1=(0.95, 0.85), eps=1e-4,
+                       clip_grad=0.05, clip_mode="per_param", ema_per_epoch=0.9, ema_short_epochs=1)
+    full = make_run(tmp_path, manifest, cfg, "full")
+    make_run(tmp_path, manifest, cfg, "resumed", stop_after=5)
+    resumed = make_run(tmp_path, manifest, cfg, "resumed", seed=1)
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    ema = [(tmp_path / run / "encoder_ema" / "model.safetensors").read_bytes() for run in ("full", "resumed")]
+    assert ema[0] == ema[1]
+    saved = torch.load(tmp_path / "full" / "checkpoints" / "step_0000008" / "optimizer.pt", weights_only=True)
+    group = saved["param_groups"][0]
+    assert group["eps"] == 1e-4 and group["betas"][0] == pytest.approx(beta1_at(7, cfg)) and group["betas"][1] == 0.95
+    rows = (tmp_path / "full" / "log.csv").read_text().splitlines()
+    assert "beta1" in rows[0].split(",")
+    globally = make_run(tmp_path, manifest, replace(cfg, clip_mode="global"), "global")
+    assert not torch.equal(globally.head.weight, full.head.weight)  # the two clipping modes differ
 
 
 def test_ema_averages_weights_and_batchnorm_statistics():

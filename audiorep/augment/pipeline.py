@@ -7,8 +7,8 @@ Per step, in this order (EAT code: datasets/audio_augs.py `AudioAugs`, datasets/
   2. one noise type drawn for the step from `noises`, reaching a clip with probability p;
   3. with probability resample_p, the batch resampled by one factor from resample_factors
      (length kept);
-  4. with probability mix_p, one mix drawn for the step from `mixes`: mixed targets, and the
-     caller switches to BCE (`mixed` is True).
+  4. with probability mix_p, one mix drawn for the step from `mixes`: targets by the rule
+     `mix_targets` (mixes.mixed_targets), and the caller switches to BCE (`mixed` is True).
 The EAT code draws steps 1-2 per clip in its data loader; here they run batched on the
 training device with one noise type per step. Gradients are never needed (no_grad).
 """
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .mixes import energy_mixup, freq_mix, phase_mix, time_mix
+from .mixes import TARGET_RULES, energy_mixup, freq_mix, mixed_targets, phase_mix, time_mix
 from .wave import (ADDITIVE_NOISES, add_noise, cyclic_shift, gain, highpass, lowpass, mu_law, phase_noise, quantize,
                    resample, segment_gain, time_mask, time_shift)
 
@@ -55,14 +55,15 @@ SIGNAL_AUGMENTS = {
 }
 NOISES = {
     **{kind: (lambda x, c, sr, g, kind=kind: add_noise(x, kind, sr, c.snr_db, g)) for kind in ADDITIVE_NOISES},
+    "sine": lambda x, c, sr, g: add_noise(x, "sine", sr, c.sine_snr_db, g),
     "phase": lambda x, c, sr, g: phase_noise(x, _n_fft(x, c, g), *c.phase_sigma, generator=g),
 }
-# name -> f(x [B, S], target [B, C], cfg, generator) -> (x, target)
+# name -> f(x [B, S], cfg, generator) -> (x, partner [B], own weight [B])
 MIXES = {
-    "mixup": lambda x, t, c, g: energy_mixup(x, t, generator=g),
-    "timemix": lambda x, t, c, g: time_mix(x, t, generator=g),
-    "freqmix": lambda x, t, c, g: freq_mix(x, t, _n_fft(x, c, g), generator=g),
-    "phasemix": lambda x, t, c, g: phase_mix(x, t, _n_fft(x, c, g), generator=g),
+    "mixup": lambda x, c, g: energy_mixup(x, generator=g),
+    "timemix": lambda x, c, g: time_mix(x, generator=g),
+    "freqmix": lambda x, c, g: freq_mix(x, _n_fft(x, c, g), generator=g),
+    "phasemix": lambda x, c, g: phase_mix(x, _n_fft(x, c, g), generator=g),
 }
 
 
@@ -73,13 +74,15 @@ class WaveAugmentConfig:
     mixes: tuple[str, ...] = ("mixup", "timemix", "freqmix", "phasemix")  # () = never mix
     p: float = 0.5                      # chance that each signal augmentation, and the noise, reaches a clip
     mix_p: float = 1.0                  # chance that a step mixes (EAT: mix_ratio 1)
+    mix_targets: str = "soft"           # TARGET_RULES: "soft" (weighted) or "union" (the EAT release's BCE target)
     resample_p: float = 0.5             # chance that a step resamples the batch
     resample_factors: tuple[float, ...] = (0.8, 0.9, 1.1, 1.2)
     gain: tuple[float, float] = (0.5, 1.3)         # gain and segment gain range
     segment_s: float = 0.1              # segment gain length (seconds)
     shift_s: float = 0.1                # largest linear shift (seconds)
     mask_s: float = 0.1                 # time mask length (seconds)
-    snr_db: tuple[float, float] = (30.0, 30.0)     # additive noise SNR range (EAT: always 30 dB)
+    snr_db: tuple[float, float] = (30.0, 30.0)     # additive noise SNR range (EAT: always 30 dB) ...
+    sine_snr_db: tuple[float, float] = (30.0, 35.0)  # ... except the sine hum (EAT: U[30, 35) dB)
     phase_sigma: tuple[float, float] = (0.01, 0.02)  # phase noise scale range (radians)
     lowpass: tuple[float, float] = (0.25, 0.375)   # cutoff range, fractions of the sample rate
     highpass: tuple[float, float] = (0.005, 0.125)
@@ -95,7 +98,9 @@ class WaveAugmentConfig:
         for field in ("p", "mix_p", "resample_p"):
             if not 0 <= getattr(self, field) <= 1:
                 raise ValueError(f"WaveAugmentConfig.{field}={getattr(self, field)}: a probability must be in [0, 1]")
-        for field in ("gain", "snr_db", "phase_sigma", "lowpass", "highpass"):
+        if self.mix_targets not in TARGET_RULES:
+            raise ValueError(f"WaveAugmentConfig.mix_targets={self.mix_targets!r}: expected one of {TARGET_RULES}")
+        for field in ("gain", "snr_db", "sine_snr_db", "phase_sigma", "lowpass", "highpass"):
             low, high = getattr(self, field)
             if low > high:
                 raise ValueError(f"WaveAugmentConfig.{field}={getattr(self, field)}: expected (low, high) with low <= high")
@@ -141,5 +146,6 @@ def wave_augment(wave: torch.Tensor, target: torch.Tensor | None, cfg: WaveAugme
             x = resample(x, _pick(cfg.resample_factors, x, generator))
         mixed = bool(cfg.mixes) and _chance(cfg.mix_p, x, generator)
         if mixed:
-            x, target = MIXES[_pick(cfg.mixes, x, generator)](x, target, cfg, generator)
+            x, partner, weight = MIXES[_pick(cfg.mixes, x, generator)](x, cfg, generator)
+            target = mixed_targets(target.to(x.dtype), partner, weight, cfg.mix_targets)
     return x.to(wave.dtype), target, mixed

@@ -48,12 +48,14 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe("passt", SupervisedConfig, Supervised, "passt-s",
            ("lr=2e-5", "weight_decay=1e-4", "betas=0.9,0.999", "schedule=linear", "data.gain_db=7",
             "data.balanced=true")),
-    # official EAT ESC-50 command: AdamW (0.9, 0.99), lr 3e-4, wd 1e-5, batch 128, 3500 epochs of 12
-    # steps, OneCycle (10% rise), clip 1, EMA 0.995 per epoch (= 0.995^(1/12) per step; BatchNorm
-    # statistics averaged too); peak-normalized clips, no roll
+    # official EAT ESC-50 command (--amp): AdamW (0.9, 0.99) eps 1e-4, lr 3e-4, wd 1e-5, batch 128, 3500
+    # epochs of 12 steps, OneCycle (10% rise, beta1 0.95 -> 0.85 -> 0.95), summed losses clipped to norm 1,
+    # EMA 0.995 per epoch after two epochs at 0.01 (BatchNorm statistics averaged too); peak-normalized
+    # clips, no roll. Fractions and epochs, so `crossval --epochs` and `steps=` keep the shape of the run.
     Recipe("eat", EATConfig, Supervised, "eat-s",
-           ("lr=3e-4", "betas=0.9,0.99", "weight_decay=1e-5", "batch_size=128", "steps=42000", "warmup_steps=4200",
-            "schedule=onecycle", "clip_grad=1.0", "ema=0.99958", "data.roll=false", "data.gain_db=0")),
+           ("lr=3e-4", "betas=0.9,0.99", "eps=1e-4", "weight_decay=1e-5", "batch_size=128", "steps=42000",
+            "warmup_frac=0.1", "schedule=onecycle", "cycle_beta1=0.95,0.85", "clip_grad=1.0", "ema_per_epoch=0.995",
+            "ema_short_epochs=2", "data.roll=false", "data.gain_db=0")),
     # released ASiT: lr 5e-4 x batch / 256 after a warm-up, cosine to 1e-6, weight decay 0.04 -> 0.4,
     # clip 3.0, AdamW defaults, two 6 s crops with random roll per clip
     Recipe("asit", ASiTConfig, ASiT, "asit-b",
