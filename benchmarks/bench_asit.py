@@ -45,8 +45,8 @@ OBJECTIVE = ["objective.momentum=0.97", "objective.global_dim=256", "objective.l
 
 def pretrain(out: Path, corpus: Path, variant: str, seed: int, steps: int, batch: int) -> Path:
     run = out / "runs" / slug(variant, seed)
-    train = [f"steps={steps}", f"batch_size={batch}", "blr=0", "lr=1e-3", f"warmup_steps={max(1, steps // 10)}",
-             f"seed={seed}", "data.workers=1", f"checkpoint_every={steps}", f"log_every={max(1, steps // 20)}"]
+    train = [f"steps={steps}", f"batch_size={batch}", "blr=0", "lr=1e-3", f"seed={seed}", "data.workers=1",
+             f"checkpoint_every={steps}", f"log_every={max(1, steps // 20)}"]  # warm-up: the recipe's 10%
     run_recipe(RECIPES["asit"], presets.get("asit-tiny"), str(corpus), run, ENCODER + OBJECTIVE + VARIANTS[variant] + train)
     return run
 

@@ -314,6 +314,19 @@ def test_a_few_steps_lower_every_loss():
         assert last < 0.9 * first, key
 
 
+def test_recipe_trains_as_the_release():
+    """Released: warm-up 10% of the run (10 of 100 epochs), each parameter's gradient clipped
+    to norm 3 on its own, the whole clip rolled half the time before cropping, no roll per crop."""
+    from audiorep.objectives import RECIPES
+    from audiorep.train import TrainConfig, warmup_of
+
+    for steps, warmup in ((1000, 100), (300, 30)):
+        cfg = override(TrainConfig(), [*RECIPES["asit"].defaults, f"steps={steps}"])
+        assert warmup_of(cfg) == warmup
+    assert (cfg.clip_mode, cfg.clip_grad) == ("per_param", 3.0)
+    assert (cfg.data.roll, cfg.data.roll_clip) == (False, 0.5)
+
+
 # ------------------------------------------------------------------- the training loop
 
 SR = 32000
