@@ -16,6 +16,9 @@ The s.e. is that of the mean over folds (the spread of the per-fold means, k-fol
 or over seeds (train/valid/test tasks); `se_seeds` is the s.e. over the seeds' means.
 A finished run (metrics.json) is skipped when the command is run again, an unfinished one
 resumes from its last checkpoint, so rerunning the same command completes the study.
+Every fold is checked before the first run trains (`check_plan`): an empty split, or a
+training setting that cannot work for a fold's size (e.g. a warm-up not shorter than the
+steps `--epochs` gives), is an error naming it, not a failure after the other folds.
 """
 from __future__ import annotations
 
@@ -34,7 +37,7 @@ from .data import ClipDataset, task_clips
 from .encoder import Encoder
 from .files import write_json
 from .finetune import predict, score
-from .train import TrainConfig, split_overrides, train
+from .train import TrainConfig, check_config, split_overrides, train, uses_ema
 
 
 def folds(task) -> list[tuple[str, list[str], dict[str, str]]]:
@@ -51,6 +54,8 @@ def train_config(recipe, overrides: list[str], task, n_train: int, epochs: float
     the crop is the task's clip length (at most what the encoder takes)."""
     cfg = override(TrainConfig(), list(recipe.defaults) + overrides)
     if epochs is not None:
+        if not epochs > 0:
+            raise ValueError(f"--epochs {epochs}: expected a number of passes over the training clips > 0")
         cfg = replace(cfg, steps=max(1, math.ceil(epochs * n_train / cfg.batch_size)))
     if cfg.data.crop_s == 0 and task.metadata.get("sample_duration"):
         cfg = replace(cfg, data=replace(cfg.data, crop_s=float(task.metadata["sample_duration"])))
@@ -79,7 +84,7 @@ def run_fold(recipe, encoder_cfg, task, fold: tuple[str, list[str], dict[str, st
     if stop_after is not None and stop_after < cfg.steps:
         return None
     models = {"": objective}
-    if cfg.ema > 0:
+    if uses_ema(cfg):
         models["_ema"] = recipe.objective(Encoder.load(out / "encoder_ema"), objective_cfg)
     metrics = {}
     for key, split in scored.items():
@@ -89,6 +94,24 @@ def run_fold(recipe, encoder_cfg, task, fold: tuple[str, list[str], dict[str, st
                                             task.prediction_type)
     write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def check_plan(recipe, task, chosen: list[tuple[str, list[str], dict[str, str]]], overrides: list[str],
+               epochs: float | None, seeds: int) -> None:
+    """Refuse, before any training, a fold with an empty training or scored split and a
+    training config that cannot work for some fold (check_config on each fold's steps)."""
+    train_overrides = split_overrides(list(overrides))["train"]
+    for name, train_splits, scored in chosen:
+        for split in train_splits + list(scored.values()):
+            if not task_clips(task.path, split)[0]:
+                role = "held out" if split in scored.values() else "training"
+                raise ValueError(f"{task.path}: split {split!r} ({role} split of fold {name}) has no clips")
+        n_train = sum(len(task_clips(task.path, split)[0]) for split in train_splits)
+        for seed in range(seeds):
+            try:
+                check_config(train_config(recipe, train_overrides, task, n_train, epochs, seed))
+            except ValueError as e:
+                raise ValueError(f"fold {name} ({n_train} training clips): {e}") from None
 
 
 def mean_se(values: list[float]) -> tuple[float, float | None]:
@@ -128,6 +151,7 @@ def crossval(recipe, encoder_cfg, task, out: str | Path, seeds: int = 1, overrid
         if unknown:
             raise ValueError(f"{task.path}: no fold {unknown} (folds: {[name for name, _, _ in chosen]})")
         chosen = [fold for fold in chosen if fold[0] in only]
+    check_plan(recipe, task, chosen, list(overrides), epochs, seeds)
     plan = [(seed, fold) for seed in range(seeds) for fold in chosen]
     runs, results = [], {}
     bar = tqdm(plan, desc=f"crossval {task.name}", unit="run", dynamic_ncols=True)

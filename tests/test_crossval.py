@@ -106,3 +106,43 @@ def test_command_line_runs_chosen_folds_and_refuses_bad_input(tasks, tmp_path, m
     assert [r["fold"] for r in results["runs"]] == ["fold01"] and results["complete"]
     with pytest.raises(ValueError, match=r"no fold \['fold07'\]"):
         command.main(argv[:-len(tiny) - 2] + ["--folds", "fold07"])
+
+
+def test_every_fold_is_checked_before_any_training(tasks, tmp_path):
+    import shutil
+
+    empty = tmp_path / "empty_fold"
+    shutil.copytree(tasks / "kfold", empty)
+    (empty / "fold02.json").write_text("{}")
+    task = load_task(empty)
+    with pytest.raises(ValueError, match=r"split 'fold02' \(training split of fold fold00\) has no clips"):
+        crossval.crossval(RECIPE, ENCODER, task, tmp_path / "run")
+    assert not (tmp_path / "run" / "seed0").exists()  # refused before the first fold trained
+    kfold = load_task(tasks / "kfold")
+    with pytest.raises(ValueError, match=r"fold fold00 \(8 training clips\): train.warmup_steps gives a warm-up of "
+                                         r"10 steps.*steps=2"):
+        crossval.crossval(RECIPE, ENCODER, kfold, tmp_path / "run", overrides=["schedule=onecycle", "warmup_steps=10"],
+                          epochs=1)
+    with pytest.raises(ValueError, match="--epochs 0"):
+        crossval.crossval(RECIPE, ENCODER, kfold, tmp_path / "run", epochs=0)
+    assert not (tmp_path / "run" / "seed0").exists()
+
+
+def test_eat_recipe_schedules_scale_with_epochs():
+    """`--epochs 300` on ESC-50 (1600 training clips): 3750 steps, a 375-step rise (10%), the EMA per epoch."""
+    from audiorep.objectives import RECIPES
+    from audiorep.train import beta1_at, check_config, ema_momentum, lr_at, warmup_of
+
+    class ESC50:
+        metadata = {"sample_duration": 5.0}
+
+    cfg = crossval.train_config(RECIPES["eat"], [], ESC50, 1600, 300, 0)
+    check_config(cfg)
+    assert cfg.steps == 3750 and warmup_of(cfg) == 375 and cfg.eps == 1e-4 and cfg.clip_grad == 1.0
+    assert lr_at(374, cfg) == pytest.approx(3e-4) and lr_at(3749, cfg) < 1e-7  # peaks at 10%, anneals to the end
+    assert beta1_at(0, cfg) == pytest.approx(0.95) and beta1_at(374, cfg) == pytest.approx(0.85)
+    per_epoch = 1600 / 128
+    assert ema_momentum(0, cfg, per_epoch) ** per_epoch == pytest.approx(0.01)  # two epochs of the short EMA
+    assert ema_momentum(100, cfg, per_epoch) ** per_epoch == pytest.approx(0.995)
+    release = crossval.train_config(RECIPES["eat"], [], ESC50, 1600, None, 0)
+    assert release.steps == 42000 and warmup_of(release) == 4200

@@ -23,7 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", help="encoder preset (default: the recipe's)")
     parser.add_argument("--seeds", type=int, default=1, help="repeat every fold with this many seeds")
     parser.add_argument("--epochs", type=float, help="train this many passes over each fold's training clips "
-                                                     "(sets steps from the fold size and batch_size)")
+                                                     "(sets steps from the fold size and batch_size; warmup_frac "
+                                                     "and per-epoch EMA scale with it)")
     parser.add_argument("--folds", help="comma-separated held-out folds to run (default: all), e.g. fold00,fold01")
     parser.add_argument("--stop-after", type=int, help="stop the first unfinished run after this step, as if interrupted")
     parser.add_argument("overrides", nargs="*", help="field=value")
@@ -33,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("crossval runs its folds one after another in one process; start it without torchrun")
     if args.seeds < 1:
         parser.error(f"--seeds {args.seeds}: expected at least 1")
+    if args.epochs is not None and not args.epochs > 0:
+        parser.error(f"--epochs {args.epochs}: expected a number of passes over the training clips > 0")
     task = load_task(args.task)
     if task.embedding_type != "scene":
         parser.error(f"{args.task}: cross-validation needs a scene task, this one is {task.embedding_type!r}")
