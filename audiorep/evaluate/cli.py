@@ -27,6 +27,7 @@ from audiorep.files import folder_lock
 from audiorep.tasks.format import METADATA_FILE, Task, TaskFormatError, check_task, load_task, metadata_warnings
 
 from . import embeddings as emb
+from .bootstrap import N_BOOTSTRAP
 from .protocol import MODES, ProtocolConfig, evaluate_task
 from .report import write_report
 from .scores import load_categories, load_reference
@@ -84,6 +85,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--reference-model", action="append", default=[],
                    help="a model of the reference table whose published scores get a column (repeatable)")
     p.add_argument("--no-references", action="store_true", help="skip the log-mel and random-init references")
+    p.add_argument("--bootstrap", type=int, default=N_BOOTSTRAP,
+                   help="resamples of the test clips for 95%% intervals and comparisons (0 = none)")
+    p.add_argument("--compare", nargs=2, action="append", default=[], metavar=("A", "B"),
+                   help="paired bootstrap of model A against model B (labels as in --model; repeatable)")
     return p
 
 
@@ -110,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
             parser().error(f"{option} {value}: expected an integer >= 1")
     if not args.batch_seconds > 0:
         parser().error(f"--batch-seconds {args.batch_seconds}: expected seconds > 0")
+    if args.bootstrap < 0 or (args.compare and args.bootstrap == 0):
+        parser().error(f"--bootstrap {args.bootstrap}: expected resamples >= 0 (>= 1 with --compare)")
     with folder_lock(args.out):  # a second evaluate on this --out stops: "another run ... is using OUT"
         return run(args)
 
@@ -119,11 +126,18 @@ def run(args: argparse.Namespace) -> int:
         models = model_list(args.model, not args.no_references)
     except ValueError as e:
         parser().error(str(e))
+    labels = [m.label for m in models]
+    for pair in args.compare:
+        unknown = [name for name in pair if name not in labels]
+        if unknown or pair[0] == pair[1]:
+            parser().error(f"--compare {' '.join(pair)}: " + (f"no model labelled {unknown[0]!r} (models: "
+                           f"{', '.join(labels)})" if unknown else "a model compared with itself"))
     paths = find_tasks(args.tasks)
     reference = load_reference(args.reference_table) if args.reference_table else None
     categories = load_categories(args.categories) if args.categories else None
     cfg = ProtocolConfig(mode=args.mode, grid_points=args.grid_points, max_epochs=args.max_epochs,
-                         seeds=tuple(range(args.seed, args.seed + args.seeds)), device=args.device)
+                         seeds=tuple(range(args.seed, args.seed + args.seeds)), bootstrap=args.bootstrap,
+                         device=args.device)
     results: dict[str, dict[str, dict]] = {m.label: {} for m in models}
     timing = {m.label: {"embed_seconds": 0.0, "probe_seconds": 0.0} for m in models}
     failed: dict[str, str] = {}
@@ -162,11 +176,11 @@ def run(args: argparse.Namespace) -> int:
             timing[spec.label]["probe_seconds"] += result["probe_seconds"]
     config = {"models": {m.label: m.path or m.module for m in models}, "tasks": [p.name for p in paths],
               "mode": args.mode, "grid_points": args.grid_points, "seeds": list(cfg.seeds),
-              "max_epochs": args.max_epochs, "device": args.device,
+              "max_epochs": args.max_epochs, "bootstrap": args.bootstrap, "device": args.device,
               "categories": str(args.categories) if args.categories else None,
               "reference_table": str(args.reference_table) if reference else None}
     write_report(args.out, results, metadata, timing, config, reference, categories, failed, warnings,
-                 args.reference_model)
+                 args.reference_model, [tuple(pair) for pair in args.compare])
     scores = {m: {t: round(r["score"], 4) for t, r in per.items()} for m, per in results.items()}
     print(json.dumps({"report": str(args.out / "report.md"), "primary_scores": scores, "failed": sorted(failed)},
                      indent=1))

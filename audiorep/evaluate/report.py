@@ -4,9 +4,12 @@ results.json holds the run's config, the tasks (category, primary metric, warnin
 tasks that failed and why, primary scores, normalized scores, the mean normalized score of
 each model overall and per category (with n = the number of tasks), timing and the full
 per-task results. report.md shows the same as tables a paper can take: a spread (± sample
-std) only where a score is the mean of more than one run (folds x seeds), with n; each metric
-once; and, when a reference table is given, columns of its published scores for the models
-named by `reference_models`. Plots (matplotlib, PNG under plots/): per-task primary scores,
+std) only where a score is the mean of more than one run (folds x seeds), with n; the 95%
+bootstrap interval over test clips of each primary score and of each mean normalized score
+(bootstrap.py), the best model of each task in bold and, in italics, every model whose
+interval reaches the best score (the EnCodecMAE paper's Table 1 marking); paired bootstrap
+comparisons of the pairs asked for (`compare`); each metric once; and, when a reference
+table is given, columns of its published scores for the models named by `reference_models`. Plots (matplotlib, PNG under plots/): per-task primary scores,
 box plots of normalized scores per category and over all tasks, and timing per model.
 """
 from __future__ import annotations
@@ -18,6 +21,7 @@ import numpy as np
 
 from audiorep.files import write_json, write_text
 
+from . import bootstrap as bs
 from . import scores as sc
 
 ALL = "all tasks"
@@ -32,11 +36,40 @@ def _with_spread(mean: float, std: float | None, n: int) -> str:
     return _fmt(mean) if n <= 1 or std is None else f"{_fmt(mean)} ± {_fmt(std)} (n={n})"
 
 
+def _bracket(interval: list[float] | None) -> str:
+    return "" if not interval or any(math.isnan(v) for v in interval) else f" [{interval[0]:.3f}, {interval[1]:.3f}]"
+
+
+def _cell(result: dict, scores: dict[str, float], maximize: bool) -> str:
+    """A primary score with its spread and interval; bold if it is the task's best, italic if its
+    interval reaches the best."""
+    best = max(scores.values()) if maximize else min(scores.values())
+    text = _with_spread(result["score"], result["score_std"], result.get("n", 1))
+    interval = (result.get("bootstrap") or {}).get("interval")
+    text += _bracket(interval)
+    if result["score"] == best:
+        return f"**{text}**"
+    if interval and (interval[1] >= best if maximize else interval[0] <= best):
+        return f"*{text}*"
+    return text
+
+
+def _compare(a: str, b: str, results: dict, overall_reps: dict, maximize: dict[str, bool]) -> dict:
+    """Paired bootstrap of model a against b on every task both have replicates for, and overall."""
+    tasks = {}
+    for t in sorted(set(results[a]) & set(results[b])):
+        ra, rb = results[a][t].get("bootstrap"), results[b][t].get("bootstrap")
+        tasks[t] = bs.paired(ra["replicates"], rb["replicates"], maximize[t]) if ra and rb else None
+    overall = bs.paired(overall_reps[a], overall_reps[b]) if a in overall_reps and b in overall_reps else None
+    return {"a": a, "b": b, "tasks": tasks, "overall": overall}
+
+
 def _means(grouped: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, dict]]:
     return {g: {m: {"mean": float(np.mean(v)), "n": len(v)} for m, v in per.items()} for g, per in grouped.items()}
 
 
-def _plots(out: Path, table: dict, grouped: dict, timing: dict, models: list[str]) -> dict[str, str]:
+def _plots(out: Path, table: dict, grouped: dict, timing: dict, models: list[str],
+           intervals: dict[str, dict[str, list[float]]]) -> dict[str, str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -51,10 +84,12 @@ def _plots(out: Path, table: dict, grouped: dict, timing: dict, models: list[str
         width = 0.8 / max(1, len(models))
         fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(tasks) * max(1, len(models)) / 2), 4), layout="constrained")
         for i, m in enumerate(models):
-            vals = [table[t].get(m, np.nan) for t in tasks]
-            ax.bar(np.arange(len(tasks)) + i * width, vals, width, label=m)
+            vals = np.array([table[t].get(m, np.nan) for t in tasks])
+            low, high = (np.array([intervals.get(m, {}).get(t, [np.nan, np.nan])[j] for t in tasks]) for j in (0, 1))
+            errs = np.nan_to_num(np.stack([vals - low, high - vals]).clip(min=0))  # [2, tasks]; no interval: none
+            ax.bar(np.arange(len(tasks)) + i * width, vals, width, label=m, yerr=errs, capsize=2)
         ax.set_xticks(np.arange(len(tasks)) + width * (len(models) - 1) / 2, tasks, rotation=30, ha="right")
-        ax.set_ylabel("primary test score")
+        ax.set_ylabel("primary test score (bars: 95% bootstrap interval)")
         ax.legend(fontsize=8)
         fig.savefig(plots / "tasks.png", dpi=120)
         plt.close(fig)
@@ -113,11 +148,12 @@ def _reference_rows(reference: dict | None, metadata: dict[str, dict]) -> dict[s
 def write_report(out: Path, results: dict[str, dict[str, dict]], metadata: dict[str, dict], timing: dict,
                  config: dict, reference: dict | None = None, categories: dict[str, str] | None = None,
                  failed: dict[str, str] | None = None, warnings: dict[str, list[str]] | None = None,
-                 reference_models: list[str] = ()) -> dict:
+                 reference_models: list[str] = (), compare: list[tuple[str, str]] = ()) -> dict:
     """Write results.json, report.md and plots; -> the results document.
 
     `results` {model: {task key: result}}, `metadata` {task key: task_metadata}, `failed`
-    {task key or "task key / model": why}, `warnings` {task key: [messages]}.
+    {task key or "task key / model": why}, `warnings` {task key: [messages]}, `compare`
+    pairs (A, B) of model labels for paired bootstrap comparisons.
     """
     failed, warnings = failed or {}, warnings or {}
     models = list(results)
@@ -131,6 +167,14 @@ def write_report(out: Path, results: dict[str, dict[str, dict]], metadata: dict[
     grouped = sc.by_category(basis, cats)
     overall = sc.by_category(basis, {t: ALL for t in basis})
     category_means, overall_means = _means(grouped), _means(overall).get(ALL, {})
+    intervals = {m: {t: r["bootstrap"]["interval"] for t, r in per.items() if r.get("bootstrap")}
+                 for m, per in results.items()}
+    overall_reps = sc.overall_replicates(results, basis, sc.best_scores(table, maximize, ref_rows if reference else None),
+                                         maximize)
+    for m, reps in overall_reps.items():
+        if m in overall_means:
+            overall_means[m]["interval"] = bs.interval(reps)
+    comparisons = [_compare(a, b, results, overall_reps, maximize) for a, b in compare]
     tasks = sorted(table)
     doc = {"config": config, "models": models,
            "tasks": {t: {"task_name": metadata[t].get("task_name"), "category": cats[t],
@@ -139,16 +183,18 @@ def write_report(out: Path, results: dict[str, dict[str, dict]], metadata: dict[
            "normalized_to_reference": normalized_ref, "overall_means": overall_means,
            "category_means": category_means, "reference": {m: {t: ref_rows[t].get(m) for t in ref_rows}
                                                            for m in reference_models},
-           "timing": timing, "results": results}
+           "comparisons": comparisons, "timing": timing, "results": results}
     write_json(out / "results.json", doc)
-    plots = _plots(out, table, {**grouped, **overall}, timing, models)
+    plots = _plots(out, table, {**grouped, **overall}, timing, models, intervals)
 
     ref_cols = list(reference_models)
     lines = ["# audiorep evaluate report", "",
              f"Mode `{config['mode']}`, grid points {config['grid_points']}, seeds {config['seeds']}, "
              f"max epochs {config['max_epochs'] or 'as the grid says (500 unless the task sets it)'}. "
              "A score is the test mean over folds and seeds; `± s (n=N)` is the sample standard deviation "
-             "of N > 1 runs.", ""]
+             "of N > 1 runs; `[low, high]` its 95% bootstrap interval over the test clips "
+             f"({config.get('bootstrap', 0)} resamples, the same for every model). **Bold**: the best model "
+             "of the task; *italics*: a model whose interval reaches the best score.", ""]
     if failed:
         lines += ["## Failed", "", f"{len(failed)} task(s) could not be evaluated; the others were.", "",
                   "| task | problem |", "|---|---|"]
@@ -158,8 +204,7 @@ def write_report(out: Path, results: dict[str, dict[str, dict]], metadata: dict[
               "| task | metric | category | " + " | ".join(models + [f"HEAR 2021: {m}" for m in ref_cols]) + " |",
               "|---|---|---|" + "---|" * (len(models) + len(ref_cols))]
     for t in tasks:
-        cells = [_with_spread(results[m][t]["score"], results[m][t]["score_std"], results[m][t].get("n", 1))
-                 if t in results[m] else "–" for m in models]
+        cells = [_cell(results[m][t], table[t], maximize[t]) if t in results[m] else "–" for m in models]
         cells += [_fmt(ref_rows.get(t, {}).get(m)) for m in ref_cols]
         lines.append(f"| {t} | {metadata[t]['evaluation'][0]} | {cats[t]} | " + " | ".join(cells) + " |")
     best = "the best score of the reference table" if reference else "the best model of this run"
@@ -168,7 +213,20 @@ def write_report(out: Path, results: dict[str, dict[str, dict]], metadata: dict[
               "| group | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
     for name, means in [(ALL, overall_means)] + [(c, category_means[c]) for c in sc.CATEGORIES if c in category_means]:
         lines.append(f"| {name} | " + " | ".join(
-            f"{_fmt(means[m]['mean'])} (n={means[m]['n']})" if m in means else "–" for m in models) + " |")
+            f"{_fmt(means[m]['mean'])}{_bracket(means[m].get('interval'))} (n={means[m]['n']})" if m in means else "–"
+            for m in models) + " |")
+    if comparisons:
+        lines += ["", "## Paired comparisons (bootstrap over the same test clips)", "",
+                  "A - B: mean difference of the primary score over resamples (normalized score for all tasks), "
+                  "its 95% interval, and the share of resamples on which A is better.", "",
+                  "| A | B | task | A - B | 95% interval | P(A better) |", "|---|---|---|---|---|---|"]
+        for c in comparisons:
+            for t, d in [(ALL, c["overall"])] + sorted(c["tasks"].items()):
+                if d is not None:
+                    mark = " *" if d["significant"] else ""
+                    lines.append(f"| {c['a']} | {c['b']} | {t} | {d['difference']:+.3f}{mark} |"
+                                 f"{_bracket(d['interval']).strip()} | {_fmt(d['p_better'], 2)} |")
+        lines += ["", "`*`: the interval excludes 0."]
     if "categories" in plots:
         lines += ["", f"![categories]({plots['categories']})", "",
                   "Box plots: one normalized score per task; orange line = median, green triangle = mean, "

@@ -19,6 +19,8 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
+
 from audiorep.tasks.format import CATEGORIES
 
 KNOWN_CATEGORIES = {
@@ -85,6 +87,19 @@ def _relative(score: float, best: float, maximize: bool) -> float:
     return best / score if score > 0 else 1.0  # an error of 0 is the best possible
 
 
+def best_scores(table: dict[str, dict[str, float]], maximize: dict[str, bool],
+                reference: dict[str, dict[str, float]] | None = None) -> dict[str, float]:
+    """{task: the best score}: of the run's models, or with `reference` of the reference table
+    (tasks it lacks are left out)."""
+    out = {}
+    for task, scores in table.items():
+        pool = reference.get(task) if reference is not None else scores
+        values = [v for v in (pool or {}).values() if not math.isnan(v)]
+        if values:
+            out[task] = max(values) if maximize[task] else min(values)
+    return out
+
+
 def normalize(table: dict[str, dict[str, float]], maximize: dict[str, bool],
               reference: dict[str, dict[str, float]] | None = None) -> dict[str, dict[str, float]]:
     """{task: {model: score}} -> {task: {model: score relative to the best}} (1.0 = best).
@@ -92,14 +107,27 @@ def normalize(table: dict[str, dict[str, float]], maximize: dict[str, bool],
     Without `reference` the best is the run's best model on the task; with it, the best
     score of the reference table on that task (tasks it lacks are left out).
     """
+    best = best_scores(table, maximize, reference)
+    return {task: {m: _relative(s, best[task], maximize[task]) for m, s in table[task].items()} for task in best}
+
+
+def overall_replicates(results: dict[str, dict[str, dict]], normalized: dict[str, dict[str, float]],
+                       best: dict[str, float], maximize: dict[str, bool]) -> dict[str, np.ndarray]:
+    """{model: [n] bootstrap replicates of its mean normalized score}: resample b of every
+    task it has a normalized score for, divided by that task's best (point) score, averaged
+    over those tasks. Models without replicates on all of them are left out."""
     out = {}
-    for task, scores in table.items():
-        pool = reference.get(task) if reference is not None else scores
-        values = [v for v in (pool or {}).values() if not math.isnan(v)]
-        if not values:
+    for model, per_task in results.items():
+        tasks = [t for t in normalized if not math.isnan(normalized[t].get(model, math.nan))]
+        boots = [per_task[t].get("bootstrap") for t in tasks]
+        if not tasks or any(b is None for b in boots) or len({b["n"] for b in boots}) != 1:
             continue
-        best = max(values) if maximize[task] else min(values)
-        out[task] = {m: _relative(s, best, maximize[task]) for m, s in scores.items()}
+        reps = np.stack([np.asarray(b["replicates"], dtype=np.float64) for b in boots])  # [tasks, n]
+        scale = np.array([best[t] for t in tasks])[:, None]
+        up = np.array([maximize[t] for t in tasks])[:, None]
+        with np.errstate(invalid="ignore", divide="ignore"):  # as _relative, element by element
+            rel = np.where(up, np.where(scale > 0, reps / scale, np.nan), np.where(reps > 0, scale / reps, 1.0))
+        out[model] = np.mean(rel, axis=0)  # [n]
     return out
 
 
