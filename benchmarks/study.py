@@ -60,6 +60,9 @@ def mean_scores(out: Path, tasks: Path, runs: dict[str, Path]) -> dict[str, floa
                        "--grid-points", "2", "--max-epochs", "50",
                        *[x for name, spec in names.items() for x in ("--model", f"{name}={spec}")]])
     results = json.loads((out / "eval" / "results.json").read_text())
+    if results["failed"]:  # a model without a task would be averaged over fewer tasks: no table
+        raise SystemExit(f"{out / 'eval' / 'report.md'}: evaluation failed for " + "; ".join(
+            f"{k}: {v}" for k, v in sorted(results["failed"].items())))
     return mean_normalized(normalized(results, list(names)))
 
 
