@@ -69,10 +69,11 @@ def speed(args) -> None:
 
 def augment(args) -> None:
     recipe = RECIPES["eat"]
-    cfg = override(recipe.config(), list(recipe.objective_defaults))
+    cfg = override(recipe.config(), list(recipe.objective_defaults) + ["wave_mix_after_epochs=0"])  # mixes on, as below
     objective = recipe.objective(Encoder(presets.get(args.preset)), cfg, num_classes=50).train()
     train_cfg = override(TrainConfig(), list(recipe.defaults))
-    optimizer = torch.optim.AdamW(param_groups(objective, train_cfg.weight_decay), lr=train_cfg.lr, betas=train_cfg.betas)
+    optimizer = torch.optim.AdamW(param_groups(objective, train_cfg.weight_decay), lr=train_cfg.lr, betas=train_cfg.betas,
+                                  eps=train_cfg.eps)
     samples = round(args.seconds * objective.encoder.sample_rate)
     wave = 0.1 * torch.randn(args.batch, samples)
     target = torch.nn.functional.one_hot(torch.arange(args.batch) % 50, 50).float()
