@@ -58,8 +58,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (OSError, KeyError, ValueError, FolderInUse) as e:  # the toolkit's clear errors: no traceback
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"audiorep {name}: error: {message}", file=sys.stderr)
-        return 2
+    except RuntimeError as e:
+        if not isinstance(e.__context__, OSError):  # a bug, or torch's own error: keep the traceback
+            raise
+        message = e  # raised in place of an OSError (offline, missing download): the toolkit's explanation
+    print(f"audiorep {name}: error: {' '.join(str(message).split())}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -16,88 +16,20 @@ audiorep's own files (safetensors with format=audiorep metadata) load into any p
 from __future__ import annotations
 
 import argparse
-import hashlib
-import os
-import urllib.request
+import re
 from pathlib import Path
 
 import torch
 
 from ..encoder import check_finite
 from . import asit, audiomae, eat, encodecmae, passt
+from .download import ChecksumError, DownloadError, cache_dir, fetch, is_url, sha256_of  # noqa: F401 (the API)
 
 CONVERTERS = {module.FORMAT: module for module in (passt, audiomae, asit, eat, encodecmae)}
 AUDIOREP = "audiorep"
 WRAPPERS = ("model", "state_dict", "model_dict")  # Audio-MAE / Lightning, EnCodecMAE hub files, EAT's chkpnt.pt
 SAFE_GLOBALS = [argparse.Namespace]  # ASiT/DINO checkpoints store their command-line `args`
 PREFIXES = ("module.", "net.", "model.")  # DDP, hear21passt and Lightning wrappers
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("AUDIOREP_CACHE", Path.home() / ".cache" / "audiorep"))
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def fetch_hf(url: str) -> Path:
-    """`hf://owner/repo/path/in/repo[@revision]` through huggingface_hub (its cache, revisions)."""
-    try:
-        from huggingface_hub import hf_hub_download
-    except ImportError:
-        raise RuntimeError(f"{url}: downloading from the Hugging Face hub needs `pip install huggingface_hub` "
-                           "(or `pip install audiorep[hub]`)") from None
-    spec, _, revision = url[len("hf://"):].partition("@")
-    owner, repo, filename = spec.split("/", 2)
-    try:
-        return Path(hf_hub_download(f"{owner}/{repo}", filename, revision=revision or None))
-    except Exception as e:  # offline, missing file, gated repository
-        raise RuntimeError(f"cannot download {url} ({e}); download it yourself and pass weights=PATH, "
-                           "or use random_init=True") from None
-
-
-def fetch(url: str, sha256: str | None = None) -> Path:
-    """Download `url` into the cache once (atomically) and verify its sha256.
-
-    With no known hash, the hash of the first download is recorded next to the file and
-    every later use is checked against it, so a changed or corrupted file is caught.
-    """
-    from tqdm import tqdm
-
-    if url.startswith("hf://"):
-        target = fetch_hf(url)
-        record = cache_dir() / "hf" / (url[len("hf://"):].replace("/", "__") + ".sha256")
-    else:
-        target = cache_dir() / url.rsplit("/", 1)[-1]
-        record = target.with_name(target.name + ".sha256")
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.part")
-        try:
-            with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as f, tqdm(
-                    total=int(r.headers.get("Content-Length") or 0) or None, unit="B", unit_scale=True,
-                    desc=f"downloading {target.name}") as bar:
-                for block in iter(lambda: r.read(1 << 20), b""):
-                    f.write(block)
-                    bar.update(len(block))
-        except OSError as e:
-            tmp.unlink(missing_ok=True)
-            raise RuntimeError(f"cannot download {url} ({e}); download it yourself and pass weights=PATH, "
-                               "or use random_init=True") from None
-        os.replace(tmp, target)
-    digest = sha256_of(target)
-    expected = sha256 or (record.read_text().strip() if record.exists() else None)
-    if expected and digest != expected:
-        raise RuntimeError(f"{target}: sha256 {digest} does not match the expected {expected}; delete it to re-download")
-    if expected is None:
-        record.parent.mkdir(parents=True, exist_ok=True)
-        record.write_text(digest + "\n")
-    return target
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict, str | None]:
@@ -124,13 +56,23 @@ def read_checkpoint(path: str | Path) -> tuple[dict, str | None]:
         raise ValueError(f"{path}: not a readable weights-only checkpoint ({one_line(e)})") from None
 
 
+TORCH_ADVICE = ("weights_only", "safe_globals", "trust")  # words of torch's sentences on how to load it anyway
+
+
 def one_line(e: Exception) -> str:
-    """torch.load's multi-paragraph errors in one line: the unpickler's reason when there is one."""
-    text = " ".join(str(e).split())
+    """torch.load's multi-paragraph errors in one line: for a refusal of the weights-only unpickler,
+    its reason, without torch's advice on how to load the file anyway."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))  # terminal bold
+    if not text.startswith("Weights only load failed"):
+        return " ".join(text.split())[:500]
     if "WeightsUnpickler error:" in text:
-        text = "refused by the weights-only unpickler: " + text.split("WeightsUnpickler error:")[1].split(
-            " Check the documentation")[0].strip()
-    return text[:300]
+        reason = text.split("WeightsUnpickler error:", 1)[1]
+    else:  # torch's first paragraph is advice; the reason follows it
+        reason = text.split("\n", 1)[1] if "\n" in text else ""
+    reason = reason.split("Check the documentation of torch.load")[0]
+    sentences = re.split(r"(?<=\.)\s+", " ".join(reason.split()))
+    reason = " ".join(x for x in sentences if not any(word in x for word in TORCH_ADVICE))
+    return f"refused by the weights-only unpickler: {reason or 'no reason given'}"[:500]
 
 
 def unwrap(content, where: str, part: str | None = None) -> dict[str, torch.Tensor]:
@@ -191,7 +133,7 @@ def load_weights(encoder, source: str | Path, fmt: str | None = None, part: str 
     """Load a checkpoint (path or URL) into `encoder`: audiorep files as they are, official
     ones through the converter of `fmt` (the format the preset declares), every shape checked."""
     source = str(source)
-    path = fetch(source) if source.startswith(("http://", "https://", "file://", "hf://")) else Path(source)
+    path = fetch(source) if is_url(source) else Path(source)
     content, declared = read_checkpoint(path)
     sd = unwrap(content, source, part)
     if declared != AUDIOREP:
