@@ -8,8 +8,9 @@ reflect-padded by 5 s). Timestamps: either a receptive field of `rf_ms` centred 
 timestamp (one window each; several fields are concatenated, e.g. 160 + 640 ms = "2RF"),
 or the model's own tokens mapped to their times (`BackboneOutput.times`, any backbone;
 tokens of equal time, e.g. a ViT's frequency patches, are averaged). Windows always go
-through the network in batches of `batch_size`, never one forward per window, and are
-views of the padded audio, so memory is bounded by one batch plus the outputs.
+through the network in batches (at most `batch_size` windows and `batch_size` seconds of
+audio per forward), never one forward per window, and only one batch is copied out of the
+padded audio at a time, so memory is bounded by one batch plus the outputs on any length.
 """
 from __future__ import annotations
 
@@ -71,16 +72,20 @@ def window_embeddings(encoder, waves: torch.Tensor, cfg: EmbedConfig) -> torch.T
     return torch.cat([parts[level]() for level in cfg.levels], dim=-1)
 
 
-def over_windows(fn, waves: torch.Tensor, starts: list[int], size: int, batch_size: int) -> torch.Tensor:
-    """fn over the windows waves[b, s:s + size] for every clip b and start s, batch_size
-    windows per call; only one batch of windows exists at a time -> [B, K, ...]."""
+def window_batch(batch_size: int, size: int, sample_rate: int) -> int:
+    """Windows per forward: at most `batch_size` windows and `batch_size` seconds of audio, so
+    160 ms timestamp windows go batch_size at a time and 10 s scene windows a tenth of that."""
+    return max(1, min(batch_size, batch_size * sample_rate // size))
+
+
+def over_windows(fn, waves: torch.Tensor, starts: list[int], size: int, batch: int) -> torch.Tensor:
+    """fn over the windows waves[b, s:s + size] for every clip b and start s, `batch` windows
+    per call; only one batch of windows is copied out at a time -> [B, K, ...]."""
     B, K = len(waves), len(starts)
-    starts_t = torch.tensor(starts, device=waves.device)
-    offsets = torch.arange(size, device=waves.device)
     outs = []
-    for i in range(0, B * K, batch_size):
-        j = torch.arange(i, min(i + batch_size, B * K), device=waves.device)  # flat (clip, window) ids
-        outs.append(fn(waves[(j // K)[:, None], starts_t[j % K][:, None] + offsets]))  # [b, size]
+    for i in range(0, B * K, batch):
+        ids = range(i, min(i + batch, B * K))  # flat (clip, window) ids
+        outs.append(fn(torch.stack([waves[j // K, starts[j % K]:starts[j % K] + size] for j in ids])))  # [b, size]
     out = torch.cat(outs)
     return out.view(B, K, *out.shape[1:])
 
@@ -100,7 +105,8 @@ def scene_embeddings(encoder, audio, sample_rate: int, cfg: EmbedConfig | None =
     S = waves.shape[1]
     starts = window_starts(S, window, hop, to_end=cfg.scene_pad == "none")
     size = min(S, window)
-    emb = over_windows(lambda w: window_embeddings(encoder, w, cfg), waves, starts, size, cfg.batch_size)
+    batch = window_batch(cfg.batch_size, size, encoder.sample_rate)
+    emb = over_windows(lambda w: window_embeddings(encoder, w, cfg), waves, starts, size, batch)
     return emb.mean(1).float()  # [B, K, D] -> [B, D]
 
 
@@ -111,8 +117,7 @@ def timestamp_embeddings(encoder, audio, sample_rate: int, cfg: EmbedConfig | No
     check_settings(encoder, cfg)
     waves = as_waves(audio, sample_rate, encoder.sample_rate, encoder.device)
     sr = encoder.sample_rate
-    hop = max(1, round(cfg.hop_ms * sr / 1000))
-    n_ts = waves.shape[1] // hop + 1
+    hop, n_ts = timestamp_grid(encoder, waves.shape[1], cfg)
     times = torch.arange(n_ts, device=waves.device, dtype=torch.float64) * hop / sr  # [T] seconds
     if cfg.timestamps == "window":
         emb = torch.cat([rf_embeddings(encoder, waves, rf, hop, n_ts, cfg) for rf in cfg.rf_ms], dim=-1)
@@ -121,15 +126,43 @@ def timestamp_embeddings(encoder, audio, sample_rate: int, cfg: EmbedConfig | No
     return emb.float(), (times * 1000).float().expand(len(waves), -1).contiguous()  # exact for whole-ms hops
 
 
+def timestamp_grid(encoder, samples: int, cfg: EmbedConfig) -> tuple[int, int]:
+    """(hop in samples, number of timestamps) of `samples` audio at the encoder's rate."""
+    hop = max(1, round(cfg.hop_ms * encoder.sample_rate / 1000))
+    return hop, samples // hop + 1
+
+
+def centred(waves: torch.Tensor, size: int) -> torch.Tensor:
+    """[B, S] -> [B, S + size]: padded so that window k (start k * hop) is centred on sample k * hop
+    (reflect as hear21passt; zeros where the audio is too short to reflect)."""
+    left = size // 2
+    mode = "reflect" if max(left, size - left) < waves.shape[1] else "constant"  # reflect needs pad < length
+    return F.pad(waves[:, None], (left, size - left), mode=mode)[:, 0]
+
+
 def rf_embeddings(encoder, waves: torch.Tensor, rf_ms: float, hop: int, n_ts: int, cfg: EmbedConfig):
     """One window of rf_ms centred on each timestamp (reflect-padded ends) -> [B, T, D]."""
-    S = waves.shape[1]
     size = max(round(rf_ms * encoder.sample_rate / 1000), encoder.min_samples)
-    left = size // 2
-    mode = "reflect" if max(left, size - left) < S else "constant"  # reflect needs pad < length
-    padded = F.pad(waves[:, None], (left, size - left), mode=mode)[:, 0]  # [B, S + size]
     starts = [k * hop for k in range(n_ts)]
-    return over_windows(lambda w: window_embeddings(encoder, w, cfg), padded, starts, size, cfg.batch_size)  # [B, T, D]
+    batch = window_batch(cfg.batch_size, size, encoder.sample_rate)
+    return over_windows(lambda w: window_embeddings(encoder, w, cfg), centred(waves, size), starts, size, batch)
+
+
+@torch.inference_mode()
+def frame_embeddings(encoder, audio, sample_rate: int, size: int, cfg: EmbedConfig | None = None) -> torch.Tensor:
+    """hear21passt's mel level of its `*mel` modules: the frontend's frames of a `size`-sample
+    window centred on each timestamp, flattened feature-major ([C, frames] -> C * frames)
+    -> [B, T, C * frames], on the timestamps of timestamp_embeddings."""
+    cfg = cfg or encoder.config.embed
+    if size < encoder.frontend.min_samples:
+        raise ValueError(f"frame window of {size} samples: the frontend of {encoder.config.name!r} needs at least "
+                         f"{encoder.frontend.min_samples}")
+    waves = as_waves(audio, sample_rate, encoder.sample_rate, encoder.device)
+    hop, n_ts = timestamp_grid(encoder, waves.shape[1], cfg)
+    starts = [k * hop for k in range(n_ts)]
+    batch = window_batch(cfg.batch_size, size, encoder.sample_rate)
+    frames = over_windows(lambda w: encoder.frontend(w).flatten(1), centred(waves, size), starts, size, batch)
+    return frames.float()  # [B, T, C * frames]
 
 
 def token_embeddings(encoder, waves: torch.Tensor, times: torch.Tensor, cfg: EmbedConfig) -> torch.Tensor:
@@ -151,7 +184,7 @@ def token_embeddings(encoder, waves: torch.Tensor, times: torch.Tensor, cfg: Emb
         count = torch.bincount(inverse, minlength=len(uniq)).to(states.dtype)
         return summed / count[:, None]  # [b, U, D]
 
-    cols = over_windows(columns, waves, starts, size, cfg.batch_size)  # [B, K, U, D]
+    cols = over_windows(columns, waves, starts, size, window_batch(cfg.batch_size, size, encoder.sample_rate))  # [B, K, U, D]
     starts_s = torch.tensor(starts, device=waves.device, dtype=torch.float64) / encoder.sample_rate
     all_times = (starts_s[:, None] + token_times[0].double()[None]).flatten()  # [K * U]
     cols = cols.flatten(1, 2)  # [B, K * U, D]

@@ -47,6 +47,14 @@ PRESETS: dict[str, EncoderConfig] = {
     "passt-s": _passt,
     "passt-s-hop5": replace(_passt, name="passt-s-hop5", frontend=PasstMelConfig(hop_length=160),
                             backbone=ViTConfig(max_frames=2000)),
+    "passt-s-hop3": replace(_passt, name="passt-s-hop3", frontend=PasstMelConfig(hop_length=100),
+                            backbone=ViTConfig(max_frames=3200)),
+    # time positions for 20 / 30 s: one forward up to that length, longer audio in windows of it
+    "passt-s-20s": replace(_passt, name="passt-s-20s", backbone=ViTConfig(max_frames=2000),
+                           embed=replace(_passt.embed, scene_window_s=20.0, scene_hop_s=5.0)),
+    "passt-s-30s": replace(_passt, name="passt-s-30s", backbone=ViTConfig(max_frames=3000),
+                           embed=replace(_passt.embed, scene_window_s=30.0, scene_hop_s=10.0)),
+    "passt-s-openmic": replace(_passt, name="passt-s-openmic", num_classes=20),
     "audiomae-b": _audiomae,
     "asit-b": _asit,
     "passt-tiny": replace(_passt, name="passt-tiny", backbone=ViTConfig(**TINY), num_classes=10),
@@ -65,7 +73,8 @@ PRESETS: dict[str, EncoderConfig] = {
 # The format of each preset's official checkpoints (a converter in convert/); a checkpoint
 # given for a preset is read as this format and refused when it is not.
 FORMATS: dict[str, str] = {
-    "passt-s": "passt", "passt-s-hop5": "passt", "passt-tiny": "passt",
+    "passt-s": "passt", "passt-s-hop5": "passt", "passt-s-hop3": "passt", "passt-s-20s": "passt",
+    "passt-s-30s": "passt", "passt-s-openmic": "passt", "passt-tiny": "passt",
     "audiomae-b": "audiomae", "audiomae-tiny": "audiomae",
     "asit-b": "asit", "asit-tiny": "asit",
     "eat-s": "eat", "eat-m": "eat", "eat-tiny": "eat",
@@ -89,6 +98,18 @@ WEIGHTS: dict[tuple[str, str], Weights] = {
     ("passt-s-hop5", "audioset"): Weights(
         f"{PASST_RELEASES}/v0.0.3-audioset/passt-s-f128-stfthop160-p16-s10-ap.473-swa.pt", None, "passt",
         "STFT hop 5 ms (2000 frames for 10 s), AudioSet mAP .473"),
+    ("passt-s-hop3", "audioset"): Weights(
+        f"{PASST_RELEASES}/v0.0.3-audioset/passt-s-f128-stfthop100-p16-s10-ap.473-swa.pt", None, "passt",
+        "STFT hop 100 samples = 3.125 ms (3200 frames for 10 s), AudioSet mAP .473"),
+    ("passt-s-20s", "audioset"): Weights(
+        f"{PASST_RELEASES}/v0.0.5/passt-s-f128-20sec-p16-s10-ap.474-swa.pt", None, "passt",
+        "time positions for 20 s, AudioSet mAP .474"),
+    ("passt-s-30s", "audioset"): Weights(
+        f"{PASST_RELEASES}/v0.0.5/passt-s-f128-30sec-p16-s10-ap.473-swa.pt", None, "passt",
+        "time positions for 30 s, AudioSet mAP .473"),
+    ("passt-s-openmic", "openmic"): Weights(
+        f"{PASST_RELEASES}/v0.0.5/openmic-passt-s-f128-10sec-p16-s10-ap.85.pt", None, "passt",
+        "fine-tuned on OpenMIC-2008 (20 instrument logits), mAP .85"),
     # EnCodecMAE: {imports, config, state_dict} files; pretrained on AudioSet + FMA + LibriLight
     # (500k steps), "st" = + self-training (150k steps on k-means ids), the default where released
     ("encodecmae-small", "mix"): Weights(f"{ENCODECMAE_HUB}/mel256-ec-small.pt", None, "encodecmae",
@@ -103,6 +124,15 @@ WEIGHTS: dict[tuple[str, str], Weights] = {
                                        "+ self-training (paper: 100)"),
 }
 DEFAULT_TAG = {name: tag for (name, tag) in WEIGHTS}
+
+# Training-side structured patchout of the PaSST paper for each STFT hop: (time columns, freq
+# rows) dropped from the patch grid of a 10 s crop (kkoutini/PaSST s_patchout_t/s_patchout_f).
+# The supervised objective takes fractions of the grid: objective.patchout_time=t/T'
+# objective.patchout_freq=f/F' (docs/hear21passt.md lists them). passt-s-hop5 has no entry: its Table 2 values were not available to us.
+PATCHOUT: dict[str, tuple[int, int]] = {
+    "passt-s": (40, 4),         # 99 x 12 grid -> 59 x 8 = 472 patches (+2 prefix tokens)
+    "passt-s-hop3": (150, 6),   # 319 x 12 grid -> 169 x 6 = 1014 patches (paper Table 2, the "3 ms" model)
+}
 
 
 def get(name: str) -> EncoderConfig:
