@@ -243,3 +243,64 @@ def test_import_csv_events(tmp_path):
     two_folds.write_text("path,label,fold\ns.wav,bark,0\nq.wav,howl,1\n")
     report = import_task(two_folds, tmp_path / "two")
     assert report.path is None and "2 folds; k-fold tasks need at least 3" in report.problems[-1]
+
+
+def _csv(path: Path, rows: list[list[str]]) -> Path:
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    return path
+
+
+def test_import_keeps_a_repeated_row_once_and_skips_a_conflicting_one(tmp_path):
+    """A repeated row is kept once and reported; a second row giving one file other labels is
+    skipped and reported, never merged into a multi-label task."""
+    for i in range(4):
+        _wav(tmp_path / f"a{i}.wav", seconds=0.2)
+    rows = [["path", "label", "split"], ["a0.wav", "x", "train"], ["a0.wav", "x", "train"], ["a1.wav", "y", "valid"],
+            ["a1.wav", "x", "valid"], ["a2.wav", "x", "test"], ["a3.wav", "y", "train"]]
+    report = import_task(_csv(tmp_path / "scene.csv", rows), tmp_path / "scene")
+    text = "\n".join(report.problems)
+    assert "scene.csv:3: repeats line 2" in text and "scene.csv:5: a1.wav is labelled ['y'] on line 4" in text
+    task = load_task(tmp_path / "scene")
+    assert task.prediction_type == "multiclass" and task.splits["valid"] == {"a1.wav": ["y"]}
+    assert report.written == 4 and check_task(task.path) == []
+
+    events = [["path", "label", "start", "end", "fold"], ["a0.wav", "bark", "0.0", "0.1", "0"],
+              ["a0.wav", "bark", "0.0", "0.1", "0"], ["a1.wav", "", "", "", "1"], ["a2.wav", "howl", "0.1", "0.2", "2"]]
+    report = import_task(_csv(tmp_path / "ev.csv", events), tmp_path / "ev")
+    assert any("ev.csv:3: repeats line 2" in p for p in report.problems)
+    assert load_task(tmp_path / "ev").splits["fold00"]["a0.wav"] == [{"label": "bark", "start": 0.0, "end": 100.0}]
+    assert import_task(tmp_path / "ev.csv", tmp_path / "strict", strict=True).path is None
+
+
+def test_import_never_writes_a_task_with_an_empty_split(tmp_path):
+    """Generated class folders: new splits reach every split from three clips on (any mix of labels),
+    and whatever cannot fill them is refused, naming the empty splits; what is written checks."""
+    rng = np.random.default_rng(0)
+    for trial in range(8):
+        counts = rng.integers(1, 4, size=rng.integers(1, 4))  # clips per label
+        src = tmp_path / f"src{trial}"
+        for label, n in enumerate(counts):
+            for i in range(n):
+                _wav(src / f"c{label}" / f"{i}.wav", seconds=0.05)
+        folds = 3 if trial % 2 else None
+        report = import_task(src, tmp_path / f"out{trial}", folds=folds, seed=trial)
+        if counts.sum() >= 3:
+            task = load_task(report.path)
+            assert all(task.splits[s] for s in task.split_names) and check_task(report.path) == [], (counts, folds)
+        else:
+            assert report.path is None and "empty; every split needs at least one clip" in report.problems[-1]
+            assert not (tmp_path / f"out{trial}").exists()
+    rows = [["path", "label", "split"]] + [[_wav(tmp_path / f"a{i}.wav", seconds=0.05).name, "x", s]
+                                           for i, s in enumerate(["train", "valid", "train"])]
+    report = import_task(_csv(tmp_path / "no_test.csv", rows), tmp_path / "no_test")
+    assert report.path is None and "3 clips leave test empty" in report.problems[-1]
+
+
+def test_task_writer_with_check_never_puts_a_rejected_task_in_place(tmp_path):
+    meta = make_metadata("t", "scene", "multiclass", ["top1_acc"], None)
+    with pytest.raises(TaskFormatError, match="not written, `tasks check` would reject it: .*valid.json: no files"):
+        with TaskWriter(tmp_path / "t", meta, ["a"], check=True) as writer:
+            writer.add("train", np.zeros(160, np.float32), ["a"])
+            writer.add("test", np.zeros(160, np.float32), ["a"])
+    assert not (tmp_path / "t").exists() and not (tmp_path / ".t.partial").exists()

@@ -481,12 +481,14 @@ class TaskWriter:
 
     Use as a context manager: an exception (or Ctrl-C) removes the partial folder and leaves
     whatever was at `out` untouched. An existing `out` is replaced only when `overwrite`,
-    and only once the new task is complete.
+    and only once the new task is complete. With `check`, a task that `check_task` rejects
+    is never moved into place (TaskFormatError listing the problems).
     """
 
     def __init__(self, out: str | os.PathLike, metadata: dict[str, Any], vocabulary: list[str] | None = None,
-                 sample_rate: int = SAMPLE_RATE, overwrite: bool = False):
+                 sample_rate: int = SAMPLE_RATE, overwrite: bool = False, check: bool = False):
         self.out = Path(out)
+        self.check = check
         if self.out.exists() and not overwrite:
             raise FileExistsError(f"{self.out}: already exists (pass overwrite to replace it)")
         self.metadata = metadata
@@ -522,6 +524,11 @@ class TaskWriter:
         for split, entries in self.splits.items():
             _dump_json(self.tmp / f"{split}.json", entries)
         _dump_json(self.tmp / METADATA_FILE, self.metadata)
+        problems = check_task(self.tmp) if self.check else []
+        if problems:
+            self.abort()
+            raise TaskFormatError(f"{self.out}: not written, `tasks check` would reject it: {'; '.join(problems[:5])}"
+                                  + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""))
         if self.out.exists():
             old = self.out.with_name(f".{self.out.name}.old")
             if old.exists():

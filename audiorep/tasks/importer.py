@@ -4,13 +4,16 @@ Sources:
 - a folder with one sub-folder per class (`SRC/<label>/**/<audio file>`), or
 - a CSV with a header: `path,label` and optionally `split` (train/valid/test) or `fold`
   (0..k-1), and `start,end` (seconds) for event rows. Paths are relative to the CSV. Several
-  labels in one cell, separated by `sep`, make a multi-label task; several event rows may
-  name the same file; an event file with no events has one row with empty label/start/end.
+  labels in one cell, separated by `sep`, make a multi-label task; a scene file has one row
+  (a later row with other labels is skipped, one with the same labels is a duplicate, kept
+  once); several event rows may name the same file (a repeated event is kept once); an event
+  file with no events has one row with empty label/start/end.
 
 Audio is read (streamed, one file at a time) with `audio.read` (any format soundfile reads), mixed to mono and resampled to
 16 kHz. Splits are the given ones, or made from `seed` (train/valid/test, stratified by
 first label), or `folds` folds. Bad rows and unreadable files are skipped and reported by
-name (or, with `strict`, nothing is written). The task is written atomically by TaskWriter.
+name (or, with `strict`, nothing is written). A split left empty is an error (nothing is
+written), and the task is checked as `tasks check` does before TaskWriter moves it into place.
 """
 from __future__ import annotations
 
@@ -27,13 +30,19 @@ from tqdm.auto import tqdm
 from audiorep import audio
 from audiorep.audio import AudioError
 from audiorep.files import confine
-from audiorep.tasks.format import MIN_FOLDS, SAMPLE_RATE, TRAINVALTEST, TaskWriter, fold_name, make_metadata
-from audiorep.tasks.scaffold import SPLIT_FRACTIONS, rng_for
+from audiorep.tasks.format import (MIN_FOLDS, SAMPLE_RATE, TRAINVALTEST, TaskWriter, fold_name, make_metadata,
+                                   split_names)
+from audiorep.tasks.scaffold import rng_for
+
 DEFAULT_METRICS = {
     ("scene", "multiclass"): ["top1_acc", "mAP", "d_prime"],
     ("scene", "multilabel"): ["mAP", "d_prime"],
     ("event", "multilabel"): ["event_onset_200ms_fms", "segment_1s_er"],
 }
+# new train/valid/test splits: each label's shuffled clips take the next slots of this cycle
+# (60/20/20 as scaffold.SPLIT_FRACTIONS), carried on from label to label, so three clips
+# reach every split however few each label has
+SPLIT_CYCLE = ("train", "valid", "test", "train", "train")
 
 
 @dataclass
@@ -89,6 +98,7 @@ def _from_csv(src: Path, sep: str) -> tuple[dict[Path, ImportRow], list[str], bo
         raise ImportProblem(f"{src}: give either a split or a fold column, not both")
     events = {"start", "end"} <= columns
     clips: dict[Path, ImportRow] = {}
+    first: dict[tuple, int] = {}  # (path,) or (path, event) -> the line that gave it
     problems = []
     for line, row in enumerate(rows, start=2):
         where = f"{src}:{line}"
@@ -115,18 +125,27 @@ def _from_csv(src: Path, sep: str) -> tuple[dict[Path, ImportRow], list[str], bo
                 event = (labels[0], start, end)
             elif not events and not labels:
                 raise ValueError("no label")  # skipped: no clip is made for it
+            key = (path, event) if events else (path,)
+            if key in first:
+                earlier = clips[path].labels if not events else event
+                same = events or sorted(set(labels)) == sorted(earlier)
+                raise ValueError(f"repeats line {first[key]} ({row['path'].strip()} {earlier}), kept once" if same else
+                                 f"{row['path'].strip()} is labelled {earlier} on line {first[key]}, {labels} here: "
+                                 f"one row per file (several labels go in one cell, separated by {sep!r}); skipped")
+            first[key] = line
             clip = clips.setdefault(path, ImportRow(path, split=split))
             if event is not None:
                 clip.events.append(event)
             elif not events:
-                clip.labels += [x for x in labels if x not in clip.labels]
+                clip.labels = list(dict.fromkeys(labels))
         except (ValueError, TypeError) as e:
             problems.append(f"{where}: {e}")
     return clips, problems, events
 
 
 def _assign_splits(clips: list[ImportRow], seed: int, folds: int | None) -> None:
-    """Stratified by first label: folds round-robin, or train/valid/test by SPLIT_FRACTIONS."""
+    """Stratified by first label: folds round-robin, or train/valid/test by SPLIT_CYCLE, both
+    carried on from label to label."""
     by_label: dict[str, list[ImportRow]] = defaultdict(list)
     for c in clips:
         by_label[(c.labels or [e[0] for e in c.events] or [""])[0]].append(c)
@@ -134,13 +153,8 @@ def _assign_splits(clips: list[ImportRow], seed: int, folds: int | None) -> None
     offset = 0
     for label in sorted(by_label):
         group = [by_label[label][i] for i in rng.permutation(len(by_label[label]))]
-        for i, c in enumerate(group):
-            if folds:
-                c.split = fold_name((i + offset) % folds)
-            else:
-                position = (i + 0.5) / len(group)
-                c.split = "train" if position < SPLIT_FRACTIONS["train"] else (
-                    "valid" if position < SPLIT_FRACTIONS["train"] + SPLIT_FRACTIONS["valid"] else "test")
+        for i, c in enumerate(group, start=offset):
+            c.split = fold_name(i % folds) if folds else SPLIT_CYCLE[i % len(SPLIT_CYCLE)]
         offset += len(group)
 
 
@@ -207,6 +221,10 @@ def import_task(src: str | os.PathLike, out: str | os.PathLike, name: str | None
     if nfolds is not None and nfolds < MIN_FOLDS:
         return ImportReport(None, 0, problems + [f"{src}: {nfolds} folds; k-fold tasks need at least {MIN_FOLDS} "
                                                  "(a test, a validation and a training fold)"])
+    empty = sorted(set(split_names({"split_mode": split_mode, "nfolds": nfolds})) - {c.split for c in kept})
+    if empty:
+        return ImportReport(None, 0, problems + [f"{src}: {len(kept)} clips leave {', '.join(empty)} empty; every "
+                                                 "split needs at least one clip (give more clips or the missing split)"])
     embedding = "event" if is_event else "scene"
     prediction = "multilabel" if is_event or any(len(c.labels) != 1 for c in kept) else "multiclass"
     vocabulary = sorted({x for c in kept for x in c.labels} | {e[0] for c in kept for e in c.events})
@@ -214,7 +232,7 @@ def import_task(src: str | os.PathLike, out: str | os.PathLike, name: str | None
                          duration, split_mode=split_mode, nfolds=nfolds)
     used: set[str] = set()
     written = 0
-    with TaskWriter(out, meta, vocabulary, overwrite=overwrite) as writer:
+    with TaskWriter(out, meta, vocabulary, overwrite=overwrite, check=True) as writer:
         for clip in tqdm(kept, desc=f"import {out.name}"):
             try:
                 wave, _ = audio.read(clip.source, SAMPLE_RATE)
