@@ -12,7 +12,7 @@ from audiorep.data import ClipDataset, DataConfig, folder_clips
 from audiorep.frontends.codec import nearest
 from audiorep.monitor import perplexity
 from audiorep.objectives.codec_mae import CodecMAE, CodecMAEConfig
-from audiorep.objectives.codec_targets import RELEASED_GAMMA, gamma_source
+from audiorep.objectives.codec_targets import RELEASED_GAMMA, crop_targets, gamma_source
 
 CROP = dataclasses.replace(KMEANS, target_context="crop")
 
@@ -128,3 +128,20 @@ def test_recipes_draw_each_file_by_its_duration_as_released():
     for name in ("encodecmae", "encodecmae-st"):
         data = override(TrainConfig(), list(RECIPES[name].defaults)).data
         assert data.repeat_s == data.crop_s == 4 and not data.roll
+
+
+def test_targets_by_time_or_by_index_as_released():
+    """Input frames every 318 samples, codes every 320: by time, frame t takes the code nearest
+    its centre; target_frames="index" takes code t (the release), 2 samples further off per frame."""
+    class Counting:  # code j of every crop = j
+        hop, centre = 320, 160.0
+
+        def encode_batch(self, waves):
+            return torch.arange(-(-waves.shape[1] // 320)).expand(len(waves), 1, -1)  # [B, 1, T']
+    waves = torch.zeros(2, 96000)
+    by_time, valid = crop_targets(Counting(), waves, 300, 318, 318.0)
+    by_index, _ = crop_targets(Counting(), waves, 300, 318, 318.0, by_index=True)
+    assert valid.all() and by_index[0, :, 0].tolist() == list(range(300))
+    assert by_time[0, 0, 0] == 0 and by_time[0, 299, 0] == 298  # frame 299 is centred at sample 95,400: code 298
+    with pytest.raises(ValueError, match="target_frames='index'"):
+        CodecMAE(tiny_encoder(), dataclasses.replace(KMEANS, target_frames="index"))  # the clip cache: by time only

@@ -23,8 +23,8 @@ gamma_q: the release's constants (gamma "auto" with the released EnCodec, or "re
 estimated from sampled clips ("estimated"; "auto" for every other tokenizer).
 
 Deliberate differences from the released code, each with the released behaviour available:
-targets are matched to input frames by time (released: by index, codes at 75 Hz against
-frames every 13.25 ms drift by 25 ms over 4 s); `padded_as_visible=True` (default, as
+targets are matched to input frames by time (released, `target_frames="index"`: by index,
+codes at 75 Hz against frames every 13.25 ms drift by 25 ms over 4 s); `padded_as_visible=True` (default, as
 released) counts padded frames in the visible-frame loss. The full list: docs/encodecmae.md.
 
 Logs: masked/unmasked loss and the masked loss of each codebook, masked accuracy,
@@ -55,6 +55,8 @@ class CodecMAEConfig:
     targets: str = "encodec"        # one of codec_targets.TARGETS
     target_context: str = "crop"    # "crop": each crop tokenized alone, in the step (released);
                                     # "clip": whole clips once, cached, looked up by time (faster)
+    target_frames: str = "time"     # input frame t's target: the code nearest in time, or "index": code t
+                                    # (released; a 2-sample drift per frame; context "crop" only)
     gamma: str = "auto"             # "released" constants, "estimated" from gamma_clips clips;
                                     # "auto": released with targets=encodec, estimated otherwise
     codebooks: int = 8              # EnCodec codebooks predicted (the first 8: 6 kbps)
@@ -101,6 +103,9 @@ class CodecMAE(nn.Module):
             raise ValueError(f"CodecMAEConfig.targets={cfg.targets!r}: expected one of {TARGETS}")
         if cfg.target_context not in CONTEXTS:
             raise ValueError(f"CodecMAEConfig.target_context={cfg.target_context!r}: expected one of {CONTEXTS}")
+        if cfg.target_frames not in ("time", "index") or (cfg.target_frames == "index" and cfg.target_context != "crop"):
+            raise ValueError(f"CodecMAEConfig.target_frames={cfg.target_frames!r}: expected 'time', or 'index' "
+                             "with target_context='crop'")
         gamma_source(cfg)  # refuses a gamma setting that does not fit the targets, before any work
         self.encoder, self.cfg = encoder, cfg
         dim = encoder.backbone.dim
@@ -189,7 +194,8 @@ class CodecMAE(nn.Module):
         if self.cfg.target_context == "crop":
             if self.tokenizer is None:  # a resumed run
                 self.tokenizer = restore_tokenizer(self.cfg, self.encoder, self.cache, batch["wave"].device)
-            return crop_targets(self.tokenizer, batch["wave"], n_frames, *frame_grid(self.encoder.frontend))
+            return crop_targets(self.tokenizer, batch["wave"], n_frames, *frame_grid(self.encoder.frontend),
+                                by_index=self.cfg.target_frames == "index")
         if "start" not in batch:
             raise ValueError("CodecMAE looks targets up by crop: the batch needs 'index' and 'start' "
                              "(ClipDataset gives them; keep data.roll=false)")

@@ -196,13 +196,16 @@ def nearest_frame(centres: np.ndarray, hop: float, centre: float) -> np.ndarray:
     return np.floor((centres - centre) / hop + 0.5).astype(np.int64)
 
 
-def crop_targets(tokenizer, waves: torch.Tensor, n_frames: int, hop: int,
-                 centre: float) -> tuple[torch.Tensor, torch.Tensor]:
+def crop_targets(tokenizer, waves: torch.Tensor, n_frames: int, hop: int, centre: float,
+                 by_index: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Targets of crops tokenized alone (context "crop", as released): waves [B, S] -> (codes
-    [B, T, Q] long, valid [B, T]) for T input frames (hop, centre: their grid in samples)."""
+    [B, T, Q] long, valid [B, T]) for T input frames (hop, centre: their grid in samples).
+    Input frame t gets the code nearest its centre, or with `by_index` code t (the release:
+    codes every 320 samples against frames every 318 drift apart, 25 ms over 4 s)."""
     with torch.autocast(waves.device.type, enabled=False):
         codes = tokenizer.encode_batch(waves.float())  # [B, Q, T']
-    j = nearest_frame(centre + hop * np.arange(n_frames), tokenizer.hop, tokenizer.centre)  # [T]
+    j = np.arange(n_frames) if by_index else nearest_frame(centre + hop * np.arange(n_frames), tokenizer.hop,
+                                                          tokenizer.centre)  # [T]
     valid = torch.from_numpy((j >= 0) & (j < codes.shape[-1])).to(waves.device)
     picked = codes[:, :, torch.from_numpy(j.clip(0, codes.shape[-1] - 1)).to(codes.device)]  # [B, Q, T]
     return picked.transpose(1, 2).clone(), valid[None].expand(len(waves), -1)  # clone: out of inference mode
