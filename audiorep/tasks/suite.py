@@ -19,7 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from audiorep import audio
-from audiorep.tasks import instruments, mixing, music_tasks, sound_tasks, speech, speech_tasks
+from audiorep.tasks import asr_suite, instruments, mixing, music_tasks, sound_tasks, speech, speech_tasks
 from audiorep.tasks.format import SAMPLE_RATE, TaskWriter
 from audiorep.tasks.instruments import Note
 from audiorep.tasks.scaffold import SIZES, Recipe, program_pools, rng_for, voice_pools
@@ -36,13 +36,21 @@ TASKS: dict[str, tuple[Callable[[int, str], Recipe], str]] = {
     "piano_transcription": (music_tasks.piano_transcription, "maestro-v3.0.0-5h"),
     "scene_events": (sound_tasks.scene_events, "dcase2016_task2-hear2021-full"),
 }
+# transcribed-speech tasks (tasks/asr_task.py layout, not HEAR's): built only when named (--tasks asr_en)
+ASR_TASKS: dict[str, tuple[Callable[[int, str], asr_suite.AsrRecipe], str]] = {
+    "asr_en": (asr_suite.asr_en, "LibriSpeech train-clean-100 / test-clean as SUPERB runs it (EnCodecMAE Table 2)"),
+}
 WORKERS = 2
 CORPUS_CLIP_S = 10.0
 CORPUS_KINDS = ("speech", "music", "speech+music")
 
 
-def write_recipe(recipe: Recipe, out: str | os.PathLike, overwrite: bool = True, progress: bool = True) -> Path:
-    """Write every example of `recipe` as a HEAR task at `out` (atomically)."""
+def write_recipe(recipe: Recipe | asr_suite.AsrRecipe, out: str | os.PathLike, overwrite: bool = True,
+                 progress: bool = True) -> Path:
+    """Write every example of `recipe` as a HEAR task at `out` (atomically); a transcribed-speech
+    recipe writes its own layout (tasks/asr_task.py)."""
+    if isinstance(recipe, asr_suite.AsrRecipe):
+        return recipe.write(out, overwrite=overwrite)
     with TaskWriter(out, recipe.metadata, recipe.vocabulary, overwrite=overwrite) as writer:
         for split, wave, labels in tqdm(recipe.examples(), total=recipe.count, desc=Path(out).name,
                                         disable=not progress, leave=False):
@@ -51,12 +59,13 @@ def write_recipe(recipe: Recipe, out: str | os.PathLike, overwrite: bool = True,
 
 
 def build_task(name: str, out: str | os.PathLike, seed: int = 0, size: str = "small", progress: bool = True) -> Path:
-    """Build one task of TASKS at `out` in this process."""
-    if name not in TASKS:
-        raise KeyError(f"unknown task {name!r}; tasks: {', '.join(TASKS)}")
+    """Build one task of TASKS or ASR_TASKS at `out` in this process."""
+    builders = {**TASKS, **ASR_TASKS}
+    if name not in builders:
+        raise KeyError(f"unknown task {name!r}; tasks: {', '.join(builders)}")
     if size not in SIZES:
         raise ValueError(f"size must be one of {SIZES}, got {size!r}")
-    return write_recipe(TASKS[name][0](seed, size), out, progress=progress)
+    return write_recipe(builders[name][0](seed, size), out, progress=progress)
 
 
 def _build_in_worker(args: tuple[str, str, int, str]) -> str:
@@ -72,9 +81,9 @@ def build_suite(out: str | os.PathLike, seed: int = 0, size: str = "small", task
     once its new version is complete.
     """
     names = list(TASKS) if tasks is None else list(tasks)
-    unknown = [n for n in names if n not in TASKS]
+    unknown = [n for n in names if n not in TASKS and n not in ASR_TASKS]
     if unknown:
-        raise KeyError(f"unknown tasks {unknown}; tasks: {', '.join(TASKS)}")
+        raise KeyError(f"unknown tasks {unknown}; tasks: {', '.join([*TASKS, *ASR_TASKS])}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     jobs = [(n, str(out / n), seed, size) for n in names]
