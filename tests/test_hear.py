@@ -87,3 +87,18 @@ def test_encoder_rate_outside_hear_is_adapted():
     assert (at32 - native).norm() < (unconverted - native).norm() / 3
     with pytest.raises(ValueError, match="HEAR model declares"):
         hear.HearModel(model.encoder, sample_rate=24000)
+
+
+def test_load_model_takes_hear21passt_mode_and_prefers_cuda(monkeypatch):
+    """hear21passt's load_model(model_path, mode) and its `model.cuda()` when a GPU is present."""
+    from audiorep import hear
+    from audiorep.encoder import Encoder
+    assert hear.load_model("passt-tiny", mode="embed_only").encoder.config.embed.levels == ("M",)
+    assert hear.load_model("passt-tiny", mode="logits").scene_embedding_size == 10
+    with pytest.raises(ValueError, match="mode='both'"):
+        hear.load_model("passt-tiny", mode="both")
+    moved = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(Encoder, "to", lambda self, device: moved.append(torch.device(device)) or self)
+    hear.load_model("passt-tiny")
+    assert moved == [torch.device("cuda")]
