@@ -2,6 +2,13 @@
 
     python benchmarks/bench_train.py                      # CPU, fp32 and bf16, batch 2
     python benchmarks/bench_train.py --device cuda --batch 32 --precision bf16
+    python benchmarks/bench_train.py --only passt-s-hop3 "passt-s-hop3 no patchout" --encoder backbone.depth=2
+
+PaSST at each STFT hop (10 ms, 5 ms, 3.125 ms) runs with the paper's structured patchout for
+that hop (presets.PATCHOUT; hop 5 ms: the 10 ms fractions) and without; each row prints the
+sequence length (tokens per 10 s crop, prefix included) and the speed-up over no patchout.
+`--encoder` overrides encoder fields (e.g. backbone.depth=2 to fit a CPU budget: the ratios
+then cover the blocks of that depth plus the frontend).
 
 One step = what audiorep.train does per optimizer step: frontend, objective forward under
 autocast, backward, AdamW step (param groups of the loop), `after_step` (ASiT: the teacher
@@ -18,7 +25,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from audiorep import presets
+from audiorep import config, presets
 from audiorep.encoder import Encoder
 from audiorep.objectives import MAE, MAEConfig, Supervised, SupervisedConfig
 from audiorep.objectives.asit import ASiT, ASiTConfig
@@ -27,16 +34,43 @@ from audiorep.train import PRECISIONS, param_groups
 BF16_PEAK = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 FLOP/s
 
 
-def setups():
+PASST_HOPS = ("passt-s", "passt-s-hop5", "passt-s-hop3")
+
+
+def paper_patchout(preset: str) -> SupervisedConfig:
+    """The paper's structured patchout for this preset's hop, as the objective's fractions of the grid."""
+    if preset not in presets.PATCHOUT:
+        return SupervisedConfig()
+    drop_t, drop_f = presets.PATCHOUT[preset]
+    T, Fq = Encoder(presets.get(preset)).backbone.grid(presets.get(preset).backbone.max_frames)
+    return SupervisedConfig(patchout_time=drop_t / T, patchout_freq=drop_f / Fq)
+
+
+def setups(overrides: list[str]):
+    def encoder(name):
+        return Encoder(config.override(presets.get(name), overrides))
+
     no_patchout = SupervisedConfig(patchout_time=0.0, patchout_freq=0.0)
-    return {
-        "passt-s patchout": lambda: Supervised(Encoder(presets.get("passt-s")), SupervisedConfig()),
-        "passt-s no patchout": lambda: Supervised(Encoder(presets.get("passt-s")), no_patchout),
-        "audiomae-b mae 80%": lambda: MAE(Encoder(presets.get("audiomae-b")), MAEConfig()),
-        "audiomae-b no masking": lambda: MAE(Encoder(presets.get("audiomae-b")), MAEConfig(mask_ratio=0.0)),
-        "asit-b": lambda: ASiT(Encoder(presets.get("asit-b")), ASiTConfig()),
-        "asit-b no corruption": lambda: ASiT(Encoder(presets.get("asit-b")), ASiTConfig(ratio=0.0)),
+    rows = {}
+    for name in PASST_HOPS:
+        rows[f"{name} patchout"] = lambda name=name: Supervised(encoder(name), paper_patchout(name))
+        rows[f"{name} no patchout"] = lambda name=name: Supervised(encoder(name), no_patchout)
+    return rows | {
+        "audiomae-b mae 80%": lambda: MAE(encoder("audiomae-b"), MAEConfig()),
+        "audiomae-b no masking": lambda: MAE(encoder("audiomae-b"), MAEConfig(mask_ratio=0.0)),
+        "asit-b": lambda: ASiT(encoder("asit-b"), ASiTConfig()),
+        "asit-b no corruption": lambda: ASiT(encoder("asit-b"), ASiTConfig(ratio=0.0)),
     }
+
+
+def sequence_length(objective) -> int | None:
+    """Tokens per crop the backbone sees in training (prefix included); None for non-PaSST setups."""
+    if not isinstance(objective, Supervised):
+        return None
+    backbone = objective.encoder.backbone
+    grid = backbone.grid(objective.encoder.config.backbone.max_frames)
+    keep = objective.patchout(1, grid)
+    return (grid[0] * grid[1] if keep is None else keep.shape[1]) + backbone.cfg.prefix
 
 
 def make_batch(objective, batch: int, device) -> dict:
@@ -79,7 +113,7 @@ def bench(name: str, build, batch: int, steps: int, precision: str, device: torc
         torch.cuda.synchronize()
     seconds = (time.perf_counter() - start) / steps
     row = {"setup": name, "precision": precision, "batch": batch, "samples_per_s": batch / seconds,
-           "gflop_per_sample": flops / 1e9}
+           "gflop_per_sample": flops / 1e9, "tokens": sequence_length(objective)}
     if device.type == "cuda":
         gpu = torch.cuda.get_device_name(device)
         peak = next((v for k, v in BF16_PEAK.items() if k in gpu), None)
@@ -95,6 +129,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=list(PRECISIONS))
     parser.add_argument("--only", nargs="*", help="setups to run (default: all)")
+    parser.add_argument("--encoder", nargs="*", default=[], help="encoder overrides, e.g. backbone.depth=2")
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda":
@@ -102,15 +137,24 @@ def main() -> None:
         print(f"device: {torch.cuda.get_device_name(device)}")
     else:
         print(f"device: CPU, {torch.get_num_threads()} threads")
-    for name, build in setups().items():
+    if args.encoder:
+        print(f"encoder overrides: {' '.join(args.encoder)}")
+    done = {}
+    for name, build in setups(args.encoder).items():
         if args.only and name not in args.only:
             continue
         for precision in args.precision:
-            r = bench(name, build, args.batch, args.steps, precision, device)
+            r = done[name, precision] = bench(name, build, args.batch, args.steps, precision, device)
             extra = f"  MFU {r['mfu']:.1%}  {r['gb_per_sample']:.2f} GB/sample" if "mfu" in r else ""
-            print(f"{r['setup']:<24} {r['precision']:<5} batch {r['batch']:>3}  {r['samples_per_s']:8.2f} samples/s  "
+            extra += f"  {r['tokens']} tokens" if r["tokens"] else ""
+            print(f"{name:<28} {precision:<5} batch {r['batch']:>3}  {r['samples_per_s']:8.2f} samples/s  "
                   f"{r['gflop_per_sample']:7.1f} GFLOP/sample{extra}", flush=True)
-
+    for preset in PASST_HOPS:  # Table 2 of the paper: sequence length and speed-up of patchout per hop
+        for precision in args.precision:
+            on, off = done.get((f"{preset} patchout", precision)), done.get((f"{preset} no patchout", precision))
+            if on and off:
+                print(f"{preset:<14} {precision:<5} sequence {off['tokens']} -> {on['tokens']} tokens, "
+                      f"patchout speed-up {on['samples_per_s'] / off['samples_per_s']:.2f}x")
 
 if __name__ == "__main__":
     main()
