@@ -70,6 +70,13 @@ class EmbedConfig:
         if self.scene_pad not in SCENE_PADS:
             raise ValueError(f"EmbedConfig.scene_pad={self.scene_pad!r}: expected one of {SCENE_PADS}")
 
+    def check_rate(self, sample_rate: int) -> "EmbedConfig":
+        """The settings that depend on the encoder's rate: a timestamp hop of at least one sample."""
+        if self.hop_ms * sample_rate < 1000:
+            raise ValueError(f"EmbedConfig.hop_ms={self.hop_ms!r}: shorter than one sample at {sample_rate} Hz; "
+                             f"expected >= {1000 / sample_rate:.4g} ms")
+        return self
+
 
 EMBED_EXAMPLES = {"levels": "('L', 'M')", "layers": "(10, 11)", "rf_ms": "(160.0, 640.0)"}
 
@@ -114,6 +121,7 @@ class Encoder(nn.Module):
             norm = [nn.LayerNorm(dim)] if config.head_norm else []
             self.head = nn.Sequential(*norm, nn.Linear(dim, config.num_classes))
         self.sample_rate = self.frontend.sample_rate
+        config.embed.check_rate(self.sample_rate)
         min_frames, max_frames = self.backbone.frames
         self.min_samples = self.frontend.samples_for(min_frames)
         self.span_samples = self.frontend.samples_for(max_frames + 1) - 1  # most samples the backbone takes

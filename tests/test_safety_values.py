@@ -32,7 +32,7 @@ def test_embed_settings_are_checked_by_field(field, value):
 
 @pytest.mark.parametrize("setting, field", [("hop_ms=0", "hop_ms"), ("batch_size=0", "batch_size"),
                                             ("rf_ms=-160", "rf_ms"), ("levels=M,M", "levels"), ("layers=7", "layers"),
-                                            ("levels=H", "levels")])
+                                            ("levels=H", "levels"), ("hop_ms=0.05", "hop_ms")])
 def test_embed_command_refuses_bad_settings_in_one_line_writing_nothing(tmp_path, capsys, setting, field, one_thread):
     audio.write(tmp_path / "src" / "a.wav", np.zeros(SR // 2, np.float32), SR)
     before = tree(tmp_path)
@@ -98,3 +98,35 @@ def test_evaluator_settings_are_refused_naming_the_option(tmp_path, capsys, opti
     assert stop.value.code == 2 and f"{option} {float(value) if option == '--batch-seconds' else value}: expected" \
         in capsys.readouterr().err
     assert changed_outside(before, tree(tmp_path)) == []
+
+
+def test_a_hop_shorter_than_one_sample_is_refused_when_given(model):
+    """audiomae-tiny runs at 16 kHz: one sample is 0.0625 ms (rounded up to a whole sample before)."""
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match=r"EmbedConfig.hop_ms=0.05: shorter than one sample at 16000 Hz"):
+        audiorep.Encoder(replace(model.config, embed=EmbedConfig(hop_ms=0.05)))
+    assert audiorep.Encoder(replace(model.config, embed=EmbedConfig(hop_ms=0.0625))).config.embed.hop_ms == 0.0625
+
+
+def test_max_epochs_below_a_tasks_validation_interval_is_refused_before_any_work(tmp_path, capsys):
+    import json
+
+    from audiorep.evaluate.cli import check_epochs
+    from audiorep.tasks.importer import import_task
+
+    for label in ("a", "b"):
+        for i in range(3):
+            audio.write(tmp_path / "src" / label / f"{i}.wav", np.zeros(SR // 4, np.float32), SR)
+    task = import_task(tmp_path / "src", tmp_path / "tasks" / "ab").path
+    before = tree(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["evaluate", "--model", "logmel", "--tasks", str(tmp_path / "tasks"), "--out", str(tmp_path / "out"),
+                  "--max-epochs", "2"])
+    assert stop.value.code == 2
+    assert "--max-epochs 2: task ab validates every 3 epochs (check_val_every_n_epoch)" in capsys.readouterr().err
+    assert changed_outside(before, tree(tmp_path)) == []
+    meta = json.loads((task / "task_metadata.json").read_text())
+    meta["evaluation_params"] = {"task_specific_param_grid": {"check_val_every_n_epoch": [1]}}
+    (task / "task_metadata.json").write_text(json.dumps(meta))
+    check_epochs(task, 2)  # validated every epoch: 2 epochs are fine

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--block-minutes {args.block_minutes}: expected a number of minutes > 0")
 
     encoder = load(args.model, weights=args.weights, random_init=args.random_init).to(args.device).eval()
-    cfg = override(encoder.config.embed, args.set)
+    cfg = override(encoder.config.embed, args.set).check_rate(encoder.sample_rate)
     check_settings(encoder, cfg)
     out = Path(args.out)
     with folder_lock(out):

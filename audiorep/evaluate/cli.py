@@ -28,7 +28,7 @@ from audiorep.tasks.format import METADATA_FILE, Task, TaskFormatError, check_ta
 
 from . import embeddings as emb
 from .bootstrap import N_BOOTSTRAP
-from .protocol import MODES, ProtocolConfig, evaluate_task
+from .protocol import MODES, ProtocolConfig, evaluate_task, validation_interval
 from .report import write_report
 from .scores import load_categories, load_reference
 
@@ -103,6 +103,19 @@ def _check(path: Path) -> tuple[Task | None, str | None]:
     return load_task(path), None
 
 
+def check_epochs(path: Path, max_epochs: int) -> None:
+    """Refuse (before any work) an epoch cap under the task's validation interval: no grid point
+    would ever be validated. A task whose metadata does not load fails on its own later."""
+    try:
+        interval = validation_interval(load_task(path).metadata)
+    except TaskFormatError:
+        return
+    if max_epochs < interval:
+        parser().error(f"--max-epochs {max_epochs}: task {path.name} validates every {interval} epochs "
+                       f"(check_val_every_n_epoch), so no probe would ever be validated; give --max-epochs >= "
+                       f"{interval}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if not args.model and args.no_references:
@@ -117,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         parser().error(f"--batch-seconds {args.batch_seconds}: expected seconds > 0")
     if args.bootstrap < 0 or (args.compare and args.bootstrap == 0):
         parser().error(f"--bootstrap {args.bootstrap}: expected resamples >= 0 (>= 1 with --compare)")
+    if args.max_epochs is not None and args.mode != "knn":
+        for path in find_tasks(args.tasks):
+            check_epochs(path, args.max_epochs)
     with folder_lock(args.out):  # a second evaluate on this --out stops: "another run ... is using OUT"
         return run(args)
 

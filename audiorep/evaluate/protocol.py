@@ -52,6 +52,16 @@ class ProtocolConfig:
     device: str = "cpu"
 
 
+def task_grid(metadata: dict) -> dict[str, list]:
+    """What the task changes in the kit's grid: the kit's per-task table, then its metadata."""
+    return {**KIT_TASK_GRIDS.get(metadata["task_name"], {}), **param_grid(metadata)}
+
+
+def validation_interval(metadata: dict) -> int:
+    """The most epochs between two validations of any point of the task's grid."""
+    return max({**probes.KIT_GRID, **task_grid(metadata)}["check_val_every_n_epoch"])
+
+
 def data_splits(metadata: dict) -> list[dict[str, list[str]]]:
     """The kit's train/valid/test rotation."""
     if metadata["split_mode"] == "trainvaltest":
@@ -80,7 +90,7 @@ class TaskData:
         self.primary = self.metrics[0]
         self.maximize = self.primary not in MINIMIZED
         self.postprocessing = postprocessing_grid(self.meta)
-        self.grid = {**KIT_TASK_GRIDS.get(self.meta["task_name"], {}), **param_grid(self.meta)}
+        self.grid = task_grid(self.meta)
         self.scoring = scoring_for_early_stopping(self.meta)
         names = sorted({s for split in data_splits(self.meta) for part in split.values() for s in part})
         self.splits = {s: load_split(emb_dir, s, self.event) for s in names}
