@@ -132,7 +132,7 @@ KMEANS = ("sklearn", "faiss")
 
 
 class KMeansTokenizer:
-    """k-means codes of the frames `features(wave [S]) -> [T', C]` gives (one codebook).
+    """k-means codes of the frames `features(waves [B, S]) -> [B, T', C]` gives (one codebook).
     `backend`: "sklearn" (MiniBatchKMeans, `pip install audiorep[kmeans]`) or "faiss" (Lloyd,
     20 iterations, `pip install faiss-cpu`: 6.5x faster and a lower held-out error at
     20k x 768 frames, k = 1024; benchmarks/bench_encodecmae.py kmeans)."""
@@ -149,7 +149,7 @@ class KMeansTokenizer:
     @torch.inference_mode()
     def fit(self, waves: list[torch.Tensor], generator: torch.Generator | None = None) -> None:
         """k-means on up to `max_frames` frames drawn (seeded) from the sample."""
-        frames = torch.cat([self.features(w) for w in waves]).float().cpu()  # [N, C]
+        frames = torch.cat([self.features(w[None])[0] for w in waves]).float().cpu()  # [N, C]
         if len(frames) < self.codebook_size:
             raise ValueError(f"k-means with k={self.codebook_size} needs at least that many frames, "
                              f"the sample has {len(frames)}; sample more clips")
@@ -162,17 +162,17 @@ class KMeansTokenizer:
     def load_state(self, state: dict[str, torch.Tensor]) -> None:
         self.centroids = state["centroids"]
 
-    @torch.inference_mode()
     def encode(self, wave: torch.Tensor) -> torch.Tensor:
         """[S] -> codes [1, T']."""
-        if self.centroids is None:
-            raise RuntimeError("KMeansTokenizer.encode before fit/load_state")
-        frames = self.features(wave).float()  # [T', C]
-        return nearest(frames, self.centroids.to(frames.device))[None]
+        return self.encode_batch(wave[None])[0]
 
+    @torch.inference_mode()
     def encode_batch(self, waves: torch.Tensor) -> torch.Tensor:
         """[B, S] crops, each on its own -> codes [B, 1, T']."""
-        return torch.stack([self.encode(w) for w in waves])
+        if self.centroids is None:
+            raise RuntimeError("KMeansTokenizer.encode before fit/load_state")
+        frames = self.features(waves).float()  # [B, T', C]
+        return nearest(frames.flatten(0, 1), self.centroids.to(frames.device)).view(len(waves), 1, -1)
 
     def errors(self, wave: torch.Tensor) -> torch.Tensor:
         return torch.ones(1)

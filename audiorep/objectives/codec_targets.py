@@ -63,21 +63,21 @@ def frame_grid(frontend) -> tuple[int, float]:
     return round(frontend.hop_s * frontend.sample_rate), (frontend.samples_for(1) - 1) / 2
 
 
-def framewise(frontend, fn, wave: torch.Tensor, chunk_frames: int) -> torch.Tensor:
-    """fn(features [1, C, t]) -> [t, D] over a long wave [S], `chunk_frames` frames at a
-    time (the frames are the frontend's own: chunks overlap by one window) -> [T, D]."""
+def framewise(frontend, fn, waves: torch.Tensor, chunk_frames: int) -> torch.Tensor:
+    """fn(features [B, C, t]) -> [B, t, D] over waves [B, S], `chunk_frames` frames at a
+    time (the frames are the frontend's own: chunks overlap by one window) -> [B, T, D]."""
     step = chunk_frames * frame_grid(frontend)[0]
     out = []
-    for first in range(0, len(wave), step):
-        piece = wave[first:first + frontend.samples_for(chunk_frames)]
-        if len(piece) < frontend.min_samples:
+    for first in range(0, waves.shape[-1], step):
+        piece = waves[:, first:first + frontend.samples_for(chunk_frames)]
+        if piece.shape[-1] < frontend.min_samples:
             break
-        out.append(fn(frontend(piece[None])))
-    return torch.cat(out)
+        out.append(fn(frontend(piece)))
+    return torch.cat(out, dim=1)
 
 
 def fbank_frames(encoder, chunk_frames: int = 3000):
-    return lambda wave: framewise(encoder.frontend, lambda f: f[0].T, wave, chunk_frames)
+    return lambda waves: framewise(encoder.frontend, lambda f: f.transpose(1, 2), waves, chunk_frames)
 
 
 def activation_frames(encoder, layer: int, postnorm: bool):
@@ -90,8 +90,8 @@ def activation_frames(encoder, layer: int, postnorm: bool):
 
     def fn(feats):
         out = backbone(feats, layers=[layer])
-        return (out.tokens if final else out.hidden[0])[0]  # [t, D]
-    return lambda wave: framewise(encoder.frontend, fn, wave, backbone.frames[1])
+        return out.tokens if final else out.hidden[0]  # [B, t, D]
+    return lambda waves: framewise(encoder.frontend, fn, waves, backbone.frames[1])
 
 
 def build_tokenizer(cfg, encoder, device, folder: Path):
