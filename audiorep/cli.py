@@ -17,6 +17,7 @@ COMMANDS = {
     "finetune": ("audiorep.commands.finetune", "fine-tune an encoder on a task"),
     "crossval": ("audiorep.commands.crossval", "cross-validate a recipe from scratch on a task's folds"),
     "demo": ("audiorep.demo", "the whole toolkit on a laptop: suite, pretraining, evaluation"),
+    "study": ("audiorep.commands.study", "train several recipes alike and compare them in one table with intervals"),
 }
 
 

@@ -1,0 +1,328 @@
+"""A study spec (TOML, read with tomllib) -> a checked `Spec`; every problem names its field.
+
+    title = "five recipes, tiny"          # optional
+    threads = 1                           # torch threads of each training process
+    overrides = ["data.workers=1"]        # field=value for every run, after its size's
+
+    [data]                                # exactly one of:
+    corpus = { hours = 0.3, seed = 0 }    #   the suite's unlabeled corpus, built under OUT/corpus
+    # folder = "clips/"  manifest = "clips.csv"  shards = "shards/{000..009}.tar"
+
+    [budget]                              # exactly one unit, the same for every run:
+    steps = 400                           #   steps | audio_s (audio the model sees) | minutes
+    curve = [100, 200]                    # earlier points to evaluate, in the same unit
+
+    [evaluate]
+    tasks = ["keywords", "pitch"]         # suite tasks built under OUT/tasks, or names in `folder`
+    # folder = "tasks/"                   # a folder of HEAR tasks instead of the suite
+    suite = { size = "small", seed = 0 }
+    mode = "mlp"                          # grid_points, max_epochs, seeds, bootstrap as `audiorep evaluate`
+    compare = [["asit", "audiomae"]]      # paired bootstrap of two runs (per seed)
+
+    [[run]]
+    name = "asit"                         # default: the recipe's name
+    recipe = "asit"
+    size = "tiny"                         # audiorep.sizes; preset = "..." to pick another encoder
+    overrides = []
+    seeds = 1                             # a count (0, 1, ...) or a list
+    init = "other run"                    # start from that run's final encoder (same seeds)
+    task = "family"                       # supervised recipes: the labelled task (an evaluate task) they train on
+    torchrun = 2                          # launch through torchrun with this many processes
+    paper = "Table 2: 28.1"               # a column with the paper's number
+
+Relative paths are relative to the spec file.
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from audiorep import presets, sizes
+from audiorep.config import override
+from audiorep.evaluate.protocol import MODES
+from audiorep.objectives import RECIPES, Supervised
+from audiorep.tasks.scaffold import SIZES as SUITE_SIZES
+from audiorep.tasks.suite import TASKS as SUITE_TASKS
+from audiorep.train import TrainConfig, split_overrides
+
+UNITS = ("steps", "audio_s", "minutes")
+DATA_KINDS = ("corpus", "folder", "manifest", "shards")
+SET_BY_STUDY = ("steps", "seed", "checkpoint_every")  # train fields the study owns
+
+
+class SpecError(ValueError):
+    """A spec field that cannot be used; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class Run:
+    name: str
+    recipe: str
+    preset: str
+    overrides: tuple[str, ...]     # the size's, the spec's common ones, the run's
+    seeds: tuple[int, ...]
+    size: str | None = None
+    init: str | None = None
+    task: str | None = None
+    torchrun: int = 0
+    paper: str = ""
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    tasks: tuple[str, ...]
+    folder: Path | None = None     # None: the suite's tasks, built
+    suite_size: str = "small"
+    suite_seed: int = 0
+    mode: str = "mlp"
+    grid_points: int = 2
+    max_epochs: int | None = 50
+    seeds: int = 1
+    bootstrap: int = 1000
+    compare: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Spec:
+    path: Path
+    text: str                      # the file as read (a rerun must give the same one)
+    data_kind: str
+    data: object                   # a Path, or {"hours", "seed"} for the corpus
+    unit: str
+    budget: float
+    curve: tuple[float, ...]
+    evaluation: Evaluation
+    runs: tuple[Run, ...]
+    threads: int = 1
+    title: str = ""
+
+
+def _fail(spec: Path, where: str, problem: str):
+    raise SpecError(f"{spec}: {where}: {problem}")
+
+
+def _keys(spec: Path, where: str, table, allowed: tuple[str, ...]) -> dict:
+    if not isinstance(table, dict):
+        _fail(spec, where, f"expected a table, got {table!r}")
+    unknown = sorted(set(table) - set(allowed))
+    if unknown:
+        _fail(spec, where, f"unknown key {unknown[0]!r} (keys: {', '.join(allowed)})")
+    return table
+
+
+def _typed(spec: Path, where: str, value, kind, check=None, expect: str = ""):
+    ok = isinstance(value, kind) and not (kind in (int, float, (int, float)) and isinstance(value, bool))
+    if not ok or (check is not None and not check(value)):
+        _fail(spec, where, f"expected {expect or getattr(kind, '__name__', kind)}, got {value!r}")
+    return value
+
+
+def _strings(spec: Path, where: str, value) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        _fail(spec, where, f"expected a list of strings, got {value!r}")
+    return tuple(value)
+
+
+def _path(spec: Path, value) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else (spec.parent / p).resolve()
+
+
+def _data(spec: Path, table) -> tuple[str, object]:
+    table = _keys(spec, "[data]", table, DATA_KINDS)
+    given = [k for k in DATA_KINDS if k in table]
+    if len(given) != 1:
+        _fail(spec, "[data]", f"give exactly one of {', '.join(DATA_KINDS)} (got {', '.join(given) or 'none'})")
+    kind = given[0]
+    if kind == "corpus":
+        corpus = _keys(spec, "data.corpus", table[kind], ("hours", "seed"))
+        hours = _typed(spec, "data.corpus.hours", corpus.get("hours"), (int, float), lambda v: v > 0, "hours > 0")
+        seed = _typed(spec, "data.corpus.seed", corpus.get("seed", 0), int, lambda v: v >= 0, "an integer >= 0")
+        return kind, {"hours": float(hours), "seed": seed}
+    value = _typed(spec, f"data.{kind}", table[kind], str)
+    if kind == "shards":
+        return kind, value if Path(value).is_absolute() else str(spec.parent.resolve() / value)
+    path = _path(spec, value)
+    if not path.exists():
+        _fail(spec, f"data.{kind}", f"{path} does not exist")
+    return kind, path
+
+
+def _budget(spec: Path, table) -> tuple[str, float, tuple[float, ...]]:
+    table = _keys(spec, "[budget]", table, (*UNITS, "curve"))
+    given = [u for u in UNITS if u in table]
+    if len(given) != 1:
+        _fail(spec, "[budget]", f"give the budget in exactly one unit of {', '.join(UNITS)} "
+                                f"(got {', '.join(given) or 'none'}), so every run gets the same")
+    unit = given[0]
+    kind = int if unit == "steps" else (int, float)
+    budget = _typed(spec, f"budget.{unit}", table[unit], kind, lambda v: v > 0, f"a {unit} count > 0")
+    curve = table.get("curve", [])
+    if not isinstance(curve, list):
+        _fail(spec, "budget.curve", f"expected a list of {unit}, got {curve!r}")
+    for i, point in enumerate(curve):
+        _typed(spec, f"budget.curve[{i}]", point, kind, lambda v: 0 < v < budget, f"{unit} in (0, {budget})")
+    if len(set(curve)) != len(curve):
+        _fail(spec, "budget.curve", f"{curve} repeats a point")
+    return unit, float(budget), tuple(sorted(float(p) for p in curve))
+
+
+def _evaluation(spec: Path, table) -> Evaluation:
+    allowed = ("tasks", "folder", "suite", "mode", "grid_points", "max_epochs", "seeds", "bootstrap", "compare")
+    table = _keys(spec, "[evaluate]", table, allowed)
+    folder = _path(spec, _typed(spec, "evaluate.folder", table["folder"], str)) if "folder" in table else None
+    if folder is not None and not folder.is_dir():
+        _fail(spec, "evaluate.folder", f"{folder} is not a folder")
+    if folder is None and "tasks" not in table:
+        _fail(spec, "[evaluate]", "give tasks (suite task names) or folder (a folder of HEAR tasks)")
+    tasks = _strings(spec, "evaluate.tasks", table["tasks"]) if "tasks" in table else tuple(
+        sorted(p.name for p in folder.iterdir() if (p / "task_metadata.json").exists()))
+    if not tasks:
+        _fail(spec, "evaluate.folder", f"{folder} holds no task folder (task_metadata.json)")
+    for i, name in enumerate(tasks):
+        known = (folder / name).is_dir() if folder else name in SUITE_TASKS
+        if not known:
+            where = f"a task folder in {folder}" if folder else f"a suite task ({', '.join(SUITE_TASKS)})"
+            _fail(spec, f"evaluate.tasks[{i}]", f"{name!r} is not {where}")
+    suite = _keys(spec, "evaluate.suite", table.get("suite", {}), ("size", "seed"))
+    size = suite.get("size", "small")
+    if size not in SUITE_SIZES:
+        _fail(spec, "evaluate.suite.size", f"{size!r} is not one of {', '.join(SUITE_SIZES)}")
+    mode = table.get("mode", "mlp")
+    if mode not in MODES:
+        _fail(spec, "evaluate.mode", f"{mode!r} is not one of {', '.join(MODES)}")
+    counts = {k: _typed(spec, f"evaluate.{k}", table[k], int, lambda v: v >= (0 if k == "bootstrap" else 1),
+                        "an integer >= 0" if k == "bootstrap" else "an integer >= 1")
+              for k in ("grid_points", "max_epochs", "seeds", "bootstrap") if k in table}
+    compare = table.get("compare", [])
+    if not isinstance(compare, list) or not all(isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p)
+                                                for p in compare):
+        _fail(spec, "evaluate.compare", f"expected a list of [run, run] pairs, got {compare!r}")
+    seed = _typed(spec, "evaluate.suite.seed", suite.get("seed", 0), int, lambda v: v >= 0, "an integer >= 0")
+    return Evaluation(tasks, folder, size, seed, mode, **counts, compare=tuple(tuple(p) for p in compare))
+
+
+def _seeds(spec: Path, where: str, value) -> tuple[int, ...]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            _fail(spec, where, f"expected a count >= 1 or a list of seeds, got {value}")
+        return tuple(range(value))
+    if (not isinstance(value, list) or not value or len(set(value)) != len(value)
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value)):
+        _fail(spec, where, f"expected a count >= 1 or a list of distinct seeds >= 0, got {value!r}")
+    return tuple(value)
+
+
+RUN_KEYS = ("name", "recipe", "size", "preset", "overrides", "seeds", "init", "task", "torchrun", "paper")
+
+
+def _run(spec: Path, i: int, table, common: tuple[str, ...], evaluation: Evaluation) -> Run:
+    where = f"run[{i}]"
+    table = _keys(spec, where, table, RUN_KEYS)
+    recipe = _typed(spec, f"{where}.recipe", table.get("recipe"), str, expect="a recipe name")
+    if recipe not in RECIPES:
+        _fail(spec, f"{where}.recipe", f"unknown recipe {recipe!r} (recipes: {', '.join(sorted(RECIPES))})")
+    name = _typed(spec, f"{where}.name", table.get("name", recipe), str,
+                  lambda v: v and all(c.isalnum() or c in "-_+." for c in v), "a name of letters, digits, - _ + .")
+    size_name = table.get("size")
+    size_overrides: tuple[str, ...] = ()
+    preset = RECIPES[recipe].preset
+    if size_name is not None:
+        try:
+            size = sizes.get(recipe, size_name)
+        except KeyError as e:
+            _fail(spec, f"{where}.size", e.args[0])
+        preset, size_overrides = size.preset, size.overrides
+    if "preset" in table:
+        preset = _typed(spec, f"{where}.preset", table["preset"], str)
+        if preset not in presets.PRESETS:
+            _fail(spec, f"{where}.preset", f"unknown preset {preset!r} (`audiorep presets` lists them)")
+    own = _strings(spec, f"{where}.overrides", table.get("overrides", []))
+    overrides = size_overrides + common + own
+    check_overrides(spec, f"{where}.overrides", recipe, preset, overrides)
+    supervised = RECIPES[recipe].objective is Supervised
+    task = table.get("task")
+    if supervised and task is None:
+        _fail(spec, f"{where}.task", f"{recipe} is supervised: name the labelled task it trains on "
+                                     f"(one of evaluate.tasks: {', '.join(evaluation.tasks)})")
+    if task is not None and not supervised:
+        _fail(spec, f"{where}.task", f"{recipe} is self-supervised: it trains on [data], not on a task")
+    if task is not None and task not in evaluation.tasks:
+        _fail(spec, f"{where}.task", f"{task!r} is not one of evaluate.tasks ({', '.join(evaluation.tasks)})")
+    torchrun = _typed(spec, f"{where}.torchrun", table.get("torchrun", 0), int, lambda v: v >= 0, "processes >= 0")
+    return Run(name, recipe, preset, overrides, _seeds(spec, f"{where}.seeds", table.get("seeds", 1)), size_name,
+               table.get("init"), task, torchrun, _typed(spec, f"{where}.paper", table.get("paper", ""), str))
+
+
+def check_overrides(spec: Path, where: str, recipe: str, preset: str, overrides: tuple[str, ...]) -> None:
+    """Apply the overrides to the configs the run will build, as run_recipe does."""
+    for item in overrides:
+        key = item.split("=", 1)[0].removeprefix("train.")
+        if key in SET_BY_STUDY:
+            _fail(spec, where, f"{item!r}: {key} is set by the study ([budget] and seeds)")
+    rec = RECIPES[recipe]
+    parts = split_overrides(list(overrides))
+    try:
+        override(presets.get(preset), parts["encoder"])
+        override(rec.config(), list(rec.objective_defaults) + parts["objective"])
+        override(TrainConfig(), list(rec.defaults) + parts["train"])
+    except (KeyError, ValueError, TypeError) as e:
+        _fail(spec, where, str(e.args[0] if e.args else e))
+
+
+def _check_inits(spec: Path, runs: tuple[Run, ...]) -> None:
+    by_name = {r.name: r for r in runs}
+    for i, run in enumerate(runs):
+        if run.init is None:
+            continue
+        if run.init not in by_name:
+            _fail(spec, f"run[{i}].init", f"{run.init!r} names no run of the study (runs: {', '.join(by_name)})")
+        missing = sorted(set(run.seeds) - set(by_name[run.init].seeds))
+        if missing:
+            _fail(spec, f"run[{i}].init", f"run {run.init!r} has no seed {missing[0]} (its seeds: "
+                                          f"{list(by_name[run.init].seeds)})")
+        chain, at = [run.name], run.init
+        while at is not None:
+            if at in chain:
+                _fail(spec, f"run[{i}].init", "a cycle: " + " -> ".join(chain + [at]))
+            chain.append(at)
+            at = by_name[at].init
+
+
+def load(path: str | Path) -> Spec:
+    """Read and check the spec file at `path`."""
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: study spec not found")
+    text = path.read_text()
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError(f"{path}: not valid TOML: {e}") from None
+    _keys(path, "the spec", doc, ("title", "threads", "overrides", "data", "budget", "evaluate", "run"))
+    for table in ("data", "budget", "evaluate", "run"):
+        if table not in doc:
+            _fail(path, f"[{table}]" if table != "run" else "[[run]]", "missing")
+    data_kind, data = _data(path, doc["data"])
+    unit, budget, curve = _budget(path, doc["budget"])
+    evaluation = _evaluation(path, doc["evaluate"])
+    common = _strings(path, "overrides", doc.get("overrides", []))
+    if not isinstance(doc["run"], list) or not doc["run"]:
+        _fail(path, "[[run]]", "expected one or more [[run]] tables")
+    runs = tuple(_run(path, i, r, common, evaluation) for i, r in enumerate(doc["run"]))
+    names = [r.name for r in runs]
+    for i, name in enumerate(names):
+        if names.index(name) != i:
+            _fail(path, f"run[{i}].name", f"{name!r} is the name of run[{names.index(name)}] too")
+    _check_inits(path, runs)
+    for j, pair in enumerate(evaluation.compare):
+        for name in pair:
+            if name not in names:
+                _fail(path, f"evaluate.compare[{j}]", f"{name!r} names no run (runs: {', '.join(names)})")
+        shared = set(runs[names.index(pair[0])].seeds) & set(runs[names.index(pair[1])].seeds)
+        if pair[0] == pair[1] or not shared:
+            _fail(path, f"evaluate.compare[{j}]", f"{pair}: two different runs with a seed in common")
+    threads = _typed(path, "threads", doc.get("threads", 1), int, lambda v: v >= 1, "an integer >= 1")
+    return Spec(path, text, data_kind, data, unit, budget, curve, evaluation, runs, threads,
+                _typed(path, "title", doc.get("title", ""), str))
