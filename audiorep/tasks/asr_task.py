@@ -72,6 +72,14 @@ class AsrTask:
     def name(self) -> str:
         return self.metadata["task_name"]
 
+    @property
+    def split_names(self) -> list[str]:
+        return list(TRAINVALTEST)
+
+    def items(self, split: str) -> list[tuple[str, str]]:
+        """[(relative wav path, transcript)] sorted by file (as format.Task.items)."""
+        return [(f"{SAMPLE_RATE}/{split}/{name}", text) for name, text in sorted(self.splits[split].items())]
+
     def audio_path(self, split: str, name: str) -> Path:
         return self.path / str(SAMPLE_RATE) / split / name
 
