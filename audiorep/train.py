@@ -176,13 +176,13 @@ def beta1_at(step: int, cfg: TrainConfig) -> float:
     return cosine(high, low, progress) if rising else cosine(low, high, progress)
 
 
-def ema_momentum(step: int, cfg: TrainConfig, epoch_steps: float | None) -> float:
+def ema_momentum(step: int, cfg: TrainConfig, steps_per_epoch: float | None) -> float:
     """EMA momentum of step `step`: `ema` per step, or `ema_per_epoch` (SHORT_EMA during the
-    first `ema_short_epochs`) spread over the `epoch_steps` steps of an epoch."""
+    first `ema_short_epochs`) spread over the steps of an epoch."""
     if cfg.ema_per_epoch <= 0:
         return cfg.ema
-    per_epoch = SHORT_EMA if step < cfg.ema_short_epochs * epoch_steps else cfg.ema_per_epoch
-    return per_epoch ** (1 / epoch_steps)
+    per_epoch = SHORT_EMA if step < cfg.ema_short_epochs * steps_per_epoch else cfg.ema_per_epoch
+    return per_epoch ** (1 / steps_per_epoch)
 
 
 def clip_per_param(grads: list[torch.Tensor], max_norm: float) -> None:
