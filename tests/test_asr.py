@@ -163,7 +163,7 @@ def test_missing_or_malformed_language_model_is_named(tmp_path):
 
 def tone_task(tmp_path, texts: dict[str, list[str]], name="t"):
     rng = np.random.default_rng(0)
-    examples = [(s, (0.1 * rng.normal(size=4000)).astype(np.float32), t) for s, ts in texts.items() for t in ts]
+    examples = [(s, (0.1 * rng.normal(size=4000)).astype(np.float32), t, None) for s, ts in texts.items() for t in ts]
     return write_asr_task(tmp_path / name, make_metadata("toy"), iter(examples))
 
 

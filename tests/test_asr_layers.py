@@ -64,8 +64,8 @@ def chirp_task(tmp_path, rng) -> "Path":  # noqa: F821
 
     texts = {"train": ["ab ba", "aa b", "b ab", "ba", "ab", "a b"], "valid": ["ba ab", "a"],
              "test": ["b a", "ab ab", "abc"]}
-    examples = [(s, clip(t.replace("c", "")), t) for s, ts in texts.items() for t in ts]
-    examples.append(("train", clip("a")[:800], "abab ab"))  # 50 ms for 7 characters: too short under CTC
+    examples = [(s, clip(t.replace("c", "")), t, None) for s, ts in texts.items() for t in ts]
+    examples.append(("train", clip("a")[:800], "abab ab", None))  # 50 ms for 7 characters: too short under CTC
     return write_asr_task(tmp_path / "toy", make_metadata("toy_asr"), iter(examples))
 
 

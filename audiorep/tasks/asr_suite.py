@@ -51,7 +51,7 @@ def sentences(seed: int, count: int) -> dict[str, list[str]]:
 def asr_en(seed: int, size: str) -> AsrRecipe:
     pools, texts, total = voice_pools(seed), sentences(seed, SENTENCES[size]), SIZES[size]
 
-    def examples() -> Iterator[tuple[str, np.ndarray, str]]:
+    def examples() -> Iterator[tuple[str, np.ndarray, str, None]]:
         for split, count in split_counts(total).items():
             rng = rng_for(seed, "asr_en", split)
             for i in range(count):
@@ -62,7 +62,7 @@ def asr_en(seed: int, size: str) -> AsrRecipe:
                 said = speech.synthesize(text, voice, seed=int(rng.integers(0, 2**31)))
                 length = len(said) + mixing.seconds(float(rng.uniform(*PAD_S))) + mixing.seconds(float(rng.uniform(*PAD_S)))
                 wave = mixing.add_noise(rng, mixing.place_randomly(rng, said, length), float(rng.uniform(20, 40)))
-                yield split, mixing.at_level(wave, float(rng.uniform(-30, -18))).astype(np.float32), text
+                yield split, mixing.at_level(wave, float(rng.uniform(-30, -18))).astype(np.float32), text, None
 
     meta = make_metadata("audiorep_asr_en", description="espeak-ng sentences from a fixed word list; "
                          "test sentences and talkers never occur in train")

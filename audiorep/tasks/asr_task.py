@@ -180,15 +180,15 @@ def vocabulary_of(texts: Iterable[str]) -> list[str]:
     return sorted(chars, key=lambda c: (c != WORD_BOUNDARY, c))
 
 
-def write_asr_task(out: str | os.PathLike, metadata: dict, examples: Iterator[tuple[str, np.ndarray, str]],
-                   overwrite: bool = False) -> Path:
-    """Write (split, wave [S] float32 at 16 kHz, transcript) examples as an ASR task at `out`
-    (atomically); the vocabulary is taken from the train transcripts."""
+def write_asr_task(out: str | os.PathLike, metadata: dict,
+                   examples: Iterator[tuple[str, np.ndarray, str, str | None]], overwrite: bool = False) -> Path:
+    """Write (split, wave [S] float32 at 16 kHz, transcript, file name or None for 00000.wav, ...)
+    examples as an ASR task at `out` (atomically); the vocabulary is taken from the train transcripts."""
     with TaskWriter(out, metadata, vocabulary=[], overwrite=overwrite) as writer:
-        for split, wave, text in examples:
+        for split, wave, text, name in examples:
             if not normalize(text):
-                raise TaskFormatError(f"{out}: {split} example {len(writer.splits[split])}: empty transcript")
-            writer.add(split, wave, normalize(text))  # type: ignore[arg-type]  # a transcript, not labels
+                raise TaskFormatError(f"{out}: {split} {name or len(writer.splits[split])}: empty transcript")
+            writer.add(split, wave, normalize(text), name)  # type: ignore[arg-type]  # a transcript, not labels
         writer.vocabulary = vocabulary_of(writer.splits["train"].values())
     problems = check_asr_task(out, read_audio=False)
     if problems:
