@@ -45,7 +45,8 @@ def test_offline_encodecmae_pretrain_is_one_line(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(transformers.EncodecModel, "from_pretrained", offline)
     for i in range(2):
-        sf.write(tmp_path / f"{i}.wav", (0.1 * np.random.default_rng(i).standard_normal(24000)).astype("float32"), 24000)
+        noise = 0.1 * np.random.default_rng(i).standard_normal(24000)
+        sf.write(tmp_path / f"{i}.wav", noise.astype("float32"), 24000)
     code = cli.main(["pretrain", "encodecmae", "--preset", "encodecmae-tiny", "--data", str(tmp_path),
                      "--out", str(tmp_path / "run"), "steps=1"])
     err = capsys.readouterr().err.strip().splitlines()

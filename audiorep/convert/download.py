@@ -138,15 +138,15 @@ def remove_stale_parts(folder: Path) -> None:
 
 
 def copy_bounded(response, out, url: str, declared: int | None, limit: int) -> None:
-    """Copy the body to `out`: at most `declared` bytes (the server's Content-Length) and `limit`."""
+    """Copy the body to `out`, at most `limit` bytes (http.client itself never reads past the
+    declared Content-Length); a body shorter than declared is an error."""
     from tqdm import tqdm
 
-    cap = min(declared, limit) if declared is not None else limit
     total = 0
     with tqdm(total=declared, unit="B", unit_scale=True, desc=f"downloading {file_name(url)}") as bar:
         for block in iter(lambda: response.read(BLOCK), b""):
             total += len(block)
-            if total > cap:
+            if total > limit:
                 raise DownloadError(f"{url}: larger than {limit} bytes, the download limit ({MAX_MB_ENV} MiB); "
                                     "stopped and removed")
             out.write(block)
