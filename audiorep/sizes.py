@@ -33,7 +33,8 @@ _ASIT_TINY = ("encoder.backbone.max_frames=128", "encoder.backbone.drop_path=0.1
               "objective.momentum=0.97", "objective.global_dim=256", "objective.local_dim=128",
               "objective.head_hidden=256", "objective.head_bottleneck=64", "objective.recon_hidden=128",
               "objective.recon_bottleneck=64", "blr=0", "lr=1e-3", "batch_size=8")
-# EnCodec with random weights (codebooks drawn from the data): the released tokenizer is a download
+# EnCodec with random weights (codebooks drawn from the data): the released tokenizer is a download;
+# its codes read from the whole-clip cache (tokenizing every crop in the step costs seconds on a CPU)
 _ECMAE_TINY = ("encoder.backbone.max_frames=150", "objective.gamma_clips=50", "objective.decoder_heads=4",
                "objective.decoder_ff_dim=256", "objective.kmeans_k=256", "objective.kmeans_clips=200", "lr=1e-3",
                "warmup_steps=10", "data.crop_s=2", "batch_size=16")
@@ -60,8 +61,9 @@ SIZES: dict[str, dict[str, Size]] = {
         "base": Size("asit-b", (), "the paper's ViT-B"),
     },
     "encodecmae": {
-        "tiny": Size("encodecmae-tiny", ("objective.targets=encodec_random", *_ECMAE_TINY),
-                     "64 x 2 frame model, 2 s crops, random-weight EnCodec targets"),
+        "tiny": Size("encodecmae-tiny", ("objective.targets=encodec_random", "objective.target_context=clip",
+                                         *_ECMAE_TINY),
+                     "64 x 2 frame model, 2 s crops, random-weight EnCodec targets of whole clips"),
         "small": Size("encodecmae-small", (), "the paper's Small"),
         "base": Size("encodecmae-base", (), "the paper's Base"),
     },
@@ -76,7 +78,7 @@ SIZES: dict[str, dict[str, Size]] = {
         "base": Size("passt-s", (), "the paper's PaSST-S (ViT-B)"),
     },
     "eat": {
-        "tiny": Size("eat-s", _EAT_TINY, "8 kHz, 4 channels, 64 x 2 transformer"),
+        "tiny": Size("eat-s", _EAT_TINY, "8 kHz, 4 channels, 64 x 2 transformer, 2 s crops"),
         "small": Size("eat-s", (), "the paper's EAT-S"),
         "base": Size("eat-m", (), "the paper's EAT-M"),
     },
