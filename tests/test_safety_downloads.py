@@ -190,11 +190,16 @@ def test_part_file_of_a_killed_download_is_removed_on_the_next_start(server, cac
     server.routes["/k/model.pt"] = "endless"
     child = subprocess.Popen([sys.executable, "-c", f"from audiorep.convert import fetch; fetch({url!r})"],
                              env={**os.environ, "AUDIOREP_CACHE": str(cache)}, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
-    while not any(p.stat().st_size > 0 for p in cache.rglob("*.part")) and time.time() < deadline:
-        time.sleep(0.05)
-    os.kill(child.pid, signal.SIGKILL)
-    child.wait()
+    try:
+        deadline = time.time() + 60
+        while not any(p.stat().st_size > 0 for p in cache.rglob("*.part")) and time.time() < deadline:
+            time.sleep(0.05)
+        server.routes["/live/model.pt"] = b"while it runs"
+        assert fetch(server.url + "/live/model.pt").read_bytes() == b"while it runs"
+        assert list(cache.rglob("*.part"))  # a live download's part is left alone
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
     assert list(cache.rglob("*.part"))  # what a kill -9 leaves
     server.routes["/other/model.pt"] = b"another file"
     assert fetch(server.url + "/other/model.pt").read_bytes() == b"another file"
