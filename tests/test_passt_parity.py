@@ -173,3 +173,21 @@ def test_hf_urls_go_through_huggingface_hub_with_revision_and_recorded_hash(tmp_
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
     with pytest.raises(RuntimeError, match="cannot download hf://someone/passt-repo/other.pt"):
         fetch("hf://someone/passt-repo/other.pt")
+
+
+def test_hear21passt_module_takes_a_wrapper_checkpoint_as_model_path(tmp_path):
+    """`load_model(model_path)` of a hear21passt module: a torch.save of the released wrapper's
+    state_dict (`device_proxy`, `net.*`) loads the official weights; the module's scene
+    embedding of a mel spectrogram path equals the official [logits, features]."""
+    import audiorep.hear.passt.base as base
+    sd, inp, out, _ = load_fixture("passt_s_small")
+    ckpt = tmp_path / "wrapper.pt"
+    torch.save({"device_proxy": torch.zeros(1), **{f"net.{k}": v for k, v in sd.items()}}, ckpt)
+    model = base.load_model(str(ckpt), overrides=SMALL, device="cpu")
+    enc = model.encoder
+    with torch.no_grad():
+        o = enc.backbone(inp["x_full"][:, 0])
+        features = enc.pool(o)
+        embed = torch.cat([enc.head(features), features], 1)
+    torch.testing.assert_close(embed, out["hear_embed_all_full"], **TOL)
+    assert model.scene_embedding_size == 527 + 64
