@@ -2,6 +2,7 @@
 
     python benchmarks/bench_encodecmae.py extraction               # tokenizers and the cache: s of audio per s
     python benchmarks/bench_encodecmae.py context --corpus DIR     # crop vs whole-clip codes: agreement, cost
+    python benchmarks/bench_encodecmae.py floor RUN [RUN ...]      # a run's loss vs predicting code frequencies
     python benchmarks/bench_encodecmae.py kmeans                   # self-training k-means: scikit-learn vs faiss
     python benchmarks/bench_encodecmae.py step --batch 4           # encodecmae-base training step, samples/s
     python benchmarks/bench_encodecmae.py study --out runs/ecmae   # ~25 min on 2 CPU cores
@@ -143,6 +144,33 @@ def context(corpus: Path, clips: int, crops: int, crop_s: float) -> None:
                   f"tokenizing crops {len(waves) * crops * crop_s / spent:.0f} s of audio / s (1 thread)")
 
 
+# ------------------------------------------------------------------------------ the frequency floor
+
+
+def floor(runs: list[Path]) -> None:
+    """Has a run learned more than the codes' frequencies? The loss of a model that ignores its
+    input and predicts each codebook's unigram distribution is sum_q gamma_q H_q (H_q: the
+    entropy of codebook q over the cached targets, context "clip"); print it beside the run's
+    logged masked loss (first, minimum over the last 5 logged rows, last)."""
+    import csv
+    import json
+    for run in runs:
+        folder = run / "targets"
+        codes, meta = np.load(folder / "codes.npy"), json.loads((folder / "meta.json").read_text())
+        entropy = []
+        for q in range(codes.shape[1]):
+            p = np.bincount(codes[:, q], minlength=meta["codebook_size"]) / len(codes)
+            p = p[p > 0]
+            entropy.append(float(-(p * np.log(p)).sum()))
+        floor_ = float(np.dot(meta["gamma"], entropy))
+        with open(run / "log.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        losses = [float(r["masked_loss"]) for r in rows]
+        print(f"{run.name}: frequency floor {floor_:.3f} nats ({len(codes)} frames, entropy per codebook "
+              f"{' '.join(f'{h:.2f}' for h in entropy)}); masked loss at step {rows[0]['step']} {losses[0]:.3f}, "
+              f"best of the last 5 logs {min(losses[-5:]):.3f}, at step {rows[-1]['step']} {losses[-1]:.3f}")
+
+
 # ------------------------------------------------------------------------------ k-means
 
 
@@ -257,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clips", type=int, default=24)
     p.add_argument("--crops", type=int, default=4, help="random crops per clip")
     p.add_argument("--crop-s", type=float, default=4.0)
+    p = sub.add_parser("floor")
+    p.add_argument("runs", type=Path, nargs="+", help="run folders with target_context=clip caches")
     p = sub.add_parser("kmeans")
     p.add_argument("--frames", type=int, default=20000)
     p.add_argument("--dim", type=int, default=768)
@@ -272,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.what == "extraction":
         extraction(args.seconds)
+    elif args.what == "floor":
+        floor(args.runs)
     elif args.what == "context":
         context(args.corpus, args.clips, args.crops, args.crop_s)
     elif args.what == "kmeans":
