@@ -18,7 +18,7 @@ from audiorep.config import override
 from audiorep.files import folder_lock
 from audiorep.objectives import RECIPES
 from audiorep.study import plan
-from audiorep.study.launch import command
+from audiorep.study.launch import Job, calibrate, command, execute
 from audiorep.study.spec import SpecError, load
 from audiorep.tasks.format import TaskWriter, make_metadata
 from audiorep.train import TrainConfig, split_overrides
@@ -40,7 +40,8 @@ def data(tmp_path_factory) -> Path:
             for i in range(n):
                 label = list(TONES)[i % 3]
                 t = np.arange(SR) / SR
-                wave = 0.3 * np.sin(2 * np.pi * TONES[label] * rng.uniform(0.9, 1.1) * t) + 0.3 * rng.standard_normal(SR)
+                wave = 0.3 * np.sin(2 * np.pi * TONES[label] * rng.uniform(0.9, 1.1) * t)
+                wave += 0.3 * rng.standard_normal(SR)
                 writer.add(split, wave.astype(np.float32), [label])
     return root
 
@@ -89,7 +90,8 @@ def test_spec_reads_runs_sizes_and_budget(data):
     assert (spec.unit, spec.budget, spec.curve) == ("steps", 4, (2,))
     assert mae.preset == "audiomae-tiny" and mae.overrides[:len(sizes.get("audiomae", "tiny").overrides)] == \
         sizes.get("audiomae", "tiny").overrides
-    assert mae.overrides[-4:] == ("data.workers=0", "log_every=1", "data.crop_s=0.96", "batch_size=4")  # size, common, own
+    own = ("data.workers=0", "log_every=1", "data.crop_s=0.96", "batch_size=4")
+    assert mae.overrides[-4:] == own  # the size's, then the common ones, then the run's
     assert passt.name == "passt" and passt.seeds == (3, 5) and passt.task == "tones" and passt.paper == "x"
     assert spec.evaluation.folder == data / "tasks" and spec.evaluation.tasks == ("tones",)
     items = plan.trainings(spec, data / "out")
@@ -151,13 +153,46 @@ def test_budget_in_audio_or_minutes_becomes_steps(data):
 
 
 def test_commands_start_from_the_init_run_and_use_torchrun(tmp_path):
-    t = plan.Training("st-seed1", "st", 1, "encodecmae-st", "encodecmae-tiny", "DATA", ("lr=1e-3",), "mae-seed1", 2, 1.0)
+    t = plan.Training("st-seed1", "st", 1, "encodecmae-st", "encodecmae-tiny", "DATA", ("lr=1e-3",), "mae-seed1", 2,
+                      1.0)
     cmd = command(t, tmp_path, 100, 25, 50)
     assert cmd[:6] == [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m"]
     assert cmd[6:9] == ["audiorep", "pretrain", "encodecmae-st"]
     assert cmd[cmd.index("--init") + 1] == str(tmp_path / "runs" / "mae-seed1")
     assert cmd[cmd.index("--stop-after") + 1] == "50"
     assert cmd[-4:] == ["lr=1e-3", "steps=100", "seed=1", "checkpoint_every=25"]
+
+
+def test_jobs_run_after_their_deps_and_at_once():
+    import threading
+    order, both = [], threading.Barrier(2, timeout=10)  # a and b must run at the same time to pass it
+
+    def job(name, meet=False):
+        def work():
+            if meet:
+                both.wait()
+            order.append(name)
+        return work
+    execute({"st": Job(("a",), job("st")), "a": Job((), job("a", True)), "b": Job((), job("b", True))}, workers=2)
+    assert order.index("st") > order.index("a") and sorted(order) == ["a", "b", "st"]
+
+    def fail():
+        raise ValueError("boom")
+    ran = []
+    with pytest.raises(ValueError, match="boom"):
+        execute({"a": Job((), fail), "after": Job(("a",), lambda: ran.append(1))}, workers=1)
+    assert not ran
+
+
+def test_minutes_are_calibrated_once_per_run(data, tmp_path):
+    corpus = str(data / "tasks" / "tones" / "16000" / "train")
+    t = plan.Training("mae-seed0", "mae", 0, "audiomae", "audiomae-tiny", corpus,
+                      (*sizes.get("audiomae", "tiny").overrides, "data.workers=0", "data.crop_s=0.96", "batch_size=4"),
+                      None, 0, 3.84)
+    seconds = calibrate(t, tmp_path, 1)
+    rows = (tmp_path / "calibrate" / "mae" / "log.csv").read_text().splitlines()
+    assert 0 < seconds < 60 and len(rows) == 1 + 4  # header + steps 2, 4, 6, 8
+    assert calibrate(t, tmp_path, 1) == seconds  # kept in OUT/state
 
 
 # ------------------------------------------------------------------------------ sizes

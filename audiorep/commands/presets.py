@@ -27,5 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\nrecipe sizes (a study's `recipe = ..., size = ...`; pretrain RECIPE --preset PRESET OVERRIDES):")
     for recipe, table in SIZES.items():
         for size, s in table.items():
-            print(f"{recipe:<14} {size:<6} {s.preset:<16} {s.note}" + (f"\n{'':<38}{' '.join(s.overrides)}" if s.overrides else ""))
+            print(f"{recipe:<14} {size:<6} {s.preset:<16} {s.note}")
+            if s.overrides:
+                print(f"{'':<38}{' '.join(s.overrides)}")
     return 0

@@ -148,7 +148,8 @@ def write_report(spec: Spec, out: Path, items: list[plan.Training], plans: dict,
     report.plot_scores(out / "plots" / "scores.png", s, {n: n for n in runs} | {r: r for r in references})
 
     ev = spec.evaluation
-    budget = f"{spec.budget:g} {spec.unit}" + (f", curve at {', '.join(f'{p:g}' for p in spec.curve)}" if spec.curve else "")
+    curve = ", ".join(f"{p:g}" for p in spec.curve)
+    budget = f"{spec.budget:g} {spec.unit}" + (f", curve at {curve}" if curve else "")
     data = (f"the suite's unlabeled corpus ({spec.data['hours']:g} h, seed {spec.data['seed']})"
             if spec.data_kind == "corpus" else f"{spec.data_kind} {spec.data}")
     above = [f"# {spec.title or 'audiorep study'}", "",

@@ -196,8 +196,9 @@ def _evaluation(spec: Path, table) -> Evaluation:
                         "an integer >= 0" if k == "bootstrap" else "an integer >= 1")
               for k in ("grid_points", "max_epochs", "seeds", "bootstrap") if k in table}
     compare = table.get("compare", [])
-    if not isinstance(compare, list) or not all(isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p)
-                                                for p in compare):
+    pairs = isinstance(compare, list) and all(isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p)
+                                              for p in compare)
+    if not pairs:
         _fail(spec, "evaluate.compare", f"expected a list of [run, run] pairs, got {compare!r}")
     seed = _typed(spec, "evaluate.suite.seed", suite.get("seed", 0), int, lambda v: v >= 0, "an integer >= 0")
     return Evaluation(tasks, folder, size, seed, mode, **counts, compare=tuple(tuple(p) for p in compare))
