@@ -14,10 +14,11 @@ for their transcript under CTC are skipped, counted and named (`skipped_too_shor
 """
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,8 @@ import torch
 
 from audiorep import audio
 from audiorep.files import write_json
-from audiorep.tasks.asr_task import METADATA_FILE, VOCABULARY_FILE, AsrTask, characters
+from audiorep.tasks.asr_task import (METADATA_FILE, VOCABULARY_FILE, AsrTask, characters, check_asr_task,
+                                     load_asr_task)
 
 from . import asr_decode as dec
 from . import bootstrap as bs
@@ -164,3 +166,54 @@ def evaluate_asr(emb_dir: Path, task: AsrTask, run: AsrRun, out_file: Path) -> d
                            f"{task.name}: layer weights")
     write_json(out_file, result)
     return result
+
+
+# ---------------------------------------------------------------- `audiorep evaluate`
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ASR tasks (prediction_type transcription) in `audiorep evaluate`."""
+    d = AsrConfig()
+    g = p.add_argument_group("ASR tasks (SUPERB's protocol; defaults are SUPERB's)")
+    g.add_argument("--lm", help="ARPA n-gram file: test is also decoded by beam search with it, and that WER is "
+                                "the score (needs `pip install audiorep[asr]`)")
+    g.add_argument("--lm-alpha", type=float, default=dec.BeamConfig.alpha, help="language model weight")
+    g.add_argument("--lm-beta", type=float, default=dec.BeamConfig.beta, help="word insertion bonus")
+    g.add_argument("--beam", type=int, default=dec.BeamConfig.beam_width, help="beam width")
+    g.add_argument("--asr-steps", type=int, default=d.steps)
+    g.add_argument("--asr-eval-every", type=int, default=d.eval_every, help="steps between validation checks")
+    g.add_argument("--asr-batch", type=int, default=d.batch_size, help="utterances per step")
+    g.add_argument("--asr-lr", type=float, default=d.lr)
+    g.add_argument("--asr-width", type=int, default=d.lstm_dim, help="projection and LSTM width (SUPERB: 1024)")
+    g.add_argument("--asr-no-pair-average", action="store_true", help="keep the encoder's frame rate")
+    g.add_argument("--asr-last-layer", action="store_true", help="the last layer only, no learned layer weights")
+
+
+def run_from_args(args: argparse.Namespace) -> AsrRun:
+    """ValueError naming the option for a bad value or a bad --lm file."""
+    head = AsrConfig(project_dim=args.asr_width, lstm_dim=args.asr_width, lr=args.asr_lr, batch_size=args.asr_batch,
+                     steps=args.asr_steps, eval_every=args.asr_eval_every, pair_average=not args.asr_no_pair_average,
+                     layer_weights=not args.asr_last_layer, seed=args.seed, device=args.device)
+    beam = None
+    if args.lm:
+        dec.check_arpa(args.lm)
+        beam = dec.BeamConfig(str(Path(args.lm).absolute()), args.lm_alpha, args.lm_beta, args.beam)
+    return AsrRun(head, beam, args.bootstrap)
+
+
+def check(path: Path) -> tuple[AsrTask | None, str | None]:
+    """-> (task, None) or (None, why it cannot be evaluated), as the CLI's check of HEAR tasks."""
+    problems = check_asr_task(path)
+    if problems:
+        return None, "; ".join(problems[:5]) + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else "")
+    return load_asr_task(path), None
+
+
+def evaluate_task(task: AsrTask, spec: ModelSpec, out: Path, run: AsrRun, device: str = "cpu",
+                  loaded=None) -> tuple[dict, dict]:
+    """One ASR task for one model under `out` (the evaluate tree) -> (embedding info, result)."""
+    key = task.path.name
+    emb_dir = out / "embeddings" / spec.name / key
+    info = embed_asr_task(task, spec, emb_dir, device, loaded)
+    run = replace(run, head=replace(run.head, device=device))
+    return info, evaluate_asr(emb_dir, task, run, out / "predictions" / "asr" / spec.name / f"{key}.json")
