@@ -15,11 +15,12 @@ PASST_RELEASES = "https://github.com/kkoutini/PaSST/releases/download"
 TINY = dict(dim=64, depth=2, heads=4)
 
 # PaSST embeds as the released hear21passt wrapper: [logits, features] (1295-d), audio past
-# 10 s reflect-padded by 5 s at each end and cut into 10 s windows every 2.5 s
+# 10 s reflect-padded by 5 s at each end and cut into 10 s windows every 2.5 s; 16 windows (16 s
+# of audio) per forward keeps every call's peak memory under the wrapper's (docs/hear21passt.md)
 _passt = EncoderConfig(
     name="passt-s", frontend=PasstMelConfig(), backbone=ViTConfig(), num_classes=527, pool="prefix",
     embed=EmbedConfig(levels=("H", "M"), rf_ms=(160.0,), hop_ms=50.0, scene_hop_s=2.5, scene_window_s=10.0,
-                      scene_pad="reflect"))
+                      scene_pad="reflect", batch_size=16))
 _audiomae = EncoderConfig(
     name="audiomae-b", frontend=FbankConfig(),
     backbone=ViTConfig(max_frames=1024, stride=(16, 16), prefix=1, pos="sincos"),

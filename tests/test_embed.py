@@ -131,20 +131,23 @@ def test_channels_last_arrays_are_refused_not_misread(passt):
 
 
 def test_a_forward_holds_at_most_batch_size_seconds_of_audio(passt, monkeypatch):
-    """A 60 s scene is 25 windows of 10 s: batched by batch_size=32 windows they went through in
+    """A 60 s scene is 25 windows of 10 s: batched by batch_size windows they went through in
     one forward (1.66 GB with PaSST-S, more than hear21passt's one window at a time); now at most
-    32 s of audio per forward (3 windows), while 160 ms timestamp windows still go 32 at a time."""
+    batch_size seconds of audio per forward (32: 3 windows; PaSST's 16: one), while 160 ms
+    timestamp windows still go batch_size at a time."""
     sizes = []
     forward = passt.frontend.forward
     monkeypatch.setattr(passt.frontend, "forward", lambda w: sizes.append(tuple(w.shape)) or forward(w))
     wave = torch.randn(1, 60 * 32000, generator=torch.Generator().manual_seed(0)) * 0.1
-    with torch.no_grad():
-        scene = audiorep.scene_embeddings(passt, wave, 32000)
-    assert [s[0] for s in sizes] == [3] * 8 + [1] and all(s[1] == 320000 for s in sizes)
     windows = F.pad(wave[:, None], (160000, 160000), mode="reflect")[:, 0].unfold(1, 320000, 80000)[0]
     with torch.no_grad():
         ref = torch.cat([window_embeddings(passt, w[None], passt.config.embed) for w in windows]).mean(0)
-    torch.testing.assert_close(scene[0], ref, atol=2e-5, rtol=1e-5)
+    for batch_size, batches in [(32, [3] * 8 + [1]), (16, [1] * 25)]:
+        sizes.clear()
+        cfg = EmbedConfig(**{**vars(passt.config.embed), "batch_size": batch_size})
+        scene = audiorep.scene_embeddings(passt, wave, 32000, cfg)
+        assert [s[0] for s in sizes] == batches and all(s[1] == 320000 for s in sizes)
+        torch.testing.assert_close(scene[0], ref, atol=2e-5, rtol=1e-5)
     sizes.clear()
-    audiorep.timestamp_embeddings(passt, wave[:, :2 * 32000], 32000)
-    assert [s[0] for s in sizes] == [32, 9] and sizes[0][1] == 5120
+    audiorep.timestamp_embeddings(passt, wave[:, :2 * 32000], 32000, cfg)
+    assert [s[0] for s in sizes] == [16, 16, 9] and sizes[0][1] == 5120
