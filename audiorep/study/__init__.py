@@ -145,7 +145,7 @@ def write_report(spec: Spec, out: Path, items: list[plan.Training], plans: dict,
     (out / "plots").mkdir(parents=True, exist_ok=True)
     report.plot_curves(out / "plots" / "curves.png", s, curves, {n: g for n, g in inits.items() if g},
                        UNIT_AXIS[spec.unit])
-    report.plot_scores(out / "plots" / "scores.png", s, {n: n for n in runs} | {r: r for r in references})
+    report.plot_scores(out / "plots" / "scores.png", s, {n: n for n in runs} | {r: r for r in references}, references)
 
     ev = spec.evaluation
     curve = ", ".join(f"{p:g}" for p in spec.curve)

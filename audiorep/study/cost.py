@@ -19,7 +19,7 @@ from audiorep.config import from_dict
 from audiorep.encoder import Encoder, EncoderConfig
 from audiorep.files import checkpoints, write_json
 from audiorep.objectives import RECIPES
-from audiorep.train import TrainConfig, crop_samples, make_loader, open_data
+from audiorep.train import TrainConfig, crop_samples, epoch_steps, make_loader, open_data
 
 
 def measure(run: Path) -> dict:
@@ -34,6 +34,8 @@ def measure(run: Path) -> dict:
     data, vocabulary = open_data(config["data"], encoder.sample_rate, crop, cfg.data, views=recipe.views)
     objective = recipe.objective(encoder, from_dict(recipe.config, config["objective"]),
                                  num_classes=len(vocabulary or []))
+    if hasattr(objective, "set_epoch_steps") and epoch_steps(data, cfg) is not None:  # as the loop does
+        objective.set_epoch_steps(epoch_steps(data, cfg))
     last = checkpoints(run)[-1]
     objective.load_state_dict(torch.load(last / "objective.pt", map_location="cpu", weights_only=True))
     batch = next(iter(make_loader(data, cfg, 0, 0, 1)))

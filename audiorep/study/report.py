@@ -131,8 +131,8 @@ def plot_curves(path: Path, s: Scores, curves: dict[str, list[tuple[float, str]]
     plt.close(fig)
 
 
-def plot_scores(path: Path, s: Scores, groups: dict[str, str]) -> None:
-    """Horizontal bars: mean normalized score of every run and reference with its interval."""
+def plot_scores(path: Path, s: Scores, groups: dict[str, str], references: list[str]) -> None:
+    """Horizontal bars: mean normalized score of every run (blue) and reference (gray) with its interval."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -142,9 +142,10 @@ def plot_scores(path: Path, s: Scores, groups: dict[str, str]) -> None:
     bounds = [s.interval(groups[n]) or [math.nan] * 2 for n in names]
     errs = np.nan_to_num(np.array([[y - b[0], b[1] - y] for y, b in zip(ys, bounds)]).T.clip(min=0))  # [2, M]
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.2), layout="constrained")
-    ax.barh(names[::-1], ys[::-1], xerr=errs[:, ::-1], capsize=3, color="tab:blue")
+    colours = ["tab:gray" if n in references else "tab:blue" for n in names]
+    ax.barh(names[::-1], ys[::-1], xerr=errs[:, ::-1], capsize=3, color=colours[::-1])
     ax.set_xlabel("mean normalized score (bars: 95% bootstrap interval)")
-    ax.set_xlim(0, 1.05)
+    ax.set_xlim(0, max([1.05] + [1.02 * b[1] for b in bounds if not math.isnan(b[1])]))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
