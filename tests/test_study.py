@@ -226,9 +226,15 @@ def listing(root: Path) -> dict[str, int]:
 def finished(data):
     """The test spec run once without interruption: (spec path, OUT)."""
     spec = write_spec(data, SPEC)
-    before = listing(data / "tasks")
-    text = study.run(spec, data / "clean")
-    assert "# test study" in text and listing(data / "tasks") == before  # nothing written outside --out
+    before, cwd, home = listing(data / "tasks"), data / "cwd", os.getcwd()
+    cwd.mkdir()
+    os.chdir(cwd)  # the study and its training processes run here: nothing may land in it
+    try:
+        text = study.run(spec, data / "clean")
+    finally:
+        os.chdir(home)
+    assert "# test study" in text
+    assert listing(data / "tasks") == before and not any(cwd.iterdir())  # nothing written outside --out
     return spec, data / "clean"
 
 
