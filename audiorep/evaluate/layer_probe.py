@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -141,3 +142,11 @@ def evaluate_weighted(emb_dir: Path, cfg: ProtocolConfig, out_file: Path) -> dic
                        f"{data.meta['task_name']}: layer weights")
     write_json(out_file, result)
     return result
+
+
+def evaluate_task(task: Task, emb_dir: Path, cfg: ProtocolConfig, out_file: Path,
+                  load: Callable[[], tuple[Any, Any]]) -> dict:
+    """Per-layer rows (the model from `load()` only when some split lacks them), then evaluate_weighted."""
+    if not all(store.is_complete(emb_dir, s) for s in task.split_names):
+        embed_layers(task, emb_dir, load()[1])
+    return evaluate_weighted(emb_dir, cfg, out_file)
