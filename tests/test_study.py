@@ -39,8 +39,9 @@ def data(tmp_path_factory) -> Path:
         for split, n in (("train", 12), ("valid", 6), ("test", 12)):
             for i in range(n):
                 label = list(TONES)[i % 3]
+                heard = label if rng.random() < 0.6 else list(TONES)[rng.integers(3)]  # label noise: scores < 1
                 t = np.arange(SR) / SR
-                wave = 0.3 * np.sin(2 * np.pi * TONES[label] * rng.uniform(0.9, 1.1) * t)
+                wave = 0.3 * np.sin(2 * np.pi * TONES[heard] * rng.uniform(0.9, 1.1) * t)
                 wave += 0.3 * rng.standard_normal(SR)
                 writer.add(split, wave.astype(np.float32), [label])
     return root
