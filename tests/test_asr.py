@@ -50,8 +50,8 @@ def test_ctc_learns_a_toy_task_to_zero_wer(one_thread):
         hyps = [dec.greedy(lp, VOCAB) for lp in log_probs(head, lambda i: test[i], len(test), 16)]
         return dec.error_rates(test_texts, hyps)["wer"]
 
-    trained = train_asr(lambda i: train[i], [ids(t) for t in train_texts], [f"c{i}" for i in range(48)],
-                        len(VOCAB), wer, cfg)
+    trained = train_asr(lambda i: train[i], [len(c) for c in train], [ids(t) for t in train_texts],
+                        [f"c{i}" for i in range(48)], len(VOCAB), wer, cfg)
     assert trained.val_wer == 0.0
     assert trained.history[0][1] > trained.history[-1][1]  # the CTC loss went down
     assert wer(trained.head) == 0.0

@@ -128,7 +128,8 @@ def evaluate_asr(emb_dir: Path, task: AsrTask, run: AsrRun, out_file: Path) -> d
         lps = log_probs(head, data[split].frames, len(data[split]), run.head.batch_size)
         return [decoder(lp) if beam else dec.greedy(lp, vocab) for lp in lps]
 
-    trained = train_asr(data["train"].frames, _labels(texts["train"], vocab), data["train"].files, len(vocab),
+    train = data["train"]
+    trained = train_asr(train.frames, train.lengths, _labels(texts["train"], vocab), train.files, len(vocab),
                         lambda head: dec.error_rates(texts["valid"], hypotheses(head, "valid"))["wer"], run.head)
     decodings = {"greedy": hypotheses(trained.head, "test")}
     if decoder is not None:

@@ -133,13 +133,13 @@ class Trained:
     seconds: float
 
 
-def train_asr(clips: Callable[[int], np.ndarray], labels: list[list[int]], names: list[str], num_symbols: int,
-              validate: Callable[[AsrHead], float], cfg: AsrConfig) -> Trained:
-    """CTC training on utterances 0..n-1 (`clips(i)` -> [T, L, D] float32, `labels[i]` symbol ids
-    1..V); `validate(head)` -> validation WER (lower is better) every `eval_every` steps and at the end."""
+def train_asr(clips: Callable[[int], np.ndarray], lengths: list[int], labels: list[list[int]], names: list[str],
+              num_symbols: int, validate: Callable[[AsrHead], float], cfg: AsrConfig) -> Trained:
+    """CTC training on utterances 0..n-1 (`clips(i)` -> [T_i, L, D] float32 with T_i = lengths[i],
+    `labels[i]` symbol ids 1..V); `validate(head)` -> validation WER (lower is better) every
+    `eval_every` steps and at the end."""
     start = time.perf_counter()
     torch.manual_seed(cfg.seed)
-    lengths = [len(clips(i)) for i in range(len(labels))]
     keep, skipped = trainable(lengths, labels, names, cfg)
     if not keep:
         raise ValueError(f"no training utterance is long enough for its transcript under CTC ({len(skipped)} "
