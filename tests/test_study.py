@@ -283,3 +283,12 @@ def test_two_studies_on_one_folder_and_another_spec_are_refused(finished, data):
 def test_shipped_specs_load(name):
     spec = load(Path(__file__).parents[1] / "studies" / f"{name}.toml")
     assert spec.runs and all(run.size == "tiny" for run in spec.runs)
+
+
+def test_cli_reports_a_bad_spec_in_one_line(data, tmp_path, capsys):
+    from audiorep import cli
+    bad = write_spec(data, SPEC.replace('recipe = "audiomae"', 'recipe = "wav2vec"'), "cli.toml")
+    assert cli.main(["study", str(bad), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("audiorep study: error: ") and "run[0].recipe" in err[0]
+    assert not (tmp_path / "out").exists()  # refused before anything is written
