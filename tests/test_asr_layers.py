@@ -86,7 +86,8 @@ def test_asr_task_end_to_end(tmp_path, model, one_thread):
     assert result["oov"]["test"] == {"count": 1, "clips": {"00002.wav": ["c"]}}
     low, high = result["bootstrap"]["interval"]
     assert low <= high and len(result["bootstrap"]["replicates"]) == 50
-    assert set(result["layer_weights"]) == set(layers) and sum(result["layer_weights"].values()) == pytest.approx(1, abs=1e-5)
+    weights = result["layer_weights"]
+    assert set(weights) == set(layers) and sum(weights.values()) == pytest.approx(1, abs=1e-5)
     assert out.with_suffix(".layers.png").exists()
     assert json.loads(out.read_text())["score"] == result["score"]
     mtime = (emb_dir / "train.layers.f16").stat().st_mtime_ns

@@ -115,7 +115,8 @@ def log_probs(head: AsrHead, clips: Callable[[int], np.ndarray], n: int, batch: 
     return out
 
 
-def trainable(frames: list[int], labels: list[list[int]], names: list[str], cfg: AsrConfig) -> tuple[list[int], list[str]]:
+def trainable(frames: list[int], labels: list[list[int]], names: list[str],
+              cfg: AsrConfig) -> tuple[list[int], list[str]]:
     """-> (indices of the utterances CTC can train on, names of those it cannot)."""
     keep, skipped = [], []
     for i, (n, ids) in enumerate(zip(frames, labels)):

@@ -81,7 +81,8 @@ class LayerTaskData(TaskData):
         self.layers = {s: store.read_layers(emb_dir, s) for s in self.splits}
         for s, d in self.layers.items():
             if d.data.shape[0] != len(self.y[s]):
-                raise EmbeddingError(f"{emb_dir}/{s}.layers.json: {d.data.shape[0]} rows, the split has {len(self.y[s])}")
+                raise EmbeddingError(f"{emb_dir}/{s}.layers.json: {d.data.shape[0]} rows, the split has "
+                                     f"{len(self.y[s])}")
         self.layer_names = next(iter(self.layers.values())).layers
 
     def rows(self, names: list[str]) -> tuple[np.ndarray, np.ndarray]:

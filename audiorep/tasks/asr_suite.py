@@ -60,7 +60,8 @@ def asr_en(seed: int, size: str) -> AsrRecipe:
                                      rate=int(rng.integers(130, 210)), pitch=int(rng.integers(25, 80)),
                                      pitch_range=int(rng.integers(30, 80)))
                 said = speech.synthesize(text, voice, seed=int(rng.integers(0, 2**31)))
-                length = len(said) + mixing.seconds(float(rng.uniform(*PAD_S))) + mixing.seconds(float(rng.uniform(*PAD_S)))
+                before, after = (mixing.seconds(float(rng.uniform(*PAD_S))) for _ in range(2))
+                length = len(said) + before + after
                 wave = mixing.add_noise(rng, mixing.place_randomly(rng, said, length), float(rng.uniform(20, 40)))
                 yield split, mixing.at_level(wave, float(rng.uniform(-30, -18))).astype(np.float32), text, None
 
