@@ -184,7 +184,8 @@ def token_embeddings(encoder, waves: torch.Tensor, times: torch.Tensor, cfg: Emb
         count = torch.bincount(inverse, minlength=len(uniq)).to(states.dtype)
         return summed / count[:, None]  # [b, U, D]
 
-    cols = over_windows(columns, waves, starts, size, window_batch(cfg.batch_size, size, encoder.sample_rate))  # [B, K, U, D]
+    batch = window_batch(cfg.batch_size, size, encoder.sample_rate)
+    cols = over_windows(columns, waves, starts, size, batch)  # [B, K, U, D]
     starts_s = torch.tensor(starts, device=waves.device, dtype=torch.float64) / encoder.sample_rate
     all_times = (starts_s[:, None] + token_times[0].double()[None]).flatten()  # [K * U]
     cols = cols.flatten(1, 2)  # [B, K * U, D]

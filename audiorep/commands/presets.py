@@ -21,7 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(prog="audiorep presets", description=__doc__).parse_args(argv)
     for name, cfg in PRESETS.items():
         weights = ", ".join(f"{tag}: {w.note}" for (n, tag), w in WEIGHTS.items() if n == name) or "none released"
-        patchout = f"  training patchout: {PATCHOUT[name][0]} time x {PATCHOUT[name][1]} freq" if name in PATCHOUT else ""
+        patchout = f"  training patchout: {PATCHOUT[name][0]} time x {PATCHOUT[name][1]} freq" \
+            if name in PATCHOUT else ""
         print(f"{name:<18} {cfg.frontend.kind:<10} {cfg.frontend.sample_rate:>5} Hz  {backbone_summary(cfg.backbone)}"
               f"  official format: {FORMATS.get(name, '-')}  weights: {weights}{patchout}")
     print("\nrecipe sizes (a study's `recipe = ..., size = ...`; pretrain RECIPE --preset PRESET OVERRIDES):")

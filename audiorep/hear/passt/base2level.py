@@ -1,4 +1,4 @@
-"""hear21passt.base2level, drop-in: `import audiorep.hear.passt.base2level` (MODULES["base2level"] says what it runs)."""
+"""hear21passt.base2level as a drop-in (what it runs: MODULES["base2level"])."""
 from . import module_api
 
 load_model, get_scene_embeddings, get_timestamp_embeddings = module_api("base2level")

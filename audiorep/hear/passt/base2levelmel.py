@@ -1,4 +1,4 @@
-"""hear21passt.base2levelmel, drop-in: `import audiorep.hear.passt.base2levelmel` (MODULES["base2levelmel"] says what it runs)."""
+"""hear21passt.base2levelmel as a drop-in (what it runs: MODULES["base2levelmel"])."""
 from . import module_api
 
 load_model, get_scene_embeddings, get_timestamp_embeddings = module_api("base2levelmel")

@@ -1,4 +1,4 @@
-"""hear21passt.base30sec, drop-in: `import audiorep.hear.passt.base30sec` (MODULES["base30sec"] says what it runs)."""
+"""hear21passt.base30sec as a drop-in (what it runs: MODULES["base30sec"])."""
 from . import module_api
 
 load_model, get_scene_embeddings, get_timestamp_embeddings = module_api("base30sec")

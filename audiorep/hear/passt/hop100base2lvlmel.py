@@ -1,4 +1,4 @@
-"""hear21passt.hop100base2lvlmel, drop-in: `import audiorep.hear.passt.hop100base2lvlmel` (MODULES["hop100base2lvlmel"] says what it runs)."""
+"""hear21passt.hop100base2lvlmel as a drop-in (what it runs: MODULES["hop100base2lvlmel"])."""
 from . import module_api
 
 load_model, get_scene_embeddings, get_timestamp_embeddings = module_api("hop100base2lvlmel")
