@@ -177,6 +177,10 @@ def test_jobs_run_after_their_deps_and_at_once():
     execute({"st": Job(("a",), job("st")), "a": Job((), job("a", True)), "b": Job((), job("b", True))}, workers=2)
     assert order.index("st") > order.index("a") and sorted(order) == ["a", "b", "st"]
 
+    order.clear()  # one worker: what others wait on first, then the given order
+    execute({"x": Job((), job("x")), "y": Job(("z",), job("y")), "z": Job((), job("z"))}, workers=1)
+    assert order == ["z", "x", "y"]
+
     def fail():
         raise ValueError("boom")
     ran = []

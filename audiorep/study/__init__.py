@@ -224,6 +224,7 @@ def run(spec_path: str | Path, out: str | Path, jobs: int = 1) -> str:
             plans = launch.train_all(spec, out, items,
                                      lambda t, seconds: plan.schedule(spec, t.audio_per_step, seconds), jobs)
             refs = save_inits(spec, out)
+            torch.set_num_threads(spec.threads * jobs)  # the trainings are done: their cores are free
             results = evaluate(spec, out, items, plans, refs)
             return write_report(spec, out, items, plans, refs, results, (time.perf_counter() - began) / 60)
         finally:

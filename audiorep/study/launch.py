@@ -127,9 +127,27 @@ def calibrate(t: Training, out: Path, threads: int) -> float:
     return seconds
 
 
+def waiting_on(jobs: dict[str, Job]) -> dict[str, int]:
+    """{job: how many jobs wait on it, directly or through others}."""
+    count = dict.fromkeys(jobs, 0)
+    for name in jobs:
+        seen, todo = set(), list(jobs[name].deps)
+        while todo:
+            dep = todo.pop()
+            if dep not in seen:
+                seen.add(dep)
+                todo += jobs[dep].deps
+        for dep in seen:
+            count[dep] += 1
+    return count
+
+
 def execute(jobs: dict[str, Job], workers: int) -> None:
-    """Run every job once its deps are done, `workers` at a time; the first failure stops new
-    starts, lets the running ones finish and is raised."""
+    """Run every job once its deps are done, `workers` at a time, those that others wait on
+    first (then in the given order); the first failure stops new starts, lets the running
+    ones finish and is raised."""
+    waiting = waiting_on(jobs)
+    jobs = dict(sorted(jobs.items(), key=lambda item: -waiting[item[0]]))  # stable: the given order next
     done: set[str] = set()
     running: dict[str, Future] = {}
     error: BaseException | None = None
