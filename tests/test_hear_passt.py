@@ -121,3 +121,10 @@ def test_model_path_is_the_weights(tmp_path):
         torch.testing.assert_close(model.encoder.backbone.cls_token, enc.backbone.cls_token)
         assert model.encoder.config.embed.rf_ms == (160.0, 800.0)
         assert model.timestamp_embedding_size == 2 * (527 + 64)
+
+
+def test_full_size_declares_hear21passt_sizes():
+    """At PaSST-S width the declared sizes are hear21passt's: 1295 and 768 + 2 x 1295 = 3358."""
+    import audiorep.hear.passt.base2levelmel as base2levelmel
+    model = base2levelmel.load_model(random_init=True, device="cpu")
+    assert (model.scene_embedding_size, model.timestamp_embedding_size) == (1295, 3358)
