@@ -154,7 +154,12 @@ class Encoder(nn.Module):
         return (rest * weight).sum(1) / weight.sum(1).clamp_min(1)
 
     def forward(self, wave: torch.Tensor, keep=None, mask=None, padding=None, layers=None) -> BackboneOutput:
-        """[B, S] waveform -> BackboneOutput (backbones/base.py)."""
+        """[B, S] waveform -> BackboneOutput (backbones/base.py); layers="all": every block's output
+        in `hidden` (one forward, any backbone kind)."""
+        if isinstance(layers, str):
+            if layers != "all":
+                raise ValueError(f"layers={layers!r}: expected block indices or 'all'")
+            layers = list(range(self.backbone.num_layers))
         return self.backbone(self.frontend(wave), keep=keep, mask=mask, padding=padding, layers=layers)
 
     def with_head(self, num_classes: int) -> "Encoder":

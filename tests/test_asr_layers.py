@@ -31,6 +31,9 @@ def test_all_layers_in_one_forward_per_window(preset, one_thread):
     last = out.patches[0][inverse == len(uniq) - 1].mean(0)      # the final output, the latest tokens
     assert torch.allclose(single[0, 0], first, atol=1e-5) and torch.allclose(single[-1, -1], last, atol=1e-5)
     assert layer_names(encoder)[-1] == "output" and len(layer_names(encoder)) == L + 1
+    assert len(encoder(wave[None, :encoder.span_samples], layers="all").hidden) == L
+    with pytest.raises(ValueError, match="layers='every': expected block indices or 'all'"):
+        encoder(wave[None, :encoder.span_samples], layers="every")
 
 
 def test_layer_store_round_trip_and_truncation(tmp_path):

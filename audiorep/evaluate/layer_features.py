@@ -28,7 +28,7 @@ def layer_names(encoder) -> list[str]:
 
 def _window_frames(encoder, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """[W, size] windows -> ([W, U, L + 1, D] frames, [U] token times in s from the window start)."""
-    out = encoder.backbone(encoder.frontend(windows), layers=all_layers(encoder))
+    out = encoder(windows, layers=ALL)
     states = torch.stack([*out.hidden, out.tokens], dim=2)[:, out.prefix:]  # [W, K, L + 1, D]
     uniq, inverse = torch.unique(out.times, return_inverse=True)  # token times are shared by the windows
     summed = states.new_zeros(len(windows), len(uniq), *states.shape[2:]).index_add_(1, inverse, states)
