@@ -24,8 +24,10 @@ import torch
 from tqdm.auto import tqdm
 
 from audiorep.files import folder_lock
+from audiorep.tasks.asr_task import AsrTask, is_asr_task
 from audiorep.tasks.format import METADATA_FILE, Task, TaskFormatError, check_task, load_task, metadata_warnings
 
+from . import asr, layer_probe
 from . import embeddings as emb
 from .bootstrap import N_BOOTSTRAP
 from .protocol import MODES, ProtocolConfig, evaluate_task, validation_interval
@@ -89,12 +91,17 @@ def parser() -> argparse.ArgumentParser:
                    help="resamples of the test clips for 95%% intervals and comparisons (0 = none)")
     p.add_argument("--compare", nargs=2, action="append", default=[], metavar=("A", "B"),
                    help="paired bootstrap of model A against model B (labels as in --model; repeatable)")
+    p.add_argument("--layer-weights", action="store_true",
+                   help="audiorep models: probes learn softmax weights over all layers (HEAR tasks; ASR tasks always)")
+    asr.add_arguments(p)
     return p
 
 
-def _check(path: Path) -> tuple[Task | None, str | None]:
+def _check(path: Path) -> tuple[Task | AsrTask | None, str | None]:
     """-> (task, None) or (None, why it cannot be evaluated): `tasks check` in full, wav headers
     included, so events past a clip's end and clips of the wrong length are caught here too."""
+    if is_asr_task(path):
+        return asr.check(path)
     problems = check_task(path)
     if problems:
         more = f" (+{len(problems) - MAX_PROBLEMS_SHOWN} more: run `audiorep tasks check`)" \
@@ -154,6 +161,10 @@ def run(args: argparse.Namespace) -> int:
     cfg = ProtocolConfig(mode=args.mode, grid_points=args.grid_points, max_epochs=args.max_epochs,
                          seeds=tuple(range(args.seed, args.seed + args.seeds)), bootstrap=args.bootstrap,
                          device=args.device)
+    try:
+        asr_run = asr.run_from_args(args)
+    except ValueError as e:
+        parser().error(str(e))
     results: dict[str, dict[str, dict]] = {m.label: {} for m in models}
     timing = {m.label: {"embed_seconds": 0.0, "probe_seconds": 0.0} for m in models}
     failed: dict[str, str] = {}
@@ -173,16 +184,25 @@ def run(args: argparse.Namespace) -> int:
                     print(f"FAILED {key}: {why}", file=sys.stderr)
                     continue
                 metadata[key] = checked[path].metadata
-                warnings[key] = metadata_warnings(metadata[key])
+                warnings[key] = [] if isinstance(checked[path], AsrTask) else metadata_warnings(metadata[key])
                 for w in warnings[key]:
                     print(f"warning: {key}: {w}", file=sys.stderr)
             task = checked[path]
             emb_dir = args.out / "embeddings" / spec.name / key
             try:
-                if not emb.cached(task, spec, emb_dir):
-                    loaded = loaded or emb.load_hear_model(spec, args.device)
-                info = emb.embed_task(task, spec, emb_dir, args.device, args.batch_seconds, loaded)
-                result = evaluate_task(emb_dir, cfg, args.out / "predictions" / args.mode / spec.name / f"{key}.json")
+                if isinstance(task, AsrTask):
+                    info, result = asr.evaluate_task(task, spec, args.out, asr_run, args.device, loaded)
+                else:
+                    if not emb.cached(task, spec, emb_dir):
+                        loaded = loaded or emb.load_hear_model(spec, args.device)
+                    info = emb.embed_task(task, spec, emb_dir, args.device, args.batch_seconds, loaded)
+                    if args.layer_weights and spec.is_audiorep:
+                        out_json = args.out / "predictions" / f"{args.mode}+layers" / spec.name / f"{key}.json"
+                        result = layer_probe.evaluate_task(task, emb_dir, cfg, out_json,
+                                                           lambda: loaded or emb.load_hear_model(spec, args.device))
+                    else:
+                        result = evaluate_task(emb_dir, cfg,
+                                               args.out / "predictions" / args.mode / spec.name / f"{key}.json")
             except Exception as e:  # noqa: BLE001 -- reported by task and model; the other tasks go on
                 failed[f"{key} / {spec.label}"] = f"{type(e).__name__}: {e}"
                 print(f"FAILED {key} / {spec.label}: {type(e).__name__}: {e}", file=sys.stderr)
@@ -193,6 +213,7 @@ def run(args: argparse.Namespace) -> int:
     config = {"models": {m.label: m.path or m.module for m in models}, "tasks": [p.name for p in paths],
               "mode": args.mode, "grid_points": args.grid_points, "seeds": list(cfg.seeds),
               "max_epochs": args.max_epochs, "bootstrap": args.bootstrap, "device": args.device,
+              "layer_weights": args.layer_weights,
               "categories": str(args.categories) if args.categories else None,
               "reference_table": str(args.reference_table) if reference else None}
     write_report(args.out, results, metadata, timing, config, reference, categories, failed, warnings,

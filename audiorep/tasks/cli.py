@@ -8,7 +8,8 @@ from pathlib import Path
 
 from audiorep.files import folder_lock
 from audiorep.tasks import format as task_format
-from audiorep.tasks import importer, suite
+from audiorep.tasks import importer, librispeech, suite
+from audiorep.tasks.asr_task import check_asr_task, is_asr_task, load_asr_task
 from audiorep.tasks.scaffold import SIZES
 
 
@@ -20,7 +21,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("out", help="folder that will hold one folder per task")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--size", choices=SIZES, default="small")
-    b.add_argument("--tasks", nargs="+", choices=list(suite.TASKS), help="build only these tasks")
+    b.add_argument("--tasks", nargs="+", choices=[*suite.TASKS, *suite.ASR_TASKS],
+                   help="build only these tasks (asr_en, a transcribed-speech task, only when named)")
     b.add_argument("--workers", type=int, default=suite.WORKERS, help="processes building tasks in parallel")
 
     c = sub.add_parser("corpus", help="unlabeled pretraining clips, disjoint from every test split")
@@ -40,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--metric", nargs="+", help="evaluation metrics, primary first (default by task kind)")
     i.add_argument("--strict", action="store_true", help="write nothing if any row or file is bad")
     i.add_argument("--overwrite", action="store_true", help="replace OUT (only once the new task is complete)")
+    i.add_argument("--asr", nargs="*", metavar="SPLIT=FOLDER",
+                   help="SRC is a LibriSpeech-style folder (*.trans.txt beside the audio): an ASR task from its "
+                        "subsets (default train=train-clean-100 valid=dev-clean test=test-clean)")
 
     k = sub.add_parser("check", help="validate HEAR task folders (one task, or a folder of tasks)")
     k.add_argument("dirs", nargs="+")
@@ -52,12 +57,18 @@ def _check(dirs: list[str], read_audio: bool) -> int:
     for root in dirs:
         tasks = list(suite.iter_task_dirs(root)) or [root]
         for path in tasks:
-            problems = task_format.check_task(path, read_audio=read_audio)
+            asr = is_asr_task(path)
+            check = check_asr_task if asr else task_format.check_task
+            problems = check(path, read_audio=read_audio)
             if problems:
                 failed += 1
                 print(f"FAIL {path}: {len(problems)} problem(s)")
                 for line in problems:
                     print(f"  - {line}")
+            elif asr:
+                task = load_asr_task(path)
+                n = sum(len(v) for v in task.splits.values())
+                print(f"ok   {path}: transcription, {len(task.vocabulary)} characters, {n} clips in train, valid, test")
             else:
                 task = task_format.load_task(path)
                 n = sum(len(v) for v in task.splits.values())
@@ -81,9 +92,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "import":
         out = Path(args.out).absolute()
         with folder_lock(out.parent, f".{out.name}.audiorep.lock", what=out):  # two imports never share OUT
-            report = importer.import_task(args.src, args.out, name=args.name, seed=args.seed, folds=args.folds,
-                                          sep=args.sep, duration=args.duration, metrics=args.metric,
-                                          strict=args.strict, overwrite=args.overwrite)
+            if args.asr is not None:
+                try:
+                    splits = librispeech.parse_splits(args.asr)
+                except ValueError as e:
+                    _parser().error(f"--asr {e}")
+                report = librispeech.import_librispeech(args.src, args.out, splits, name=args.name,
+                                                        strict=args.strict, overwrite=args.overwrite)
+            else:
+                report = importer.import_task(args.src, args.out, name=args.name, seed=args.seed,
+                                              folds=args.folds, sep=args.sep, duration=args.duration,
+                                              metrics=args.metric, strict=args.strict, overwrite=args.overwrite)
         for problem in report.problems:
             print(f"skipped: {problem}", file=sys.stderr)
         if report.path is None:
