@@ -33,11 +33,12 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--last-layer", action="store_true", help="no layer weights: the last layer only")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     task = load_asr_task(args.task)
     head = AsrConfig(project_dim=args.width, lstm_dim=args.width, batch_size=args.batch, steps=args.steps,
-                     eval_every=args.eval_every, lr=args.lr)
+                     eval_every=args.eval_every, lr=args.lr, layer_weights=not args.last_layer)
     for spec in map(parse_model, args.model):
         start = time.perf_counter()
         try:
