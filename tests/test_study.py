@@ -18,7 +18,7 @@ from audiorep.config import override
 from audiorep.files import folder_lock
 from audiorep.objectives import RECIPES
 from audiorep.study import plan
-from audiorep.study.launch import Job, calibrate, command, execute
+from audiorep.study.launch import Job, calibrate, command, copy_encoder, execute
 from audiorep.study.spec import SpecError, load
 from audiorep.tasks.format import TaskWriter, make_metadata
 from audiorep.train import TrainConfig, split_overrides
@@ -198,6 +198,14 @@ def test_minutes_are_calibrated_once_per_run(data, tmp_path):
     rows = (tmp_path / "calibrate" / "mae" / "log.csv").read_text().splitlines()
     assert 0 < seconds < 60 and len(rows) == 1 + 4  # header + steps 2, 4, 6, 8
     assert calibrate(t, tmp_path, 1) == seconds  # kept in OUT/state
+
+
+def test_the_point_is_the_encoder_the_run_ships_not_its_ema(tmp_path):
+    for part in ("encoder", "encoder_ema"):
+        (tmp_path / "run" / part).mkdir(parents=True)
+        (tmp_path / "run" / part / "config.json").write_text(part)
+    copy_encoder(tmp_path / "run", tmp_path / "point")
+    assert (tmp_path / "point" / "config.json").read_text() == "encoder"
 
 
 # ------------------------------------------------------------------------------ sizes

@@ -87,11 +87,11 @@ def run_process(cmd: list[str], log: Path, threads: int) -> float:
 
 
 def copy_encoder(run: Path, dest: Path) -> None:
-    """The encoder the run ships (its EMA when it keeps one) -> dest, atomically."""
-    source = run / "encoder_ema" if (run / "encoder_ema").exists() else run / "encoder"
+    """The encoder the run ships (RUN/encoder, what audiorep.load(RUN) gives; not an EMA kept
+    beside it, e.g. EAT's, whose horizon is longer than short runs) -> dest, atomically."""
     tmp = dest.with_name(f".{dest.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(source, tmp)
+    shutil.copytree(run / "encoder", tmp)
     os.replace(tmp, dest)
 
 
