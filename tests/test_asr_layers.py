@@ -97,3 +97,20 @@ def test_asr_task_end_to_end(tmp_path, model, one_thread):
     asr.embed_asr_task(task, spec, emb_dir)  # cached: nothing embedded again
     assert (emb_dir / "train.layers.f16").stat().st_mtime_ns == mtime
     assert asr.evaluate_asr(emb_dir, task, run, out)["probe_seconds"] == result["probe_seconds"]  # reused
+
+
+def test_asr_task_with_a_language_model_scores_the_lm_decoding(tmp_path, one_thread):
+    pytest.importorskip("pyctcdecode")
+    pytest.importorskip("kenlm")
+    from audiorep.evaluate.asr_decode import BeamConfig
+    from test_asr import write_arpa
+
+    task = load_asr_task(chirp_task(tmp_path, np.random.default_rng(0)))
+    emb_dir = tmp_path / "emb"
+    asr.embed_asr_task(task, parse_model("logmel"), emb_dir)
+    arpa = write_arpa(tmp_path / "lm.arpa", {"ab": -0.3, "ba": -0.3, "a": -0.5, "b": -0.5}, {"<s> ab": -0.2})
+    run = asr.AsrRun(AsrConfig(project_dim=16, lstm_dim=16, batch_size=4, steps=2, eval_every=2), BeamConfig(arpa),
+                     bootstrap=10)
+    result = asr.evaluate_asr(emb_dir, task, run, tmp_path / "toy.json")
+    assert result["decoding"] == "lm" and {"wer", "cer", "wer_greedy", "cer_greedy"} == set(result["scores"])
+    assert result["score"] == result["scores"]["wer"]["mean"]
