@@ -42,6 +42,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .config import override, to_dict
+from .convert import one_line
 from .data import ClipDataset, DataConfig, ShardStream, StepSampler, class_balanced_weights
 from .ema import EMA
 from .files import checkpoints, folder_lock, write_json
@@ -385,7 +386,7 @@ def resume_from(out: Path, objective: nn.Module, optimizer, scaler, ema: EMA | N
         try:
             return path, load_checkpoint(path, objective, optimizer, scaler, ema)
         except Exception as e:  # truncated or corrupted files: torch, json and pickle raise various types
-            print(f"{path}: unreadable checkpoint ({type(e).__name__}: {' '.join(str(e).split())[:200]}); "
+            print(f"{path}: unreadable checkpoint ({type(e).__name__}: {one_line(e)[:300]}); "
                   "falling back to the previous one", file=sys.stderr)
     if found:
         raise ValueError(f"{out / 'checkpoints'}: no checkpoint is readable; delete the folder to start the run afresh")

@@ -10,6 +10,8 @@ The contract the training loop relies on (train.py):
                                         batch["index"], batch["start"] (the crop's first sample),
                                         batch["length"] (its audio samples before zero padding)
     after_step(step, total_steps)       optional: EMA teachers, schedules
+    set_epoch_steps(steps_per_epoch)    optional: told once before training, for schedules the
+                                        paper states in epochs (EAT's mixes start after 12)
     prepare(dataset, device, run_dir)   optional: a data-dependent stage run once before step 0
                                         of a fresh run (e.g. k-means targets); what it computes
                                         lives in the objective's state_dict, so a resume has it
