@@ -51,6 +51,7 @@ def check_rate(sample_rate) -> int:
 
 def check_settings(encoder, cfg: EmbedConfig) -> None:
     """Settings this encoder cannot honour, refused naming the field."""
+    cfg.check_rate(encoder.sample_rate)
     depth = encoder.backbone.num_layers
     if any(layer >= depth for layer in cfg.layers):
         raise ValueError(f"EmbedConfig.layers={cfg.layers}: encoder {encoder.config.name!r} has blocks 0..{depth - 1}")

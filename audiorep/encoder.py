@@ -41,7 +41,7 @@ class EmbedConfig:
     scene_hop_s: float = 2.5            # hop between windows of audio longer than one window
     scene_window_s: float = 0.0         # window for long audio; 0 = the model's span
     scene_pad: str = "none"             # long audio: "reflect" pads half a window at each end (hear21passt)
-    batch_size: int = 32                # windows per forward
+    batch_size: int = 32                # at most this many windows, and seconds of audio, per forward
 
     def __post_init__(self):
         for name in ("levels", "layers", "rf_ms"):  # lists from Python are fine; a string is not a tuple

@@ -137,3 +137,13 @@ def test_evaluate_cache_key_follows_the_hear_module_code(tmp_path, monkeypatch):
     assert cache_key(load_task(task), spec) == before
     (tmp_path / "my_hear.py").write_text("SIZE = 22\n")  # edited code
     assert cache_key(load_task(task), spec) != before
+
+
+def test_evaluate_cache_key_follows_the_packages_above_a_one_line_hear_module():
+    """audiorep.hear.passt.base is one line: what it runs lives in audiorep/hear/passt/__init__.py."""
+    from audiorep.evaluate.embeddings import module_stamp
+    from audiorep.hear import passt
+
+    stamp = module_stamp("audiorep.hear.passt.base")
+    assert stamp[0].endswith("base.py")
+    assert [s[0] for s in stamp[4:]] == [passt.__file__, audiorep.hear.__file__, audiorep.__file__]

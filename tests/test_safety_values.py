@@ -107,6 +107,8 @@ def test_a_hop_shorter_than_one_sample_is_refused_when_given(model):
     with pytest.raises(ValueError, match=r"EmbedConfig.hop_ms=0.05: shorter than one sample at 16000 Hz"):
         audiorep.Encoder(replace(model.config, embed=EmbedConfig(hop_ms=0.05)))
     assert audiorep.Encoder(replace(model.config, embed=EmbedConfig(hop_ms=0.0625))).config.embed.hop_ms == 0.0625
+    with pytest.raises(ValueError, match=r"EmbedConfig.hop_ms=0.05: shorter than one sample"):  # the API's own cfg too
+        audiorep.timestamp_embeddings(model, torch.zeros(16000), 16000, EmbedConfig(hop_ms=0.05))
 
 
 def test_max_epochs_below_a_tasks_validation_interval_is_refused_before_any_work(tmp_path, capsys):

@@ -277,9 +277,8 @@ def model_stamps(path: str) -> list:
     return [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
 
 
-def module_stamp(module: str) -> list:
-    """The HEAR module's source file (path, size, mtime) and its distribution's version, so
-    embeddings of edited or upgraded model code are not reused."""
+def _source_stamp(module: str) -> list:
+    """[source file, size, mtime] of an importable module (Nones when it has no file)."""
     loaded = sys.modules.get(module)
     origin = getattr(loaded, "__file__", None)
     if loaded is None:
@@ -288,12 +287,21 @@ def module_stamp(module: str) -> list:
             origin = found.origin if found else None
         except (ImportError, ValueError):
             origin = None
+    stat = Path(origin).stat() if origin and Path(origin).is_file() else None
+    return [origin, stat.st_size if stat else None, stat.st_mtime_ns if stat else None]
+
+
+def module_stamp(module: str) -> list:
+    """The HEAR module's source file and those of the packages above it (path, size, mtime:
+    `audiorep.hear.passt.base` is one line, its behaviour lives in `audiorep.hear.passt`), and
+    its distribution's version, so embeddings of edited or upgraded model code are not reused."""
+    parts = module.split(".")
     try:
-        version = importlib.metadata.version(module.split(".")[0])
+        version = importlib.metadata.version(parts[0])
     except importlib.metadata.PackageNotFoundError:
         version = None
-    stat = Path(origin).stat() if origin and Path(origin).is_file() else None
-    return [origin, stat.st_size if stat else None, stat.st_mtime_ns if stat else None, version]
+    parents = [".".join(parts[:i]) for i in range(len(parts) - 1, 0, -1)]
+    return _source_stamp(module) + [version] + [_source_stamp(p) for p in parents]
 
 
 def cache_key(task: Task, spec: ModelSpec) -> str:
