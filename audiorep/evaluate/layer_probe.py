@@ -29,7 +29,7 @@ from . import probes
 from .embeddings import EmbeddingError, load_split
 from .layer_features import layer_frames, layer_names
 from .layer_weights import plot_layer_weights, train_weighted_probe
-from .protocol import ProtocolConfig, TaskData, _bootstrap, _summary, data_splits
+from .protocol import ProtocolConfig, TaskData, bootstrap_summary, data_splits, summarize
 
 
 def _row_groups(files: list[str], stamps: np.ndarray | None):
@@ -129,13 +129,13 @@ def evaluate_weighted(emb_dir: Path, cfg: ProtocolConfig, out_file: Path) -> dic
                          "scores": data.test_scores(split["test"], probs, extra)})
             if cfg.bootstrap:
                 replicates.append(data.replicates(split["test"], probs, extra, cfg.bootstrap))
-    summary = _summary(runs)
+    summary = summarize(runs)
     mean_weights = {n: round(float(np.mean([w[n] for w in weights])), 6) for n in data.layer_names}
     result = {
         "task": data.meta["task_name"], "embedding_type": data.meta["embedding_type"], "primary": data.primary,
         "maximize": data.maximize, "mode": f"{cfg.mode}+layer-weights", "score": summary[data.primary]["mean"],
         "score_std": summary[data.primary]["std"], "n": summary[data.primary]["n"],
-        "bootstrap": _bootstrap(replicates), "scores": summary, "runs": runs, "selection": selections,
+        "bootstrap": bootstrap_summary(replicates), "scores": summary, "runs": runs, "selection": selections,
         "layer_weights": mean_weights, "embedding_dim": int(data.layers[next(iter(data.layers))].data.shape[2]),
         "probe_seconds": time.perf_counter() - start,
     }

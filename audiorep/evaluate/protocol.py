@@ -246,7 +246,7 @@ def _run_seed(data: TaskData, cfg: ProtocolConfig, seed: int) -> tuple[list[dict
     return per_split, selection, boot
 
 
-def _bootstrap(replicates: list[np.ndarray]) -> dict | None:
+def bootstrap_summary(replicates: list[np.ndarray]) -> dict | None:
     """Replicates of every (split, seed) -> the task's: their mean per resample, and its interval."""
     if not replicates:
         return None
@@ -256,7 +256,7 @@ def _bootstrap(replicates: list[np.ndarray]) -> dict | None:
             "replicates": [round(float(v), 6) for v in mean]}
 
 
-def _summary(runs: list[dict]) -> dict[str, dict[str, float]]:
+def summarize(runs: list[dict]) -> dict[str, dict[str, float]]:
     names = runs[0]["scores"].keys()
     out = {}
     for m in names:
@@ -288,12 +288,12 @@ def evaluate_task(emb_dir: Path, cfg: ProtocolConfig, out_file: Path) -> dict:
         runs += [{**r, "seed": seed} for r in per_split]
         selections.append({"seed": seed, **selection})
         replicates += boot
-    summary = _summary(runs)
+    summary = summarize(runs)
     result = {
         "task": data.meta["task_name"], "embedding_type": data.meta["embedding_type"],
         "primary": data.primary, "maximize": data.maximize, "mode": cfg.mode, "settings": settings,
         "score": summary[data.primary]["mean"], "score_std": summary[data.primary]["std"],
-        "n": summary[data.primary]["n"], "bootstrap": _bootstrap(replicates),
+        "n": summary[data.primary]["n"], "bootstrap": bootstrap_summary(replicates),
         "protocol": {"monitor": data.monitor if cfg.mode != "knn" else f"val_{data.primary}",
                      "grid": {**probes.KIT_GRID, **data.grid_overrides(cfg)}, "max_epochs_cap": cfg.max_epochs,
                      "postprocessing_grid": data.postprocessing if data.event else None,
