@@ -31,7 +31,7 @@ from audiorep import presets
 from audiorep.config import override
 from audiorep.encoder import Encoder
 from audiorep.objectives import RECIPES
-from audiorep.train import TrainConfig, run_recipe, split_overrides
+from audiorep.train import TrainConfig, crop_samples, run_recipe, split_overrides
 
 # recipe -> (preset, overrides): the tiny settings of the demo (audiomae), bench_asit.py and
 # bench_encodecmae.py (EnCodec with random weights: the released tokenizer needs a download)
@@ -127,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipe", choices=sorted(TINY))
     add_arguments(parser, steps=100, batch=16, corpus_hours=0.3, tasks=TASKS)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first .. first + seeds - 1 (to run "
+                                                                    "seeds in parallel into one --out, then once more "
+                                                                    "with all of them for the table)")
     parser.add_argument("overrides", nargs="*", help="field=value for every run (after the tiny settings)")
     args = parser.parse_args(argv)
     if args.seeds < 1 or args.steps < 1:
@@ -134,32 +137,34 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)  # one compute thread + one loader process
     began = time.perf_counter()
     tasks, corpus = suite_and_corpus(args.out, args.tasks, args.corpus_hours)
-    points = {f"step{step}-seed{seed}": path for seed in range(args.seeds)
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    points = {f"step{step}-seed{seed}": path for seed in seeds
               for step, path in curve_run(args.out, corpus, args.recipe, seed, args.steps, args.batch,
                                           args.overrides).items()}
     minutes_train = (time.perf_counter() - began) / 60
     means = mean_scores(args.out, tasks, points)
     stops = [0, args.steps, 4 * args.steps]
-    curve = {s: [means[f"step{s}-seed{seed}"] for seed in range(args.seeds)] for s in stops}
-    cfg = override(TrainConfig(), split_overrides(settings(args.recipe, args.steps, args.batch, 0, args.overrides))["train"])
-    crop_s = cfg.data.crop_s
+    curve = {s: [means[f"step{s}-seed{seed}"] for seed in seeds] for s in stops}
+    parts = split_overrides(settings(args.recipe, args.steps, args.batch, 0, args.overrides))
+    encoder = Encoder(override(presets.get(TINY[args.recipe][0]), parts["encoder"]))
+    crop_s = crop_samples(encoder, override(TrainConfig(), parts["train"]).data) / encoder.sample_rate
     lines = [f"{args.recipe} learning curve: {TINY[args.recipe][0]}, batch {args.batch}"
-             f"{f' x {crop_s:g} s' if crop_s else ''}, one {4 * args.steps}-step schedule per seed, {args.seeds} seed(s), "
+             f" x {crop_s:.3g} s, one {4 * args.steps}-step schedule per seed, {args.seeds} seed(s), "
              f"corpus {args.corpus_hours} h; tasks {', '.join(args.tasks)}; {(time.perf_counter() - began) / 60:.1f} min "
              f"in all ({minutes_train:.1f} training, 1 thread)", "",
              "| steps | audio seen (min) | mean normalized score (+- s.e. over seeds) | per seed |", "|---|---|---|---|"]
     for s in stops:
         values = curve[s]
         se = f"{statistics.stdev(values) / math.sqrt(len(values)):.3f}" if len(values) > 1 else "n/a"
-        seen = s * args.batch * crop_s / 60 if crop_s else math.nan
+        seen = s * args.batch * RECIPES[args.recipe].views * crop_s / 60  # crops of every view
         lines.append(f"| {s} | {seen:.1f} | {statistics.mean(values):.3f} +- {se} | "
                      f"{', '.join(f'{v:.3f}' for v in values)} |")
     lines.append(f"| log-mel baseline | | {means['logmel']:.3f} | |")
-    logs = health(args.out / "runs" / run_name(args.recipe, 0), stops[1:])
+    logs = health(args.out / "runs" / run_name(args.recipe, seeds[0]), stops[1:])
     if logs:
         columns = [c for c in HEALTH if c in logs[stops[-1]]] + sorted(
             c for c in logs[stops[-1]] if c not in HEALTH and c not in ("lr", "weight_decay", "samples_per_s", "skipped"))
-        lines += ["", "Run health, seed 0 (log.csv):", "", "| step | " + " | ".join(columns) + " |",
+        lines += ["", f"Run health, seed {seeds[0]} (log.csv):", "", "| step | " + " | ".join(columns) + " |",
                   "|---|" + "---|" * len(columns)]
         lines += [f"| {s} | " + " | ".join(f"{logs[s].get(c, math.nan):.4g}" for c in columns) + " |" for s in logs]
     text = "\n".join(lines)

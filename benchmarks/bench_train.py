@@ -59,7 +59,7 @@ def setups(overrides: list[str]):
         "audiomae-b mae 80%": lambda: MAE(encoder("audiomae-b"), MAEConfig()),
         "audiomae-b no masking": lambda: MAE(encoder("audiomae-b"), MAEConfig(mask_ratio=0.0)),
         "asit-b": lambda: ASiT(encoder("asit-b"), ASiTConfig()),
-        "asit-b no corruption": lambda: ASiT(encoder("asit-b"), ASiTConfig(ratio=0.0)),
+        "asit-b no corruption": lambda: ASiT(encoder("asit-b"), ASiTConfig(ratio=0.0, alien_prob=0.0)),
     }
 
 
