@@ -27,7 +27,7 @@ import numpy as np
 
 from audiorep import audio
 from audiorep.tasks.format import (METADATA_FILE, SAMPLE_RATE, TRAINVALTEST, VOCABULARY_FILE, TaskFormatError,
-                                   TaskWriter, read_vocabulary)
+                                   TaskWriter, read_json, read_vocabulary)
 
 PREDICTION_TYPE = "transcription"
 EMBEDDING_TYPE = "sequence"
@@ -94,15 +94,6 @@ class AsrTask:
         return out
 
 
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise TaskFormatError(f"{path}: missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise TaskFormatError(f"{path}: not valid JSON ({e})") from None
-
-
 def _split_problems(path: Path, split: str, data) -> list[str]:
     where = path / f"{split}.json"
     if not isinstance(data, dict):
@@ -125,7 +116,7 @@ def _split_problems(path: Path, split: str, data) -> list[str]:
 def load_asr_task(path: str | os.PathLike) -> AsrTask:
     """Read and check a transcribed-speech task (not the audio); TaskFormatError lists every problem."""
     path = Path(path)
-    meta = _read_json(path / METADATA_FILE)
+    meta = read_json(path / METADATA_FILE)
     if not isinstance(meta, dict):
         raise TaskFormatError(f"{path / METADATA_FILE}: must be a JSON object")
     problems = [f"{path / METADATA_FILE}: missing {k}" for k in REQUIRED if k not in meta]
@@ -140,7 +131,7 @@ def load_asr_task(path: str | os.PathLike) -> AsrTask:
         raise TaskFormatError("; ".join(problems))
     task = AsrTask(path, meta, read_vocabulary(path / VOCABULARY_FILE))
     for split in TRAINVALTEST:
-        data = _read_json(path / f"{split}.json")
+        data = read_json(path / f"{split}.json")
         problems += _split_problems(path, split, data)
         task.splits[split] = data if isinstance(data, dict) else {}
     if not problems:

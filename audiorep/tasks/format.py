@@ -230,7 +230,8 @@ def multi_hot(labels: Sequence[Sequence[str]], vocabulary: Sequence[str], names:
 # ---------------------------------------------------------------- reading
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
+    """A task's JSON file; a missing or unparsable one is a TaskFormatError naming it."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -248,13 +249,13 @@ def load_task(path: str | os.PathLike) -> Task:
     path = Path(path)
     if not path.is_dir():
         raise TaskFormatError(f"{path}: not a folder")
-    meta = _read_json(path / METADATA_FILE)
+    meta = read_json(path / METADATA_FILE)
     problems = _metadata_problems(meta)
     if problems:
         raise TaskFormatError(f"{path / METADATA_FILE}: {'; '.join(problems)}")
     task = Task(path, meta, read_vocabulary(path / VOCABULARY_FILE))
     for split in split_names(meta):
-        data = _read_json(path / f"{split}.json")
+        data = read_json(path / f"{split}.json")
         if not isinstance(data, dict):
             raise TaskFormatError(f"{path / f'{split}.json'}: must map file names to labels")
         for name in data:  # file names in <rate>/<split>/: never a path out of the task
