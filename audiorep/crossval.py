@@ -36,7 +36,7 @@ from .config import override, to_dict
 from .data import ClipDataset, task_clips
 from .encoder import Encoder
 from .files import write_json
-from .finetune import predict, score
+from .finetune import eval_dataset, predict, score
 from .train import TrainConfig, check_config, split_overrides, train, uses_ema
 
 
@@ -88,7 +88,7 @@ def run_fold(recipe, encoder_cfg, task, fold: tuple[str, list[str], dict[str, st
         models["_ema"] = recipe.objective(Encoder.load(out / "encoder_ema"), objective_cfg)
     metrics = {}
     for key, split in scored.items():
-        dataset = ClipDataset(task_clips(task.path, split)[0], encoder.sample_rate, crop, cfg.data, task.vocabulary)
+        dataset = eval_dataset(task_clips(task.path, split)[0], encoder.sample_rate, crop, cfg.data, task.vocabulary)
         for suffix, model in models.items():
             metrics[key + suffix] = score(*predict(model.to(objective.encoder.device), dataset),
                                             task.prediction_type)

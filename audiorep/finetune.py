@@ -43,6 +43,11 @@ def task_splits(task, fold: int) -> tuple[list[str], str, str]:
 
 
 @torch.no_grad()
+def eval_dataset(clips, sample_rate: int, crop: int, data_cfg, vocabulary) -> ClipDataset:
+    """The clips to score, each once (the training data's duration repeats, `repeat_s`, left out)."""
+    return ClipDataset(clips, sample_rate, crop, replace(data_cfg, repeat_s=0.0), vocabulary)
+
+
 def predict(objective, dataset: ClipDataset, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """(scores [N, C], targets [N, C]) on deterministic crops, in eval mode (no augmentation)."""
     objective.eval()
@@ -100,8 +105,7 @@ def finetune(model: str, task_dir: str, out: str | Path, overrides: list[str], r
         return None
     metrics = {}
     for split in (valid, test):
-        eval_clips = task_clips(task_dir, split)[0]
-        dataset = ClipDataset(eval_clips, encoder.sample_rate, crop, cfg.data, task.vocabulary)
+        dataset = eval_dataset(task_clips(task_dir, split)[0], encoder.sample_rate, crop, cfg.data, task.vocabulary)
         metrics[split] = score(*predict(objective, dataset), task.prediction_type)
         print(f"{task.name} {split}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics[split].items()))
     write_json(Path(out) / "metrics.json", {"task": task.name, "model": str(model), **metrics})

@@ -1,5 +1,6 @@
 """All-layer frames of every backbone kind, the per-layer store, and an ASR task end to end."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -57,7 +58,7 @@ def test_layer_store_round_trip_and_truncation(tmp_path):
         layer_store.read_layers(tmp_path, "valid")
 
 
-def chirp_task(tmp_path, rng) -> "Path":  # noqa: F821
+def chirp_task(tmp_path, rng) -> Path:
     """Words of two letters; each letter a tone (a: 400 Hz, b: 1200 Hz), 0.15 s each."""
     tone = {c: np.sin(2 * np.pi * f * np.arange(2400) / 16000).astype(np.float32) * 0.3
             for c, f in (("a", 400), ("b", 1200), (" ", 0))}

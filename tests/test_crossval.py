@@ -146,3 +146,14 @@ def test_eat_recipe_schedules_scale_with_epochs():
     assert ema_momentum(100, cfg, per_epoch) ** per_epoch == pytest.approx(0.995)
     release = crossval.train_config(RECIPES["eat"], [], ESC50, 1600, None, 0)
     assert release.steps == 42000 and warmup_of(release) == 4200
+
+
+def test_scored_clips_are_each_scored_once_when_training_repeats_them_by_duration():
+    from audiorep.data import ClipDataset, DataConfig
+    from audiorep.data.datasets import Clip
+    from audiorep.finetune import eval_dataset
+
+    clips = [Clip("a.wav", duration=3.0, labels=("x",)), Clip("b.wav", duration=1.0, labels=("y",))]
+    repeat = DataConfig(repeat_s=1.0)
+    assert len(ClipDataset(clips, 16000, 16000, repeat, ["x", "y"])) == 4  # training: a three times, b once
+    assert len(eval_dataset(clips, 16000, 16000, repeat, ["x", "y"])) == 2
