@@ -226,6 +226,8 @@ def run(spec_path: str | Path, out: str | Path, jobs: int = 1) -> str:
             refs = save_inits(spec, out)
             torch.set_num_threads(spec.threads * jobs)  # the trainings are done: their cores are free
             results = evaluate(spec, out, items, plans, refs)
+            for run_spec in spec.runs:  # measured here, so the time stated below includes it
+                cost(out, plan.label(run_spec.name, run_spec.seeds[0]))
             return write_report(spec, out, items, plans, refs, results, (time.perf_counter() - began) / 60)
         finally:
             torch.set_num_threads(threads)
