@@ -53,9 +53,10 @@ def predict(objective, dataset: ClipDataset, batch_size: int = 32) -> tuple[np.n
     objective.eval()
     device = next(objective.parameters()).device
     scores, targets = [], []
-    for batch in DataLoader(dataset, batch_size=batch_size):
-        scores.append(objective.logits(batch["wave"].to(device)).float().cpu())
-        targets.append(batch["target"])
+    with torch.no_grad():
+        for batch in DataLoader(dataset, batch_size=batch_size):
+            scores.append(objective.logits(batch["wave"].to(device)).float().cpu())
+            targets.append(batch["target"])
     objective.train()
     return torch.cat(scores).numpy(), torch.cat(targets).numpy()
 
