@@ -318,7 +318,8 @@ def test_recipe_trains_as_the_release():
     """Released: warm-up 10% of the run (10 of 100 epochs), each parameter's gradient clipped
     to norm 3 on its own, the whole clip rolled half the time before cropping, no roll per crop."""
     from audiorep.objectives import RECIPES
-    from audiorep.train import TrainConfig, warmup_of
+    from audiorep.schedules import warmup_of
+    from audiorep.train import TrainConfig
 
     for steps, warmup in ((1000, 100), (300, 30)):
         cfg = override(TrainConfig(), [*RECIPES["asit"].defaults, f"steps={steps}"])

@@ -131,7 +131,8 @@ def test_every_fold_is_checked_before_any_training(tasks, tmp_path):
 def test_eat_recipe_schedules_scale_with_epochs():
     """`--epochs 300` on ESC-50 (1600 training clips): 3750 steps, a 375-step rise (10%), the EMA per epoch."""
     from audiorep.objectives import RECIPES
-    from audiorep.train import beta1_at, check_config, ema_momentum, lr_at, warmup_of
+    from audiorep.schedules import beta1_at, ema_momentum, lr_at, warmup_of
+    from audiorep.train import check_config
 
     class ESC50:
         metadata = {"sample_duration": 5.0}

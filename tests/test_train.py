@@ -19,8 +19,8 @@ from audiorep import audio, load, presets
 from audiorep.config import override
 from audiorep.data import ClipDataset, DataConfig, clips_from
 from audiorep.encoder import Encoder
-from audiorep.train import (SHORT_EMA, TrainConfig, beta1_at, check_config, checkpoints, clip_per_param, ema_momentum,
-                            lr_at, param_groups, train, warmup_of, weight_decay_at)
+from audiorep.schedules import SHORT_EMA, beta1_at, ema_momentum, lr_at, warmup_of, weight_decay_at
+from audiorep.train import TrainConfig, check_config, checkpoints, clip_per_param, param_groups, train
 
 CLASSES = ["low", "mid", "high"]
 SR = 16000
