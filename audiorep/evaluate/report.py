@@ -89,7 +89,7 @@ def _plots(out: Path, table: dict, grouped: dict, timing: dict, models: list[str
             errs = np.nan_to_num(np.stack([vals - low, high - vals]).clip(min=0))  # [2, tasks]; no interval: none
             ax.bar(np.arange(len(tasks)) + i * width, vals, width, label=m, yerr=errs, capsize=2)
         ax.set_xticks(np.arange(len(tasks)) + width * (len(models) - 1) / 2, tasks, rotation=30, ha="right")
-        ax.set_ylabel("primary test score (bars: 95% bootstrap interval)")
+        ax.set_ylabel("test score (95% interval)")
         ax.legend(fontsize=8)
         fig.savefig(plots / "tasks.png", dpi=120)
         plt.close(fig)
