@@ -43,6 +43,7 @@ from tqdm import tqdm
 
 from .config import override, to_dict
 from .convert import one_line
+from .dist import world as world_of
 from .data import ClipDataset, DataConfig, ShardStream, StepSampler, class_balanced_weights
 from .ema import EMA
 from .files import checkpoints, folder_lock, write_json
@@ -229,17 +230,9 @@ class Logger:
 
 
 def setup_distributed(cfg: TrainConfig) -> tuple[int, int, torch.device]:
-    """(rank, world, device); under torchrun (WORLD_SIZE > 1) joins the process group."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    cuda = torch.cuda.is_available() and cfg.device in ("auto", "cuda")
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
-    if cuda:
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        return rank, world, torch.device("cuda", local)
-    return rank, world, torch.device("cpu" if cfg.device == "auto" else cfg.device)
+    """(rank, world, device); under torchrun (WORLD_SIZE > 1) joins the process group (dist.world)."""
+    w = world_of(cfg.device)
+    return w.rank, w.size, w.device
 
 
 def make_loader(data: ClipDataset | ShardStream, cfg: TrainConfig, start: int, rank: int, world: int):
@@ -307,7 +300,7 @@ def train(objective: nn.Module, data: ClipDataset | ShardStream, cfg: TrainConfi
     stop_after: leave after this optimizer step as if killed (tests, demos of resume).
     """
     out = Path(out)
-    with folder_lock(out) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext():
+    with folder_lock(out) if world_of(cfg.device).main else contextlib.nullcontext():
         return train_locked(objective, data, cfg, out, run_config, stop_after)
 
 
