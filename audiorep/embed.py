@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numbers
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -205,8 +206,14 @@ def nearest(points: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
 
 def embed_file(encoder, path: Path, kind: str, cfg: EmbedConfig, block_s: float):
     """Embed one file, streaming blocks of block_s seconds so memory stays bounded for
-    hours-long audio. Scene: length-weighted mean of blocks. Timestamps: blocks are a
-    whole number of hops, so timestamps continue seamlessly across blocks."""
+    hours-long audio (see embed_blocks)."""
+    return embed_blocks(encoder, read_blocks(path, encoder.sample_rate, block_s=max(block_s, 1.0)), kind, cfg, block_s)
+
+
+def embed_blocks(encoder, blocks: Iterable[np.ndarray], kind: str, cfg: EmbedConfig, block_s: float):
+    """Embed one recording given as consecutive mono blocks at the encoder's rate, in pieces
+    of block_s seconds. Scene: length-weighted mean of pieces. Timestamps: pieces are a
+    whole number of hops, so timestamps continue seamlessly across them."""
     sr = encoder.sample_rate
     hop = max(1, round(cfg.hop_ms * sr / 1000))
     block = max(hop, int(block_s * sr) // hop * hop)
@@ -224,7 +231,7 @@ def embed_file(encoder, path: Path, kind: str, cfg: EmbedConfig, block_s: float)
             pieces.append((emb[0, :n], times))
         offset += len(x)
 
-    for x in read_blocks(path, sr, block_s=max(block_s, 1.0)):
+    for x in blocks:
         buf = np.concatenate([buf, x])
         while len(buf) >= 2 * block:
             flush(buf[:block], last=False)

@@ -1,7 +1,9 @@
-"""WebDataset-format tar shards: write them, and stream them as batches (no webdataset package).
+"""WebDataset-format tar shards: write them, read them, stream them as batches (no webdataset package).
 
-A shard is a plain tar whose members are grouped by key: `000123.flac` (the audio) and
-`000123.json` (`{"labels": [...], "source": ...}`), the layout large AudioSet mirrors use.
+A shard is a plain tar whose members are grouped by key (the member's name up to the first
+dot of its base name, as webdataset groups them): `000123.flac` (the audio, any extension
+in AUDIO_EXTENSIONS) and `000123.json` (`{"labels": [...], "source": ...}`), the layout
+large AudioSet mirrors and `webdataset.ShardWriter` write.
 `ShardStream` is an IterableDataset yielding collated batches: every epoch the shards are
 shuffled with (seed, epoch), each (rank, worker) reads its own subset through a seeded
 shuffle buffer, and augmentation is seeded by stream position. The stream is therefore
@@ -10,14 +12,17 @@ reproducible, and resuming at micro-step s skips exactly the batches already pro
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import json
 import os
+import re
 import tarfile
 import time
+import zlib
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import soundfile as sf
@@ -40,27 +45,40 @@ def write_shards(clips: list[Clip], out: str | os.PathLike, sample_rate: int, pe
     Each shard is written to a temporary name and renamed when complete.
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     paths = []
     for s, first in enumerate(range(0, len(clips), per_shard)):
         path = out / SHARD_PATTERN.format(s)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with tarfile.open(tmp, "w") as tar:
+        with tar_writer(path) as add:
             for n, clip in enumerate(clips[first:first + per_shard], start=first):
                 wave, _ = audio.read(clip.path, sample_rate, start=clip.offset, duration=clip.duration)
                 flac = io.BytesIO()
                 sf.write(flac, np.clip(wave, -1, 1), sample_rate, format="FLAC", subtype="PCM_16")
-                meta = json.dumps({"labels": list(clip.labels), "source": clip.path}).encode()
-                for name, data in ((f"{n:09d}.flac", flac.getvalue()), (f"{n:09d}.json", meta)):
-                    info = tarfile.TarInfo(name)
-                    info.size, info.mtime = len(data), int(time.time())
-                    tar.addfile(info, io.BytesIO(data))
-        tmp.replace(path)
+                add(f"{n:09d}.flac", flac.getvalue())
+                add(f"{n:09d}.json", json.dumps({"labels": list(clip.labels), "source": clip.path}).encode())
         paths.append(path)
     labels = sorted({label for clip in clips for label in clip.labels})
     if labels:
         task_format.write_vocabulary(out / task_format.VOCABULARY_FILE, labels)  # next to the shards, as in a HEAR task
     return paths
+
+
+@contextlib.contextmanager
+def tar_writer(path: str | os.PathLike) -> Iterator[Callable[[str, bytes], None]]:
+    """`add(name, data)` appends a member to the tar `path`, written under a temporary name
+    and renamed once complete (removed if the block fails: no half shard is ever seen)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with tarfile.open(tmp, "w") as tar:
+            def add(name: str, data: bytes) -> None:
+                info = tarfile.TarInfo(name)
+                info.size, info.mtime = len(data), int(time.time())
+                tar.addfile(info, io.BytesIO(data))
+            yield add
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def shard_vocabulary(spec: str | os.PathLike) -> list[str] | None:
@@ -83,26 +101,96 @@ def list_shards(spec: str | os.PathLike) -> list[Path]:
     return shards
 
 
+def expand_braces(pattern: str) -> list[str]:
+    """Shell-style brace expansion of a shard pattern, as webdataset does for quoted patterns:
+    `a/{000..002}.tar` -> a/000.tar, a/001.tar, a/002.tar (zero padding kept), `{x,y}.tar`
+    -> x.tar, y.tar; several groups multiply; a pattern without braces is itself."""
+    group = re.search(r"\{([^{}]*)\}", pattern)
+    if group is None:
+        return [pattern]
+    head, tail, body = pattern[:group.start()], pattern[group.end():], group[1]
+    span = re.fullmatch(r"(-?\d+)\.\.(-?\d+)", body)
+    if span:
+        first, last = int(span[1]), int(span[2])
+        width = len(span[1]) if span[1].startswith("0") else 0
+        step = 1 if last >= first else -1
+        parts = [f"{i:0{width}d}" for i in range(first, last + step, step)]
+    elif "," in body:
+        parts = body.split(",")
+    else:
+        raise ValueError(f"{pattern}: {{{body}}} is neither a range {{000..099}} nor a list {{a,b}}")
+    return [name for part in parts for name in expand_braces(f"{head}{part}{tail}")]
+
+
+class ShardError(ValueError):
+    """A tar shard that cannot be read to its end; the message names it and the last key read."""
+
+
+TAR_ERRORS = (tarfile.TarError, EOFError, OSError, zlib.error)
+
+
 def read_samples(path: Path) -> Iterator[dict[str, bytes]]:
     """Members of one shard grouped by key: {"__key__": key, "flac": bytes, "json": bytes, ...}.
     Members are read into memory, never extracted; a member name that is absolute or climbs
-    with '..' marks a hostile or broken shard and is refused, naming it."""
+    with '..' marks a hostile or broken shard and is refused, naming it. A tar that breaks off
+    (a truncated download, a corrupt block, no end-of-archive marker) raises ShardError after
+    the complete samples before the break."""
     sample: dict[str, bytes] = {}
-    with tarfile.open(path, "r|") as tar:
-        for member in tar:
-            if not member.isfile():
-                continue
-            confine(path, member.name, f"{path}: member")
-            folder, _, base = member.name.rpartition("/")
-            key, _, ext = base.partition(".")
-            key = f"{folder}/{key}" if folder else key
-            if sample and sample["__key__"] != key:
-                yield sample
-                sample = {}
-            sample["__key__"] = key
-            sample[ext.lower()] = tar.extractfile(member).read()
+    last = None
+    try:
+        with tarfile.open(path, "r|") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                confine(path, member.name, f"{path}: member")
+                folder, _, base = member.name.rpartition("/")
+                key, _, ext = base.partition(".")
+                key = f"{folder}/{key}" if folder else key
+                if sample and sample["__key__"] != key:
+                    last = sample["__key__"]
+                    yield sample
+                    sample = {}
+                sample["__key__"] = key
+                sample[ext.lower()] = tar.extractfile(member).read()
+        complete(path)
+    except TAR_ERRORS as e:
+        after = f"after key {last!r}" if last is not None else "before its first complete sample"
+        raise ShardError(f"{path}: unreadable tar {after} ({type(e).__name__}: {e}); truncated or corrupt?") from None
     if sample:
         yield sample
+
+
+def complete(path: Path) -> None:
+    """Refuse a tar without its end: tar writers pad the archive to 512-byte blocks and end it
+    with two zero blocks, which tarfile's reader does not require (it stops quietly at a cut
+    between members)."""
+    with open(path, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        f.seek(max(0, size - 1024))
+        end = f.read()
+    if size % 512 or end.strip(b"\0"):
+        raise tarfile.ReadError(f"no end-of-archive marker ({size} bytes)")
+
+
+def audio_member(sample: dict[str, bytes], where: str) -> bytes:
+    """The one audio member of a sample (any extension in AUDIO_EXTENSIONS)."""
+    found = [e for e in sample if e != "__key__" and f".{e}" in AUDIO_EXTENSIONS]
+    if len(found) != 1:
+        have = ", ".join(f".{e}" for e in sample if e != "__key__") or "nothing"
+        need = "no audio member" if not found else f"{len(found)} audio members"
+        raise audio.AudioError(f"{where}: {need} (has {have}); expected one of {', '.join(AUDIO_EXTENSIONS)}")
+    return sample[found[0]]
+
+
+def decode(sample: dict[str, bytes], where: str, sample_rate: int) -> np.ndarray:
+    """The sample's audio member decoded -> mono float32 [S] at `sample_rate`."""
+    try:
+        x, sr = sf.read(io.BytesIO(audio_member(sample, where)), dtype="float32", always_2d=True)
+    except audio.AudioError:
+        raise
+    except Exception as e:  # soundfile raises several types for broken data
+        raise audio.AudioError(f"{where}: cannot decode audio ({e})") from None
+    return audio.resample(audio.check(audio.to_mono(x), where), sr, sample_rate)
 
 
 class ShardStream(IterableDataset):
@@ -146,11 +234,7 @@ class ShardStream(IterableDataset):
             epoch += 1
 
     def _decode(self, sample: dict[str, bytes], seed: int) -> dict:
-        ext = next((e for e in sample if f".{e}" in AUDIO_EXTENSIONS), None)
-        if ext is None:
-            raise ValueError(f"shard sample {sample['__key__']}: no audio member ({', '.join(AUDIO_EXTENSIONS)})")
-        x, sr = sf.read(io.BytesIO(sample[ext]), dtype="float32", always_2d=True)
-        wave = audio.resample(audio.check(audio.to_mono(x), sample["__key__"]), sr, self.sample_rate)
+        wave = decode(sample, f"shard sample {sample['__key__']}", self.sample_rate)
         rng = np.random.default_rng(seed)
         wave, shift = roll_whole(wave, self.cfg, rng)
         audio_samples = len(wave)
