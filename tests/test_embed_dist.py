@@ -62,7 +62,8 @@ def torchrun(*args: str, procs: int = 2, script: str | None = None, timeout: flo
         path = Path(extra.pop("workdir")) / "worker.py"
         path.write_text(script)
         target = [str(path)]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(procs), *target, *args]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(procs), *target,
+           *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**env(), **extra})
 
 
