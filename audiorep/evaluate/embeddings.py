@@ -235,28 +235,54 @@ def embed_task(task: Task, spec: ModelSpec, out: Path, device: str = "cpu",
 
     `loaded` = (module, model) reuses a model loaded once for several tasks.
     """
+    todo = prepare_task(task, spec, out)
+    if todo:
+        loaded = loaded or load_hear_model(spec, device)
+    done = {split: embed_split(task, split, out, device, batch_seconds, loaded) for split in todo}
+    return record_task(spec, out, done)
+
+
+def prepare_task(task: Task, spec: ModelSpec, out: Path) -> list[str]:
+    """Make `out` ready for `task`'s embeddings by `spec` (a folder made from another model or
+    task content is removed; metadata, vocabulary, split files and the cache key are written
+    when a split is missing) -> the splits still to embed. The splits can then be embedded by
+    different processes (`embed_split`), and their infos recorded by one (`record_task`)."""
     key = cache_key(task, spec)
     if out.exists() and not cached(task, spec, out, key, complete=False):  # another model or task content
         print(f"{out}: made from another model or task content; embedding again", file=sys.stderr)
         shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    info_path = out / "embedding-info.json"
-    info = json.loads(info_path.read_text()) if info_path.exists() else {"seconds": {}}
-    info["cache_key"] = key
     todo = [s for s in task.split_names if not split_complete(out, s)]
     if todo:
-        module, model = loaded or load_hear_model(spec, device)
+        out.mkdir(parents=True, exist_ok=True)
         meta = dict(task.metadata)
         meta.setdefault("splits", task.split_names)
         write_json(out / METADATA_FILE, meta)
         shutil.copyfile(task.path / VOCABULARY_FILE, out / VOCABULARY_FILE)
         for split in todo:
             shutil.copyfile(task.path / f"{split}.json", out / f"{split}.json")
-            start = time.perf_counter()
-            _embed_split(task, split, module, model, out, device, batch_seconds)
-            info["seconds"][split] = time.perf_counter() - start
-        info.update(model=spec.name, module=spec.module, model_file_path=spec.path,
-                    random_init=spec.random_init, sample_rate=int(model.sample_rate))
+        info_path = out / "embedding-info.json"
+        info = json.loads(info_path.read_text()) if info_path.exists() else {"seconds": {}}
+        write_json(info_path, {**info, "cache_key": key})  # finished splits are kept when a run is interrupted
+    return todo
+
+
+def embed_split(task: Task, split: str, out: Path, device: str, batch_seconds: float,
+                loaded: tuple[Any, Any]) -> dict:
+    """Embed one split of a prepared folder with `loaded` = (module, model) -> {seconds, sample_rate}."""
+    start = time.perf_counter()
+    _embed_split(task, split, *loaded, out, device, batch_seconds)
+    return {"seconds": time.perf_counter() - start, "sample_rate": int(loaded[1].sample_rate)}
+
+
+def record_task(spec: ModelSpec, out: Path, done: dict[str, dict]) -> dict:
+    """Add the splits embedded now (`done`: split -> embed_split's info) to the folder's
+    embedding-info.json -> the info (model, seconds per split)."""
+    info_path = out / "embedding-info.json"
+    info = json.loads(info_path.read_text()) if info_path.exists() else {"seconds": {}}
+    if done:
+        info["seconds"].update({split: d["seconds"] for split, d in done.items()})
+        info.update(model=spec.name, module=spec.module, model_file_path=spec.path, random_init=spec.random_init,
+                    sample_rate=next(iter(done.values()))["sample_rate"])
         write_json(info_path, info)
     return info
 

@@ -13,6 +13,12 @@ false` picks epochs and grid points by validation loss (lower is better) and pos
 events with the grid's single point; `evaluation_params.event_postprocessing_grid` is the
 post-processing grid; `split_mode`, `nfolds` and `splits` give the folds. A finished task's
 results file is reused on reruns with the same settings.
+
+The probe trainings of a task are units (`Unit`: a seed's grid point on the first split, or the
+chosen point on another split) that ranks of a torchrun evaluate share (`train_units`) and whose
+outcomes are kept on disk (probe_parts.py); `assemble` then selects and scores exactly as one
+process does: a point draws its init and dropout from its own generator (its grid index), so
+its result does not depend on the rank, or the other points, it trained with.
 """
 from __future__ import annotations
 
@@ -32,7 +38,8 @@ from audiorep.tasks.format import (KFOLD_MODES, METADATA_FILE, VOCABULARY_FILE, 
 
 from . import bootstrap as bs
 from . import events as ev
-from . import probes
+from . import probe_parts, probes
+from .probe_parts import Unit
 from .embeddings import EmbeddingError, load_split
 from .metrics import SCENE_METRICS
 
@@ -55,6 +62,19 @@ class ProtocolConfig:
 def task_grid(metadata: dict) -> dict[str, list]:
     """What the task changes in the kit's grid: the kit's per-task table, then its metadata."""
     return {**KIT_TASK_GRIDS.get(metadata["task_name"], {}), **param_grid(metadata)}
+
+
+def grid_overrides(metadata: dict, cfg: ProtocolConfig) -> dict[str, list]:
+    """What the task (and the linear mode) change in the kit's grid."""
+    return {**task_grid(metadata), **({"hidden_layers": [0]} if cfg.mode == "linear" else {})}
+
+
+def grid_points(metadata: dict, cfg: ProtocolConfig, seed: int) -> list[probes.GridPoint]:
+    """The first `cfg.grid_points` points of the task's grid for `seed`, max_epochs capped by `cfg`."""
+    points = probes.hear_grid(cfg.grid_points, seed, grid_overrides(metadata, cfg))
+    if cfg.max_epochs is not None:
+        points = [replace(p, max_epochs=min(p.max_epochs, cfg.max_epochs)) for p in points]
+    return points
 
 
 def validation_interval(metadata: dict) -> int:
@@ -182,68 +202,138 @@ class TaskData:
         return ev.score_of_counts(self.primary, counts[bs.draws(len(files), n, key)].sum(1))  # [n]
 
     def grid_overrides(self, cfg: ProtocolConfig) -> dict[str, list]:
-        """What the task (and the linear mode) change in the kit's grid."""
-        return {**self.grid, **({"hidden_layers": [0]} if cfg.mode == "linear" else {})}
+        return grid_overrides(self.meta, cfg)
 
     def grid_points(self, cfg: ProtocolConfig, seed: int) -> list[probes.GridPoint]:
-        """The first `cfg.grid_points` points of the task's grid for `seed`, max_epochs capped by `cfg`."""
-        points = probes.hear_grid(cfg.grid_points, seed, self.grid_overrides(cfg))
-        if cfg.max_epochs is not None:
-            points = [replace(p, max_epochs=min(p.max_epochs, cfg.max_epochs)) for p in points]
-        return points
+        return grid_points(self.meta, cfg, seed)
 
 
-def _train_points(points: list[probes.GridPoint], train: tuple, x_va: np.ndarray, score_fn: probes.ScoreFn,
-                  data: TaskData, maximize: bool, cfg: probes.ProbeConfig, desc: str) -> list[probes.ProbeResult]:
-    """Train `points` (in one `train_grid` per schedule they use); results in the order of `points`."""
+def plan_units(metadata: dict, cfg: ProtocolConfig) -> tuple[list[Unit], list[Unit]]:
+    """-> (the grid points on the first split, the chosen points on the other splits): the second
+    list can train only once the first is done. kNN has no units (assemble() runs it)."""
+    if cfg.mode == "knn":
+        return [], []
+    n_splits = len(data_splits(metadata))
+    first = [Unit(seed, 0, i) for seed in cfg.seeds for i in range(len(grid_points(metadata, cfg, seed)))]
+    return first, [Unit(seed, k, None) for seed in cfg.seeds for k in range(1, n_splits)]
+
+
+def task_settings(emb_dir: Path, cfg: ProtocolConfig) -> dict:
+    """What a task's results depend on besides the task: the settings of `cfg` and the embeddings."""
+    settings = json.loads(json.dumps({k: v for k, v in asdict(cfg).items() if k != "device"}))
+    info = emb_dir / "embedding-info.json"  # results are reused only for the same embeddings
+    settings["embeddings"] = json.loads(info.read_text()).get("cache_key") if info.exists() else None
+    return settings
+
+
+def cached_result(out_file: Path, settings: dict) -> dict | None:
+    """The task's results file when it was made with `settings`."""
+    if out_file.exists():
+        cached = json.loads(out_file.read_text())
+        if cached.get("settings") == settings:
+            return cached
+    return None
+
+
+def parts_dir(out_file: Path) -> Path:
+    return out_file.with_name(out_file.stem + ".points")
+
+
+def _read_part(parts: Path, settings: dict, cfg: ProtocolConfig, unit: Unit,
+               point: probes.GridPoint) -> probe_parts.Part | None:
+    return probe_parts.read(parts, unit, probe_parts.key(settings["embeddings"], cfg.mode, unit, point))
+
+
+def _chosen(data: TaskData, cfg: ProtocolConfig, seed: int, parts: Path, settings: dict,
+            ) -> tuple[int, list[probe_parts.Part]]:
+    """-> (index of the grid point chosen on the first split, the parts of the whole grid)."""
+    grid = grid_points(data.meta, cfg, seed)
+    found = [_read_part(parts, settings, cfg, Unit(seed, 0, i), p) for i, p in enumerate(grid)]
+    missing = [i for i, part in enumerate(found) if part is None]
+    if missing:
+        raise RuntimeError(f"{parts}: seed {seed}: grid points {missing} of the first split are not trained")
+    maximize = data.monitor_fn(data_splits(data.meta)[0]["valid"])[1]
+    return found.index(probes.select_best(found, maximize)), found
+
+
+def _train_and_write(data: TaskData, cfg: ProtocolConfig, units: list[Unit], points: list[probes.GridPoint],
+                     parts: Path, settings: dict) -> None:
+    """Train `points` (those of `units`, of one seed and split) together, in one `train_grid` per
+    schedule they use, each from its unit's generator; write each one's part."""
+    start = time.perf_counter()
+    split = data_splits(data.meta)[units[0].split]
+    score_fn, maximize = data.monitor_fn(split["valid"])
+    train, x_va, x_te = data.rows(split["train"]), data.rows(split["valid"])[0], data.rows(split["test"])[0]
     results: list[probes.ProbeResult | None] = [None] * len(points)
     for schedule in dict.fromkeys(p.schedule for p in points):
-        ids = [i for i, p in enumerate(points) if p.schedule == schedule]
-        trained = probes.train_grid([points[i] for i in ids], *train, x_va, score_fn, data.multiclass, maximize, cfg,
-                                    desc=desc, ids=ids)
-        for i, r in zip(ids, trained):
+        pos = [i for i, p in enumerate(points) if p.schedule == schedule]
+        trained = probes.train_grid([points[i] for i in pos], *train, x_va, score_fn, data.multiclass, maximize,
+                                    probes.ProbeConfig(seed=units[0].seed, device=cfg.device),
+                                    desc=f"{data.meta['task_name']} {'|'.join(split['test'])}",
+                                    ids=[units[i].generator for i in pos])
+        for i, r in zip(pos, trained):
             results[i] = r
-    return results
+    probs = probes.predict(results, x_te, data.multiclass, cfg.device)  # [R, N, C]
+    seconds = (time.perf_counter() - start) / len(points)
+    for unit, point, r, p in zip(units, points, results, probs):
+        part = probe_parts.Part(asdict(point), r.val_score, r.epoch, r.epochs_run, r.extra, seconds, p)
+        probe_parts.write(parts, unit, probe_parts.key(settings["embeddings"], cfg.mode, unit, point), part)
 
 
-def _run_seed(data: TaskData, cfg: ProtocolConfig, seed: int) -> tuple[list[dict], dict, list[np.ndarray]]:
-    """-> (test scores per split, selection info, bootstrap replicates per split) for one seed."""
+def train_units(data: TaskData, cfg: ProtocolConfig, units: list[Unit], parts: Path, settings: dict) -> None:
+    """Train those of `units` (of one task) whose part is not on disk yet: a seed's grid points on
+    the first split together; a unit of another split once the first split's grid is done."""
+    for seed in dict.fromkeys(u.seed for u in units):
+        grid = grid_points(data.meta, cfg, seed)
+        first = [u for u in units if u.seed == seed and u.split == 0
+                 and _read_part(parts, settings, cfg, u, grid[u.point]) is None]
+        if first:
+            _train_and_write(data, cfg, first, [grid[u.point] for u in first], parts, settings)
+        for u in [u for u in units if u.seed == seed and u.split > 0]:
+            chosen = grid[_chosen(data, cfg, seed, parts, settings)[0]]
+            if _read_part(parts, settings, cfg, u, chosen) is None:
+                _train_and_write(data, cfg, [u], [chosen], parts, settings)
+
+
+def _run_seed(data: TaskData, cfg: ProtocolConfig, seed: int, parts: Path, settings: dict,
+              ) -> tuple[list[dict], dict, list[np.ndarray], float]:
+    """-> (test scores per split, selection info, bootstrap replicates per split, probe seconds) for
+    one seed, from the trained parts (kNN: trained here)."""
+    start = time.perf_counter()
     splits = data_splits(data.meta)
-    probe_cfg = probes.ProbeConfig(seed=seed, device=cfg.device)
     per_split, selection, boot = [], {}, []
-    chosen = None
-    for split in splits:
-        train = data.rows(split["train"])
-        x_va = data.rows(split["valid"])[0]
+    chosen, seconds = None, 0.0
+    if cfg.mode != "knn":
+        best, grid_parts = _chosen(data, cfg, seed, parts, settings)
+        chosen = grid_points(data.meta, cfg, seed)[best]
+        selection["grid"] = [{**part.point, "val_score": part.val_score, "epoch": part.epoch,
+                              "epochs_run": part.epochs_run} for part in grid_parts]
+        seconds = sum(part.seconds for part in grid_parts)
+    for k, split in enumerate(splits):
         x_te = data.rows(split["test"])[0]
         if cfg.mode == "knn":
+            train = data.rows(split["train"])
+            x_va = data.rows(split["valid"])[0]
             ks = (chosen,) if chosen else probes.KNN_KS
-            k, val, extra = probes.select_knn(*train, x_va, data.score_fn(split["valid"]), data.maximize, ks,
-                                              cfg.device)
-            chosen = chosen or k
-            probs = probes.knn_probabilities(*train, x_te, (k,), cfg.device)[0]
-            info = {"k": k, "val_score": val}
+            knn, val, extra = probes.select_knn(*train, x_va, data.score_fn(split["valid"]), data.maximize, ks,
+                                                cfg.device)
+            chosen = chosen or knn
+            probs = probes.knn_probabilities(*train, x_te, (knn,), cfg.device)[0]
+            info = {"k": knn, "val_score": val}
         else:
-            score_fn, maximize = data.monitor_fn(split["valid"])
-            points = [chosen] if chosen else data.grid_points(cfg, seed)
-            results = _train_points(points, train, x_va, score_fn, data, maximize, probe_cfg,
-                                    desc=f"{data.meta['task_name']} {'|'.join(split['test'])}")
-            best = probes.select_best(results, maximize)
-            if chosen is None:
-                chosen = best.point
-                selection["grid"] = [{**asdict(r.point), "val_score": r.val_score, "epoch": r.epoch,
-                                      "epochs_run": r.epochs_run}
-                                     for r in results]
-            probs = probes.predict([best], x_te, data.multiclass, cfg.device)[0]
-            val, extra = best.val_score, best.extra
-            info = {"val_score": val, "epoch": best.epoch, "epochs_run": best.epochs_run}
+            part = grid_parts[best] if k == 0 else _read_part(parts, settings, cfg, Unit(seed, k, None), chosen)
+            if part is None:
+                raise RuntimeError(f"{parts}: seed {seed}: split {k} is not trained")
+            seconds += part.seconds if k else 0.0
+            probs, val, extra = part.probs, part.val_score, part.extra
+            info = {"val_score": val, "epoch": part.epoch, "epochs_run": part.epochs_run}
         scores = data.test_scores(split["test"], probs, extra)
         if cfg.bootstrap:
             boot.append(data.replicates(split["test"], probs, extra, cfg.bootstrap))
         per_split.append({"test": "|".join(split["test"]), **info,
                           "postprocessing": list(extra) if extra is not None else None, "scores": scores})
     selection["chosen"] = chosen if isinstance(chosen, int) else asdict(chosen)
-    return per_split, selection, boot
+    return per_split, selection, boot, seconds + time.perf_counter() - start
 
 
 def bootstrap_summary(replicates: list[np.ndarray]) -> dict | None:
@@ -269,25 +359,31 @@ def summarize(runs: list[dict]) -> dict[str, dict[str, float]]:
 
 
 def evaluate_task(emb_dir: Path, cfg: ProtocolConfig, out_file: Path) -> dict:
-    """Evaluate one embeddings folder; the result is written to `out_file` (and reused when it was
-    made with the same settings: mode, grid points, seeds, epoch cap)."""
-    settings = json.loads(json.dumps({k: v for k, v in asdict(cfg).items() if k != "device"}))
-    info = emb_dir / "embedding-info.json"  # results are reused only for the same embeddings
-    settings["embeddings"] = json.loads(info.read_text()).get("cache_key") if info.exists() else None
-    if out_file.exists():
-        cached = json.loads(out_file.read_text())
-        if cached.get("settings") == settings:
-            return cached
+    """Evaluate one embeddings folder in this process; the result is written to `out_file` (and
+    reused when it was made with the same settings: mode, grid points, seeds, epoch cap)."""
+    settings = task_settings(emb_dir, cfg)
+    cached = cached_result(out_file, settings)
+    if cached is not None:
+        return cached
     if cfg.mode not in MODES:
         raise ValueError(f"mode {cfg.mode!r}: expected one of {MODES}")
-    start = time.perf_counter()
     data = TaskData(emb_dir)
-    runs, selections, replicates = [], [], []
+    first, rest = plan_units(data.meta, cfg)
+    train_units(data, cfg, first + rest, parts_dir(out_file), settings)
+    return assemble(data, cfg, settings, out_file)
+
+
+def assemble(data: TaskData, cfg: ProtocolConfig, settings: dict, out_file: Path) -> dict:
+    """The task's result from its trained parts (all of them on disk), written to `out_file`;
+    probe_seconds sums the parts' training time and this."""
+    parts = parts_dir(out_file)
+    runs, selections, replicates, seconds = [], [], [], 0.0
     for seed in cfg.seeds:
-        per_split, selection, boot = _run_seed(data, cfg, seed)
+        per_split, selection, boot, spent = _run_seed(data, cfg, seed, parts, settings)
         runs += [{**r, "seed": seed} for r in per_split]
         selections.append({"seed": seed, **selection})
         replicates += boot
+        seconds += spent
     summary = summarize(runs)
     result = {
         "task": data.meta["task_name"], "embedding_type": data.meta["embedding_type"],
@@ -300,7 +396,7 @@ def evaluate_task(emb_dir: Path, cfg: ProtocolConfig, out_file: Path) -> dict:
                      "splits": data_splits(data.meta)},
         "scores": summary, "runs": runs, "selection": selections,
         "embedding_dim": int(next(iter(data.splits.values())).x.shape[1]),
-        "probe_seconds": time.perf_counter() - start,
+        "probe_seconds": seconds,
     }
     write_json(out_file, result)
     return result
