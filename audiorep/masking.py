@@ -6,6 +6,7 @@ N = T' * F' patch tokens; `masked_from_keep` gives the complementary boolean mas
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 def random_keep(B: int, grid: tuple[int, int], ratio: float, generator=None, noise=None, device=None):
@@ -94,6 +95,9 @@ def masked_from_keep(keep: torch.Tensor, n: int) -> torch.Tensor:
     return masked.scatter(1, keep, False)
 
 
+RECTS = 64  # rectangles drawn per crop in one round of gmml_blocks: the bits of an int64
+
+
 def gmml_corrupt(x: torch.Tensor, ratio: float = 0.7, alien_prob: float = 0.5, alien_ratio: float = 0.3,
                  max_block: float = 0.3, align: int = 1, alien_self: bool = False,
                  generator=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,7 +113,9 @@ def gmml_corrupt(x: torch.Tensor, ratio: float = 0.7, alien_prob: float = 0.5, a
              included, as released; the crop then stays clean while its mask says corrupted).
     Either way rectangles of connected pixels are painted until their union reaches the share:
     corner anywhere, sides drawn from [align, max_block * frames) and [align, max_block * bins),
-    multiples of `align` (1: not aligned to patches).
+    multiples of `align` (1: not aligned to patches). All crops at once on x's device
+    (`gmml_blocks`); the random numbers come from the CPU (`generator`, or torch's global one),
+    so a seed gives the same masks on any device, as `time_gap_mask`.
     """
     B, Fq, T = x.shape
     for name, value in (("ratio", ratio), ("alien_ratio", alien_ratio)):
@@ -123,31 +129,97 @@ def gmml_corrupt(x: torch.Tensor, ratio: float = 0.7, alien_prob: float = 0.5, a
     alien = torch.rand(B, generator=generator) < alien_prob  # [B] this clip's kind
     top = torch.where(alien, alien_ratio, ratio)  # [B]
     low = top.clamp(max=0.5)
-    target = ((torch.rand(B, generator=generator) * (top - low) + low) * (Fq * T)).tolist()
+    target = (torch.rand(B, generator=generator) * (top - low) + low) * (Fq * T)  # [B] pixels
     if alien_self:
         donor = torch.randint(0, B, (B,), generator=generator)
     else:
         donor = (torch.arange(B) + torch.randint(1, max(B, 2), (B,), generator=generator)) % B
-    mask = torch.zeros(B, Fq, T, dtype=torch.bool)
-    pixels = mask.numpy()  # painted through a numpy view: one cheap slice per rectangle
-    longest_t, longest_f = max(int(T * max_block), align + 1), max(int(Fq * max_block), align + 1)
-    for b in range(B):
-        covered = 0
-        while covered < target[b]:
-            draws = torch.stack([  # 64 rectangles at a time: (t0, f0, length, height)
-                torch.randint(0, max(T - align, 1), (64,), generator=generator) // align * align,
-                torch.randint(0, max(Fq - align, 1), (64,), generator=generator) // align * align,
-                torch.randint(align, longest_t, (64,), generator=generator),
-                torch.randint(align, longest_f, (64,), generator=generator)], dim=1).tolist()
-            for t0, f0, length, height in draws:
-                length = round(min(length, T - t0) / align) * align
-                height = round(min(height, Fq - f0) / align) * align
-                block = pixels[b, f0:f0 + height, t0:t0 + length]
-                covered += int((~block).sum())
-                block[...] = True
-                if covered >= target[b]:
-                    break
-    mask = mask.to(x.device)
-    alien = alien.to(x.device)[:, None, None]  # [B, 1, 1]
-    corrupted = torch.where(mask & alien, x[donor.to(x.device)], x).masked_fill(mask & ~alien, 0.0)
+    mask = gmml_blocks(target.to(x.device), Fq, T, max_block, align, generator)
+    alien, donor = alien.to(x.device)[:, None, None], donor.to(x.device)  # [B, 1, 1], [B]
+    corrupted = torch.where(mask & alien, x[donor], x).masked_fill(mask & ~alien, 0.0)
     return corrupted, mask
+
+
+def gmml_blocks(target: torch.Tensor, Fq: int, T: int, max_block: float = 0.3, align: int = 1,
+                generator=None) -> torch.Tensor:
+    """Rectangles painted until their union covers target [B] pixels of each [F, T] crop -> mask [B, F, T] bool.
+
+    The same law as painting them one at a time (the release): rectangle r of a crop is drawn
+    whether or not the crop needs it, so the mask is the union of rectangles 0..k, k the first
+    whose union reaches the target. In a round every crop still short of its target draws
+    RECTS rectangles, bit r of an int64 standing for rectangle r. Their edges cut the crop into
+    at most (2R + 1)^2 cells that no edge crosses; a cell's bits (row bits & column bits) say
+    which rectangles cover it, its lowest bit which paints it first, so a histogram of lowest
+    bits weighted by the cells' unpainted pixels gives the painted count after each rectangle.
+    Rounds: about (rectangles a crop needs) / RECTS, whatever the batch size.
+    """
+    B, device = len(target), target.device
+    bit = torch.ones(RECTS, dtype=torch.long, device=device) << torch.arange(RECTS, device=device)  # bit 63 < 0
+    longest_t, longest_f = max(int(T * max_block), align + 1), max(int(Fq * max_block), align + 1)
+    mask = torch.zeros(B, Fq, T, dtype=torch.bool, device=device)
+    covered = torch.zeros(B, dtype=torch.long, device=device)  # pixels painted in earlier rounds
+    todo = torch.arange(B, device=device)  # crops short of their target
+    later = False  # a round after the first
+    while len(todo):
+        n, rows = len(todo), torch.arange(len(todo), device=device)
+        t0, f0, length, height = torch.stack([torch.randint(low, high, (n, RECTS), generator=generator)
+                                              for low, high in ((0, max(T - align, 1)), (0, max(Fq - align, 1)),
+                                                                (align, longest_t), (align, longest_f))]).to(device)
+        t0, f0 = t0 // align * align, f0 // align * align
+        t1 = t0 + ((torch.minimum(length, T - t0) / align).round() * align).long()  # [n, R] exclusive ends
+        f1 = f0 + ((torch.minimum(height, Fq - f0) / align).round() * align).long()
+        f_edges, t_edges = cut(f0, f1, Fq), cut(t0, t1, T)  # [n, S + 1]: S segments per axis
+        f_bits, t_bits = span_bits(f0, f1, f_edges[:, :-1], bit), span_bits(t0, t1, t_edges[:, :-1], bit)  # [n, S]
+        cells = f_bits[:, :, None] & t_bits[:, None, :]  # [n, Sf, St]
+        before = mask[todo]
+        fresh = f_edges.diff(dim=1)[:, :, None] * t_edges.diff(dim=1)[:, None, :]  # [n, Sf, St] pixels per cell
+        if later:  # less what earlier rounds painted
+            fresh -= pixels_in_cells(before, f_edges, t_edges)
+        first = lowest_bit(cells)  # [n, Sf, St]: 1 + the first rectangle covering the cell, 0 none
+        counts = fresh.new_zeros(n, RECTS + 1).scatter_add_(1, first.flatten(1), fresh.flatten(1))[:, 1:]  # [n, R]
+        total = covered[todo, None] + counts.cumsum(1)  # [n, R] pixels painted after rectangle r
+        reached = total.double() >= target[todo, None].double()
+        done = reached.any(1)
+        last = torch.where(done, reached.int().argmax(1), RECTS - 1)  # [n] the last rectangle painted
+        painted = (first > 0) & (first <= last[:, None, None] + 1)  # [n, Sf, St]
+        f_cell, t_cell = cell_of(f_edges, Fq), cell_of(t_edges, T)  # [n, F], [n, T]
+        painted = painted.gather(1, f_cell[:, :, None].expand(-1, -1, painted.shape[2]))  # [n, F, St]
+        mask[todo] = before | painted.gather(2, t_cell[:, None, :].expand(-1, Fq, -1))  # [n, F, T]
+        covered[todo] = total[rows, last]
+        todo, later = todo[~done], True
+    return mask
+
+
+def cut(start: torch.Tensor, end: torch.Tensor, extent: int) -> torch.Tensor:
+    """Spans [start, end) [n, R] on an axis of `extent` -> their sorted edges with 0 and extent [n, 2R + 2]."""
+    ends = start.new_tensor([0, extent]).expand(len(start), -1)
+    return torch.cat([start, end, ends], 1).sort(1).values
+
+
+def cell_of(edges: torch.Tensor, extent: int) -> torch.Tensor:
+    """Sorted edges [n, S + 1] (from 0 to extent) -> [n, extent]: the segment holding each pixel (never an empty one)."""
+    at = torch.arange(extent, device=edges.device).expand(len(edges), -1).contiguous()
+    return torch.searchsorted(edges, at, right=True) - 1
+
+
+def span_bits(start: torch.Tensor, end: torch.Tensor, at: torch.Tensor, bit: torch.Tensor) -> torch.Tensor:
+    """Spans [start, end) [n, R], positions at [n, P] -> [n, P] int64, bit r set where span r holds the position
+    (a segment between edges lies inside a span or outside it, so its first pixel decides)."""
+    inside = (start[:, :, None] <= at[:, None]) & (at[:, None] < end[:, :, None])  # [n, R, P]
+    return (inside * bit[:, None]).sum(1)  # distinct bits: the sum is their OR
+
+
+def lowest_bit(bits: torch.Tensor) -> torch.Tensor:
+    """int64 [...] -> int64 [...]: 1 + the index of the lowest set bit, 0 where none is set (the
+    exponent of the isolated bit as a float32; bit 63, the sign, has the exponent of 2^63)."""
+    isolated = (bits & -bits).float()  # a power of two (or -2^63), exact
+    return (((isolated.view(torch.int32) >> 23) & 255).clamp(min=126) - 126).long()
+
+
+def pixels_in_cells(pixels: torch.Tensor, f_edges: torch.Tensor, t_edges: torch.Tensor) -> torch.Tensor:
+    """pixels [n, F, T] bool, cell edges [n, Sf + 1], [n, St + 1] -> [n, Sf, St] true pixels per cell
+    (differences of the summed-area table at the cell corners)."""
+    table = F.pad(pixels.int().cumsum(2, dtype=torch.int32).cumsum(1, dtype=torch.int32), (1, 0, 1, 0))  # [n, F+1, T+1]
+    rows = torch.arange(len(pixels), device=pixels.device)[:, None, None]
+    corner = table[rows, f_edges[:, :, None], t_edges[:, None, :]]  # [n, Sf + 1, St + 1]
+    return corner[:, 1:, 1:] - corner[:, :-1, 1:] - corner[:, 1:, :-1] + corner[:, :-1, :-1]

@@ -177,13 +177,16 @@ class CodecMAE(nn.Module):
     # ------------------------------------------------------------ the training step
 
     def frame_padding(self, batch: dict, n_frames: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(valid frames per clip [B], padding [B, T] or None) from batch["length"] (samples) if given."""
+        """(valid frames per clip [B], padding [B, T] or None) from batch["length"] (samples) if given.
+        A clip of n samples (at least the frontend's shortest input) has the frames k whose
+        `samples_for(k)` <= n, at most T: one search on the batch's device, no per-clip loop."""
         B, device = batch["wave"].shape[0], batch["wave"].device
         if "length" not in batch:
             return torch.full((B,), n_frames, device=device), None
         frontend = self.encoder.frontend
-        lengths = torch.tensor([frontend.num_frames(max(int(n), frontend.min_samples)) for n in batch["length"]],
-                               device=device).clamp(max=n_frames)
+        needs = torch.tensor([frontend.samples_for(k) for k in range(1, n_frames + 1)], device=device)  # [T]
+        samples = batch["length"].to(device=device, dtype=needs.dtype).clamp(min=frontend.min_samples)  # [B]
+        lengths = torch.searchsorted(needs, samples, right=True)  # [B]
         return lengths, torch.arange(n_frames, device=device)[None] >= lengths[:, None]
 
     def targets(self, batch: dict, n_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
