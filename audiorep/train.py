@@ -332,7 +332,11 @@ def train_locked(objective: nn.Module, data: ClipDataset | ShardStream, cfg: Tra
     run_config = dict(run_config or {}, train=to_dict(cfg), world=world)
     if rank == 0:
         saved = out / "config.json"
-        if saved.exists() and checkpoints(out) and json.loads(saved.read_text()) != json.loads(json.dumps(run_config)):
+        before = json.loads(saved.read_text()) if saved.exists() and checkpoints(out) else None
+        if before is not None and before.get("world", world) != world:
+            raise ValueError(f"{out} was started with {before['world']} processes, now {world}; resume with the same "
+                             "--nproc-per-node x --nnodes (the batch split and data order depend on it)")
+        if before is not None and before != json.loads(json.dumps(run_config)):
             raise ValueError(f"{saved}: this run was started with a different configuration; "
                              "use a new --out or the same arguments to resume")
         write_json(saved, run_config)

@@ -196,7 +196,8 @@ class Run:
             record["tar"] = path.name
         keys: set[str] = set()
         names: set[str] = set()  # output stems given in this shard
-        with tar_writer(self.out / path.name) if self.args.format == "shards" else contextlib.nullcontext() as add:
+        tar = tar_writer(self.out / path.name, mtime=int(stat.st_mtime))  # members stamped like their input
+        with tar if self.args.format == "shards" else contextlib.nullcontext() as add:
             try:
                 for sample in read_samples(path):
                     key = sample["__key__"]

@@ -63,9 +63,10 @@ def write_shards(clips: list[Clip], out: str | os.PathLike, sample_rate: int, pe
 
 
 @contextlib.contextmanager
-def tar_writer(path: str | os.PathLike) -> Iterator[Callable[[str, bytes], None]]:
+def tar_writer(path: str | os.PathLike, mtime: int | None = None) -> Iterator[Callable[[str, bytes], None]]:
     """`add(name, data)` appends a member to the tar `path`, written under a temporary name
-    and renamed once complete (removed if the block fails: no half shard is ever seen)."""
+    and renamed once complete (removed if the block fails: no half shard is ever seen).
+    Members are stamped `mtime` (default: now); a fixed one makes the bytes reproducible."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -73,7 +74,7 @@ def tar_writer(path: str | os.PathLike) -> Iterator[Callable[[str, bytes], None]
         with tarfile.open(tmp, "w") as tar:
             def add(name: str, data: bytes) -> None:
                 info = tarfile.TarInfo(name)
-                info.size, info.mtime = len(data), int(time.time())
+                info.size, info.mtime = len(data), int(time.time()) if mtime is None else mtime
                 tar.addfile(info, io.BytesIO(data))
             yield add
         tmp.replace(path)
