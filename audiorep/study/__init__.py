@@ -4,6 +4,7 @@ budget, evaluated together by one `audiorep evaluate`, in one table with 95% int
     OUT/spec.toml                 the spec (a rerun must give the same one)
     OUT/corpus/, OUT/tasks/       the data built for the study (suite corpus and tasks)
     OUT/runs/<run>-seed<k>/       ordinary run folders (audiorep pretrain)
+    OUT/crossval/<run>/           ordinary crossval folders (audiorep crossval) of crossval runs
     OUT/points/<label>@<step>     the encoder of every curve point; init-<run>: references
     OUT/eval/                     the one evaluation (results.json, report.md)
     OUT/cost/, OUT/state/, OUT/logs/   measured cost, segment wall times, training logs
@@ -29,7 +30,7 @@ from audiorep.files import folder_lock, write_text
 from audiorep.tasks.format import check_task
 from audiorep.train import split_overrides
 
-from . import launch, plan, report
+from . import crossvals, launch, plan, report
 from .cost import cost
 from .spec import Spec, SpecError, load
 
@@ -49,22 +50,24 @@ def prepare_data(spec: Spec, out: Path) -> None:
     from audiorep.tasks.suite import build_corpus, build_suite
 
     ev, tasks = spec.evaluation, out / "tasks"
+    fields = {name: f"evaluate.tasks[{i}]" for i, name in enumerate(ev.tasks)}
+    fields |= {r.crossval.task: f"run[{spec.runs.index(r)}].crossval.task" for r in spec.crossvals
+               if r.crossval.task not in fields}
     if spec.data_kind == "corpus" and not (out / "corpus").exists():
         build_corpus(out / "corpus", spec.data["hours"], spec.data["seed"])
     tasks.mkdir(parents=True, exist_ok=True)
     if ev.folder is None:
-        missing = [t for t in ev.tasks if not (tasks / t / "task_metadata.json").exists()]
+        missing = [t for t in fields if not (tasks / t / "task_metadata.json").exists()]
         if missing:
             build_suite(tasks, ev.suite_seed, ev.suite_size, missing)
     else:
-        for name in ev.tasks:
+        for name in fields:
             if not (tasks / name).exists():
                 (tasks / name).symlink_to(ev.folder / name, target_is_directory=True)
-    for i, name in enumerate(ev.tasks):
+    for name, field in fields.items():
         problems = check_task(tasks / name)
         if problems:
-            raise SpecError(f"{spec.path}: evaluate.tasks[{i}]: {name} fails `audiorep tasks check`: "
-                            + "; ".join(problems[:3]))
+            raise SpecError(f"{spec.path}: {field}: {name} fails `audiorep tasks check`: " + "; ".join(problems[:3]))
 
 
 def save_inits(spec: Spec, out: Path) -> dict[str, str]:
@@ -72,7 +75,7 @@ def save_inits(spec: Spec, out: Path) -> dict[str, str]:
     architecture, as OUT/points/init-<run>; -> {run name: reference label}."""
     refs: dict[str, str] = {}
     made: dict[tuple[str, int], str] = {}
-    for run in spec.runs:
+    for run in spec.pretraining:
         if run.init is not None:
             continue
         cfg = override(presets.get(run.preset), split_overrides(list(run.overrides))["encoder"])
@@ -117,9 +120,10 @@ def evaluate(spec: Spec, out: Path, items: list[plan.Training], plans: dict, ref
     return results
 
 
-def write_report(spec: Spec, out: Path, items: list[plan.Training], plans: dict, refs: dict[str, str],
-                 results: dict, minutes: float) -> str:
-    runs = {run.name: run for run in spec.runs}
+def probe_report(spec: Spec, out: Path, items: list[plan.Training], plans: dict, refs: dict[str, str],
+                 results: dict) -> tuple[list[str], list[str], list[str]]:
+    """The runs that pretrain: (what the scores mean, their score table, the plots and learning curves)."""
+    runs = {run.name: run for run in spec.pretraining}
     labels = {name: [t.label for t in items if t.run == name] for name in runs}
     steps = {name: plans[labels[name][0]] for name in runs}  # every seed of a run has the same schedule
     groups = {name: labels[name] for name in runs}
@@ -146,26 +150,37 @@ def write_report(spec: Spec, out: Path, items: list[plan.Training], plans: dict,
     report.plot_curves(out / "plots" / "curves.png", s, curves, {n: g for n, g in inits.items() if g},
                        UNIT_AXIS[spec.unit])
     report.plot_scores(out / "plots" / "scores.png", s, {n: n for n in runs} | {r: r for r in references}, references)
-
     ev = spec.evaluation
-    curve = ", ".join(f"{p:g}" for p in spec.curve)
-    budget = f"{spec.budget:g} {spec.unit}" + (f", curve at {curve}" if curve else "")
-    data = (f"the suite's unlabeled corpus ({spec.data['hours']:g} h, seed {spec.data['seed']})"
-            if spec.data_kind == "corpus" else f"{spec.data_kind} {spec.data}")
-    above = [f"# {spec.title or 'audiorep study'}", "",
-             f"Spec `{spec.path.name}`; data: {data}; budget per run: {budget}; evaluation: `{ev.mode}` probes, "
-             f"{ev.grid_points} grid points, max {ev.max_epochs or 'grid'} epochs, {ev.seeds} probe seed(s), "
-             f"{ev.bootstrap} bootstrap resamples; tasks: {', '.join(ev.tasks)}. "
-             f"{minutes:.1f} min in all on this machine.", "",
+    above = [f"Pretrained encoders: `{ev.mode}` probes, {ev.grid_points} grid points, max {ev.max_epochs or 'grid'} "
+             f"epochs, {ev.seeds} probe seed(s), {ev.bootstrap} bootstrap resamples; tasks: {', '.join(ev.tasks)}. "
              "Normalized score = task score / best score of every evaluated model on the task (an error rate: "
              "best / score), averaged over the tasks. Intervals: 95% bootstrap over test clips (the evaluator's "
              "shared resamples); a run of several seeds averages its seeds' replicates, and the s.e. over seeds "
              "is the spread of the training itself.", ""]
     below = ["", "![scores](plots/scores.png)", "", "## Learning curves", "",
              f"Mean normalized score against the budget ({UNIT_AXIS[spec.unit]}); dotted: each run's "
-             "initialization (random, or the run it starts from), dashed: log-mel.", "", "![curves](plots/curves.png)",
-             "", "## Cost", "", *cost_table(spec, out, items, plans, per_step), *comparisons(results),
-             "", f"Evaluator report: {out / 'eval' / 'report.md'}"]
+             "initialization (random, or the run it starts from), dashed: log-mel.", "", "![curves](plots/curves.png)"]
+    return above, table, below
+
+
+def write_report(spec: Spec, out: Path, items: list[plan.Training], plans: dict, refs: dict[str, str],
+                 results: dict | None, cvs: list[crossvals.CrossvalRun], measured: dict[str, dict],
+                 minutes: float) -> str:
+    curve = ", ".join(f"{p:g}" for p in spec.curve)
+    budget = f"{spec.budget:g} {spec.unit}" + (" per fold" if spec.crossvals else "") + (
+        f", curve at {curve}" if curve else "")
+    data = (f"the suite's unlabeled corpus ({spec.data['hours']:g} h, seed {spec.data['seed']})"
+            if spec.data_kind == "corpus" else f"{spec.data_kind} {spec.data}" if spec.data_kind else "the runs' tasks")
+    above = [f"# {spec.title or 'audiorep study'}", "",
+             f"Spec `{spec.path.name}`; data: {data}; budget per run: {budget}. "
+             f"{minutes:.1f} min in all on this machine.", ""]
+    intro, table, below = probe_report(spec, out, items, plans, refs, results) if spec.pretraining else ([], [], [])
+    above += intro
+    if spec.crossvals:
+        table += ([""] if table else []) + crossvals.table(spec, out)
+    below += ["", "## Cost", "", *cost_table(out, items, plans, cvs, measured), *comparisons(results or {})]
+    if results is not None:
+        below += ["", f"Evaluator report: {out / 'eval' / 'report.md'}"]
     return report.write(out, above, table, below)
 
 
@@ -174,21 +189,40 @@ def _calibrated(out: Path, run: str) -> float:
     return json.loads(path.read_text())["seconds_per_step"] if path.exists() else math.nan
 
 
-def cost_table(spec: Spec, out: Path, items: list[plan.Training], plans: dict, per_step: dict) -> list[str]:
+def _wall_minutes(out: Path, labels: list[str]) -> float:
+    """Mean over `labels` of the wall time of their completed segments (OUT/state)."""
+    walls = [sum(json.loads((out / "state" / f"{lab}.json").read_text())["segments"].values()) for lab in labels]
+    return sum(walls) / len(walls) / 60
+
+
+def costs(spec: Spec, out: Path, cvs: list[crossvals.CrossvalRun]) -> dict[str, dict]:
+    """{run: cost} measured on its first seed's training (a crossval run: its first fold's)."""
+    found = {run.name: cost(out, plan.label(run.name, run.seeds[0])) for run in spec.pretraining}
+    return found | {c.run.name: cost(out, f"crossval-{c.run.name}", crossvals.first_fold(out, c)) for c in cvs}
+
+
+def cost_table(out: Path, items: list[plan.Training], plans: dict, cvs: list[crossvals.CrossvalRun],
+               measured: dict[str, dict]) -> list[str]:
     lines = ["Parameters of the encoder and of all that trains (heads, decoders, ...); audio seen = steps x "
              "batch x views x crop; wall time of the training processes (segments that completed; mean over "
-             "seeds); FLOP counted by torch.utils.flop_counter on one training step (matrix products, "
-             "convolutions, attention; forward + backward).", "",
+             "seeds; a crossval run: its whole process, every fold and seed); FLOP counted by "
+             "torch.utils.flop_counter on one training step (matrix products, convolutions, attention; forward + "
+             "backward). Crossval runs: steps and audio per fold.", "",
              "| run | encoder params (M) | trained params (M) | steps | audio seen (min) | wall time (min) | "
              "training GFLOP per audio second |", "|---|---|---|---|---|---|---|"]
-    for run in spec.runs:
-        labels = [t.label for t in items if t.run == run.name]
-        c = cost(out, labels[0])
-        walls = [sum(json.loads((out / "state" / f"{lab}.json").read_text())["segments"].values()) for lab in labels]
+    rows = []  # (run, steps, audio seen in s, wall minutes)
+    for run in dict.fromkeys(t.run for t in items):
+        labels = [t.label for t in items if t.run == run]
         steps = plans[labels[0]][0]
-        lines.append(f"| {run.name} | {c['encoder_params'] / 1e6:.3f} | {c['trained_params'] / 1e6:.3f} | {steps} | "
-                     f"{steps * per_step[run.name] / 60:.1f} | {sum(walls) / len(walls) / 60:.1f} | "
-                     f"{c['flop_per_audio_s'] / 1e9:.2f} |")
+        rows.append((run, str(steps), steps * next(t.audio_per_step for t in items if t.run == run),
+                     _wall_minutes(out, labels)))
+    for c in cvs:
+        steps = f"{c.steps[0]}" if len(set(c.steps)) == 1 else f"{min(c.steps)}-{max(c.steps)}"
+        rows.append((c.run.name, f"{steps} per fold", max(c.steps) * c.audio_per_step, _wall_minutes(out, [c.run.name])))
+    for name, steps, audio, wall in rows:
+        m = measured[name]
+        lines.append(f"| {name} | {m['encoder_params'] / 1e6:.3f} | {m['trained_params'] / 1e6:.3f} | {steps} | "
+                     f"{audio / 60:.1f} | {wall:.1f} | {m['flop_per_audio_s'] / 1e9:.2f} |")
     return lines
 
 
@@ -221,14 +255,17 @@ def run(spec_path: str | Path, out: str | Path, jobs: int = 1) -> str:
             keep_spec(spec, out)
             prepare_data(spec, out)
             items = plan.trainings(spec, out)
+            cvs = [crossvals.plan(spec, r, out) for r in spec.crossvals]
+            others = {f"crossval {c.run.name}": launch.Job((), lambda c=c: crossvals.train(c, out, spec.threads))
+                      for c in cvs}
             plans = launch.train_all(spec, out, items,
-                                     lambda t, seconds: plan.schedule(spec, t.audio_per_step, seconds), jobs)
+                                     lambda t, seconds: plan.schedule(spec, t.audio_per_step, seconds), jobs, others)
             refs = save_inits(spec, out)
             torch.set_num_threads(spec.threads * jobs)  # the trainings are done: their cores are free
-            results = evaluate(spec, out, items, plans, refs)
-            for run_spec in spec.runs:  # measured here, so the time stated below includes it
-                cost(out, plan.label(run_spec.name, run_spec.seeds[0]))
-            return write_report(spec, out, items, plans, refs, results, (time.perf_counter() - began) / 60)
+            results = evaluate(spec, out, items, plans, refs) if spec.pretraining else None
+            measured = costs(spec, out, cvs)  # measured here, so the time stated below includes it
+            minutes = (time.perf_counter() - began) / 60
+            return write_report(spec, out, items, plans, refs, results, cvs, measured, minutes)
         finally:
             torch.set_num_threads(threads)
 

@@ -4,7 +4,8 @@ FLOP: torch.utils.flop_counter over one training step (forward + backward of the
 as the loop runs it) on a real batch of the run's data, with the objective at the run's last
 checkpoint; it counts matrix products, convolutions and attention (not elementwise work), so
 it is the compute that matters, comparable across recipes. Divided by the audio of the batch
-(batch_size x views x crop seconds).
+(batch_size x views x crop seconds). A crossval fold's run (config.json names its task and
+fold) is measured on a batch of its training clips.
 """
 from __future__ import annotations
 
@@ -16,10 +17,23 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from audiorep.config import from_dict
+from audiorep.crossval import folds
 from audiorep.encoder import Encoder, EncoderConfig
 from audiorep.files import checkpoints, write_json
 from audiorep.objectives import RECIPES
+from audiorep.tasks.format import load_task
 from audiorep.train import TrainConfig, crop_samples, epoch_steps, make_loader, open_data
+
+from .crossvals import fold_crop
+
+
+def source(config: dict) -> tuple[str, str]:
+    """(--data, split) a run trained on: a pretraining run's data, or a crossval fold's task and
+    the first of its training splits."""
+    if "data" in config:
+        return config["data"], "train"
+    task = load_task(config["task"])
+    return config["task"], next(splits[0] for name, splits, _ in folds(task) if name == config["fold"])
 
 
 def measure(run: Path) -> dict:
@@ -30,8 +44,9 @@ def measure(run: Path) -> dict:
     cfg = replace(cfg, data=replace(cfg.data, workers=0))
     torch.manual_seed(cfg.seed)
     encoder = Encoder(from_dict(EncoderConfig, config["encoder"]))
-    crop = crop_samples(encoder, cfg.data)
-    data, vocabulary = open_data(config["data"], encoder.sample_rate, crop, cfg.data, views=recipe.views)
+    crop = fold_crop(encoder, cfg.data) if "fold" in config else crop_samples(encoder, cfg.data)
+    data_spec, split = source(config)
+    data, vocabulary = open_data(data_spec, encoder.sample_rate, crop, cfg.data, split=split, views=recipe.views)
     objective = recipe.objective(encoder, from_dict(recipe.config, config["objective"]),
                                  num_classes=len(vocabulary or []))
     if hasattr(objective, "set_epoch_steps") and epoch_steps(data, cfg) is not None:  # as the loop does
@@ -49,10 +64,10 @@ def measure(run: Path) -> dict:
             "flop_per_audio_s": counter.get_total_flops() / audio_s}
 
 
-def cost(out: Path, label: str) -> dict:
-    """measure() of OUT/runs/<label>, kept in OUT/cost/<label>.json."""
+def cost(out: Path, label: str, run: Path | None = None) -> dict:
+    """measure() of `run` (default OUT/runs/<label>), kept in OUT/cost/<label>.json."""
     path = out / "cost" / f"{label}.json"
     if not path.exists():
         with torch.random.fork_rng(devices=[]):
-            write_json(path, measure(out / "runs" / label))
+            write_json(path, measure(run or out / "runs" / label))
     return json.loads(path.read_text())

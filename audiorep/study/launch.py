@@ -171,9 +171,10 @@ def execute(jobs: dict[str, Job], workers: int) -> None:
         raise error
 
 
-def train_all(spec: Spec, out: Path, items: list[Training], schedule, workers: int) -> dict[str, tuple[int, tuple]]:
-    """Train every item (`schedule(training, seconds_per_step) -> (steps, points)`); ->
-    {label: (steps, points)}."""
+def train_all(spec: Spec, out: Path, items: list[Training], schedule, workers: int,
+              others: dict[str, Job] | None = None) -> dict[str, tuple[int, tuple]]:
+    """Train every item (`schedule(training, seconds_per_step) -> (steps, points)`), and run
+    the `others` jobs (the crossval runs) in the same pool; -> {label: (steps, points)}."""
     first = {}
     for t in items:
         first.setdefault(t.run, t)
@@ -190,5 +191,5 @@ def train_all(spec: Spec, out: Path, items: list[Training], schedule, workers: i
             plans[t.label] = schedule(t, seconds)
             train(t, out, *plans[t.label], spec.threads)
         jobs[t.label] = Job(tuple(d for d in (t.init, calibration) if d), work)
-    execute(jobs, workers)
+    execute(jobs | (others or {}), workers)
     return plans

@@ -60,9 +60,9 @@ def audio_per_step(run: Run) -> float:
 
 
 def trainings(spec: Spec, out: Path) -> list[Training]:
-    """Every (run, seed) of the spec, runs in the spec's order."""
+    """Every (run, seed) of the spec's runs that pretrain, in the spec's order."""
     found = []
-    for run in spec.runs:
+    for run in spec.pretraining:
         per_step = audio_per_step(run)
         for seed in run.seeds:
             found.append(Training(label(run.name, seed), run.name, seed, run.recipe, run.preset,

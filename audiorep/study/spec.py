@@ -30,29 +30,51 @@
     torchrun = 2                          # launch through torchrun with this many processes
     paper = "Table 2: 28.1"               # a column with the paper's number
 
+    [[run]]                               # a cross-validation run (`audiorep crossval`) of a supervised recipe:
+    name = "mixup"                        #   trained from scratch on each fold, scored on the held-out one
+    recipe = "eat"
+    size = "tiny"
+    seeds = 2                             # crossval --seeds: a count (seeds 0 .. n-1)
+    crossval = { task = "sound_classes", folds = ["fold00"], baseline = "none" }
+
+A crossval run takes the [budget] in steps or audio_s per fold, or in `epochs` (passes over a
+fold's training clips; every run must then be a crossval run). [data] is needed only by
+self-supervised runs that pretrain, [evaluate] only by runs that pretrain an encoder.
 Relative paths are relative to the spec file.
 """
 from __future__ import annotations
 
+import json
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 from audiorep import presets, sizes
 from audiorep.config import override
+from audiorep.crossval import folds as crossval_folds
 from audiorep.evaluate.protocol import MODES
 from audiorep.objectives import RECIPES, Supervised
+from audiorep.tasks.format import split_names
 from audiorep.tasks.scaffold import SIZES as SUITE_SIZES
 from audiorep.tasks.suite import TASKS as SUITE_TASKS
 from audiorep.train import TrainConfig, split_overrides
 
-UNITS = ("steps", "audio_s", "minutes")
+UNITS = ("steps", "audio_s", "minutes", "epochs")
 DATA_KINDS = ("corpus", "folder", "manifest", "shards")
 SET_BY_STUDY = ("steps", "seed", "checkpoint_every")  # train fields the study owns
 
 
 class SpecError(ValueError):
     """A spec field that cannot be used; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class Crossval:
+    task: str                      # an evaluate-style task name (suite task, or a folder in evaluate.folder)
+    folds: tuple[str, ...] | None  # held-out folds to run (None: all)
+    baseline: str | None = None    # a crossval run on the same task to report the difference to
+    metric: str = ""               # the task's primary metric (its first evaluation metric)
 
 
 @dataclass(frozen=True)
@@ -67,6 +89,7 @@ class Run:
     task: str | None = None
     torchrun: int = 0
     paper: str = ""
+    crossval: Crossval | None = None
 
 
 @dataclass(frozen=True)
@@ -87,7 +110,7 @@ class Evaluation:
 class Spec:
     path: Path
     text: str                      # the file as read (a rerun must give the same one)
-    data_kind: str
+    data_kind: str | None          # None: no [data] (no run pretrains on it)
     data: object                   # a Path, or {"hours", "seed"} for the corpus
     unit: str
     budget: float
@@ -96,6 +119,14 @@ class Spec:
     runs: tuple[Run, ...]
     threads: int = 1
     title: str = ""
+
+    @property
+    def pretraining(self) -> tuple[Run, ...]:
+        return tuple(r for r in self.runs if r.crossval is None)
+
+    @property
+    def crossvals(self) -> tuple[Run, ...]:
+        return tuple(r for r in self.runs if r.crossval is not None)
 
 
 def _fail(spec: Path, where: str, problem: str):
@@ -168,23 +199,31 @@ def _budget(spec: Path, table) -> tuple[str, float, tuple[float, ...]]:
     return unit, float(budget), tuple(sorted(float(p) for p in curve))
 
 
-def _evaluation(spec: Path, table) -> Evaluation:
+def _unknown_task(folder: Path | None, name: str) -> str:
+    """'' when `name` is a task of the study (a folder in `folder`, else a suite task), else the problem."""
+    if (folder / name).is_dir() if folder else name in SUITE_TASKS:
+        return ""
+    return f"{name!r} is not " + (f"a task folder in {folder}" if folder else f"a suite task ({', '.join(SUITE_TASKS)})")
+
+
+def _evaluation(spec: Path, table, pretrains: bool) -> Evaluation:
+    """[evaluate]; without a run that pretrains, only where tasks come from (folder, suite)."""
     allowed = ("tasks", "folder", "suite", "mode", "grid_points", "max_epochs", "seeds", "bootstrap", "compare")
     table = _keys(spec, "[evaluate]", table, allowed)
     folder = _path(spec, _typed(spec, "evaluate.folder", table["folder"], str)) if "folder" in table else None
     if folder is not None and not folder.is_dir():
         _fail(spec, "evaluate.folder", f"{folder} is not a folder")
-    if folder is None and "tasks" not in table:
+    if not pretrains and "tasks" in table:
+        _fail(spec, "evaluate.tasks", "every run is a crossval run: there is no pretrained encoder to evaluate")
+    if pretrains and folder is None and "tasks" not in table:
         _fail(spec, "[evaluate]", "give tasks (suite task names) or folder (a folder of HEAR tasks)")
     tasks = _strings(spec, "evaluate.tasks", table["tasks"]) if "tasks" in table else tuple(
-        sorted(p.name for p in folder.iterdir() if (p / "task_metadata.json").exists()))
-    if not tasks:
+        sorted(p.name for p in folder.iterdir() if (p / "task_metadata.json").exists())) if pretrains else ()
+    if pretrains and not tasks:
         _fail(spec, "evaluate.folder", f"{folder} holds no task folder (task_metadata.json)")
     for i, name in enumerate(tasks):
-        known = (folder / name).is_dir() if folder else name in SUITE_TASKS
-        if not known:
-            where = f"a task folder in {folder}" if folder else f"a suite task ({', '.join(SUITE_TASKS)})"
-            _fail(spec, f"evaluate.tasks[{i}]", f"{name!r} is not {where}")
+        if _unknown_task(folder, name):
+            _fail(spec, f"evaluate.tasks[{i}]", _unknown_task(folder, name))
     suite = _keys(spec, "evaluate.suite", table.get("suite", {}), ("size", "seed"))
     size = suite.get("size", "small")
     if size not in SUITE_SIZES:
@@ -215,7 +254,41 @@ def _seeds(spec: Path, where: str, value) -> tuple[int, ...]:
     return tuple(value)
 
 
-RUN_KEYS = ("name", "recipe", "size", "preset", "overrides", "seeds", "init", "task", "torchrun", "paper")
+RUN_KEYS = ("name", "recipe", "size", "preset", "overrides", "seeds", "init", "task", "torchrun", "paper", "crossval")
+CROSSVAL_KEYS = ("task", "folds", "baseline")
+
+
+def task_metadata(evaluation: Evaluation, name: str) -> dict:
+    """task_metadata.json of a study task, read from evaluate.folder or from the suite's builder
+    (without building the task)."""
+    if evaluation.folder is not None:
+        return json.loads((evaluation.folder / name / "task_metadata.json").read_text())
+    return SUITE_TASKS[name][0](evaluation.suite_seed, evaluation.suite_size).metadata
+
+
+def _crossval(spec: Path, where: str, table, recipe: str, evaluation: Evaluation) -> Crossval:
+    table = _keys(spec, where, table, CROSSVAL_KEYS)
+    if RECIPES[recipe].objective is not Supervised:
+        _fail(spec, where, f"crossval trains a classifier from scratch on the task: {recipe} is self-supervised "
+                           f"(supervised recipes: {', '.join(sorted(n for n, r in RECIPES.items() if r.objective is Supervised))})")
+    task = _typed(spec, f"{where}.task", table.get("task"), str, expect="a task name")
+    if _unknown_task(evaluation.folder, task):
+        _fail(spec, f"{where}.task", _unknown_task(evaluation.folder, task))
+    meta = task_metadata(evaluation, task)
+    if meta.get("embedding_type") != "scene":
+        _fail(spec, f"{where}.task", f"{task} is a {meta.get('embedding_type')!r} task: crossval needs a scene task "
+                                     "(one label set per clip)")
+    names = [name for name, _, _ in crossval_folds(SimpleNamespace(split_names=split_names(meta)))]
+    chosen = None
+    if "folds" in table:
+        chosen = _strings(spec, f"{where}.folds", table["folds"])
+        for j, fold in enumerate(chosen):
+            if fold not in names:
+                _fail(spec, f"{where}.folds[{j}]", f"{task} has no fold {fold!r} (folds: {', '.join(names)})")
+        if not chosen or len(set(chosen)) != len(chosen):
+            _fail(spec, f"{where}.folds", f"expected distinct folds of {task} ({', '.join(names)}), got {list(chosen)}")
+    baseline = _typed(spec, f"{where}.baseline", table["baseline"], str) if "baseline" in table else None
+    return Crossval(task, chosen, baseline, meta["evaluation"][0])
 
 
 def _run(spec: Path, i: int, table, common: tuple[str, ...], evaluation: Evaluation) -> Run:
@@ -242,6 +315,18 @@ def _run(spec: Path, i: int, table, common: tuple[str, ...], evaluation: Evaluat
     own = _strings(spec, f"{where}.overrides", table.get("overrides", []))
     overrides = size_overrides + common + own
     check_overrides(spec, f"{where}.overrides", recipe, preset, overrides)
+    seeds = _seeds(spec, f"{where}.seeds", table.get("seeds", 1))
+    if "crossval" in table:
+        for key in ("task", "init", "torchrun"):
+            if key in table:
+                _fail(spec, f"{where}.{key}", {"task": "a crossval run names its task in crossval.task",
+                                               "init": "a crossval run trains from scratch on every fold",
+                                               "torchrun": "crossval runs its folds in one process"}[key])
+        if seeds != tuple(range(len(seeds))):
+            _fail(spec, f"{where}.seeds", f"a crossval run takes a count (seeds 0 .. n-1, crossval --seeds), got {list(seeds)}")
+        return Run(name, recipe, preset, overrides, seeds, size_name,
+                   paper=_typed(spec, f"{where}.paper", table.get("paper", ""), str),
+                   crossval=_crossval(spec, f"{where}.crossval", table["crossval"], recipe, evaluation))
     supervised = RECIPES[recipe].objective is Supervised
     task = table.get("task")
     if supervised and task is None:
@@ -252,8 +337,8 @@ def _run(spec: Path, i: int, table, common: tuple[str, ...], evaluation: Evaluat
     if task is not None and task not in evaluation.tasks:
         _fail(spec, f"{where}.task", f"{task!r} is not one of evaluate.tasks ({', '.join(evaluation.tasks)})")
     torchrun = _typed(spec, f"{where}.torchrun", table.get("torchrun", 0), int, lambda v: v >= 0, "processes >= 0")
-    return Run(name, recipe, preset, overrides, _seeds(spec, f"{where}.seeds", table.get("seeds", 1)), size_name,
-               table.get("init"), task, torchrun, _typed(spec, f"{where}.paper", table.get("paper", ""), str))
+    return Run(name, recipe, preset, overrides, seeds, size_name, table.get("init"), task, torchrun,
+               _typed(spec, f"{where}.paper", table.get("paper", ""), str))
 
 
 def check_overrides(spec: Path, where: str, recipe: str, preset: str, overrides: tuple[str, ...]) -> None:
@@ -279,6 +364,8 @@ def _check_inits(spec: Path, runs: tuple[Run, ...]) -> None:
             continue
         if run.init not in by_name:
             _fail(spec, f"run[{i}].init", f"{run.init!r} names no run of the study (runs: {', '.join(by_name)})")
+        if by_name[run.init].crossval is not None:
+            _fail(spec, f"run[{i}].init", f"{run.init!r} is a crossval run: it ships no encoder to start from")
         missing = sorted(set(run.seeds) - set(by_name[run.init].seeds))
         if missing:
             _fail(spec, f"run[{i}].init", f"run {run.init!r} has no seed {missing[0]} (its seeds: "
@@ -289,6 +376,34 @@ def _check_inits(spec: Path, runs: tuple[Run, ...]) -> None:
                 _fail(spec, f"run[{i}].init", "a cycle: " + " -> ".join(chain + [at]))
             chain.append(at)
             at = by_name[at].init
+
+
+def _check_budget(spec: Path, runs: tuple[Run, ...], unit: str, curve: tuple[float, ...]) -> None:
+    """epochs: crossval runs only; minutes: pretraining runs only; a curve needs a run that pretrains."""
+    for i, run in enumerate(runs):
+        if unit == "epochs" and run.crossval is None:
+            _fail(spec, "budget.epochs", f"epochs (passes over a fold's training clips) is a crossval budget; "
+                                         f"run[{i}] ({run.name}) pretrains: give steps or audio_s")
+        if unit == "minutes" and run.crossval is not None:
+            _fail(spec, "budget.minutes", f"run[{i}] ({run.name}) is a crossval run: give steps, audio_s or epochs")
+    if curve and all(run.crossval is not None for run in runs):
+        _fail(spec, "budget.curve", "crossval runs are scored once, at the end of each fold: no learning curve")
+
+
+def _check_baselines(spec: Path, runs: tuple[Run, ...]) -> None:
+    by_name = {r.name: r for r in runs}
+    for i, run in enumerate(runs):
+        baseline = run.crossval.baseline if run.crossval else None
+        if baseline is None:
+            continue
+        other = by_name.get(baseline)
+        if other is None or other.crossval is None or baseline == run.name:
+            crossvals = [r.name for r in runs if r.crossval and r.name != run.name]
+            _fail(spec, f"run[{i}].crossval.baseline", f"{baseline!r} names no other crossval run "
+                                                       f"(crossval runs: {', '.join(crossvals) or 'none'})")
+        if other.crossval.task != run.crossval.task:
+            _fail(spec, f"run[{i}].crossval.baseline", f"{baseline!r} is cross-validated on {other.crossval.task}, "
+                                                       f"this run on {run.crossval.task}")
 
 
 def load(path: str | Path) -> Spec:
@@ -302,25 +417,35 @@ def load(path: str | Path) -> Spec:
     except tomllib.TOMLDecodeError as e:
         raise SpecError(f"{path}: not valid TOML: {e}") from None
     _keys(path, "the spec", doc, ("title", "threads", "overrides", "data", "budget", "evaluate", "run"))
-    for table in ("data", "budget", "evaluate", "run"):
+    for table in ("budget", "run"):
         if table not in doc:
             _fail(path, f"[{table}]" if table != "run" else "[[run]]", "missing")
-    data_kind, data = _data(path, doc["data"])
-    unit, budget, curve = _budget(path, doc["budget"])
-    evaluation = _evaluation(path, doc["evaluate"])
-    common = _strings(path, "overrides", doc.get("overrides", []))
-    if not isinstance(doc["run"], list) or not doc["run"]:
+    if not isinstance(doc["run"], list) or not doc["run"] or not all(isinstance(r, dict) for r in doc["run"]):
         _fail(path, "[[run]]", "expected one or more [[run]] tables")
+    pretrains = any("crossval" not in r for r in doc["run"])
+    if pretrains and "evaluate" not in doc:
+        _fail(path, "[evaluate]", "missing (the runs that pretrain are evaluated on its tasks)")
+    evaluation = _evaluation(path, doc.get("evaluate", {}), pretrains)
+    common = _strings(path, "overrides", doc.get("overrides", []))
     runs = tuple(_run(path, i, r, common, evaluation) for i, r in enumerate(doc["run"]))
     names = [r.name for r in runs]
     for i, name in enumerate(names):
         if names.index(name) != i:
             _fail(path, f"run[{i}].name", f"{name!r} is the name of run[{names.index(name)}] too")
+    data_kind, data = _data(path, doc["data"]) if "data" in doc else (None, None)
+    learners = [i for i, r in enumerate(runs) if r.crossval is None and r.task is None]
+    if data_kind is None and learners:
+        _fail(path, "[data]", f"missing: run[{learners[0]}] ({runs[learners[0]].recipe}) pretrains on it")
+    unit, budget, curve = _budget(path, doc["budget"])
+    _check_budget(path, runs, unit, curve)
     _check_inits(path, runs)
+    _check_baselines(path, runs)
     for j, pair in enumerate(evaluation.compare):
         for name in pair:
             if name not in names:
                 _fail(path, f"evaluate.compare[{j}]", f"{name!r} names no run (runs: {', '.join(names)})")
+            if runs[names.index(name)].crossval is not None:
+                _fail(path, f"evaluate.compare[{j}]", f"{name!r} is a crossval run (crossval.baseline compares those)")
         shared = set(runs[names.index(pair[0])].seeds) & set(runs[names.index(pair[1])].seeds)
         if pair[0] == pair[1] or not shared:
             _fail(path, f"evaluate.compare[{j}]", f"{pair}: two different runs with a seed in common")
