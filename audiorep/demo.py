@@ -22,17 +22,14 @@ from pathlib import Path
 
 import torch
 
-from . import presets
+from . import presets, sizes
 from .config import override
 from .encoder import Encoder
 from .evaluate import scores
 from .objectives import RECIPES
-from .train import run_recipe
+from .train import run_recipe, split_overrides
 
-PRESET = "audiomae-tiny"
-ENCODER = ["backbone.max_frames=384", "embed.scene_hop_s=2.0"]  # 3.84 s windows: 24 x 8 patches (whole decoder windows)
-OBJECTIVE = ["objective.decoder_dim=64", "objective.decoder_depth=2", "objective.decoder_heads=4",
-             "objective.meta_hidden=64"]
+TINY = sizes.get("audiomae", "tiny")  # the model, its decoder and optimizer; the demo size sets batch and crop
 
 
 @dataclass(frozen=True)
@@ -40,7 +37,7 @@ class Size:
     suite: str              # task suite size (audiorep.tasks.suite SIZES)
     corpus_hours: float
     minutes: float          # pretraining time budget
-    batch_size: int
+    batch_size: int         # over the tiny Audio-MAE's own (sizes.py)
     crop_s: float
     grid_points: int        # probe grid of the evaluator
     max_epochs: int
@@ -59,7 +56,8 @@ SIZES = {
 def seconds_per_step(encoder_cfg, size: Size) -> float:
     """Time a forward/backward of one batch of the configured objective (after one warm-up step)."""
     recipe = RECIPES["audiomae"]
-    objective = recipe.objective(Encoder(encoder_cfg), override(recipe.config(), [o.split(".", 1)[1] for o in OBJECTIVE]))
+    objective_cfg = override(recipe.config(), list(recipe.objective_defaults) + split_overrides(list(TINY.overrides))["objective"])
+    objective = recipe.objective(Encoder(encoder_cfg), objective_cfg)
     optimizer = torch.optim.AdamW(objective.parameters())
     wave = torch.randn(size.batch_size, round(size.crop_s * objective.encoder.sample_rate)) * 0.1
     times = []
@@ -149,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     if not corpus.exists():
         build_corpus(corpus, size.corpus_hours, args.seed)
 
-    encoder_cfg = override(presets.get(PRESET), ENCODER)
+    encoder_cfg = override(presets.get(TINY.preset), split_overrides(list(TINY.overrides))["encoder"])
     run = out / "pretrain"
     steps_file = out / "pretrain_steps.json"  # the step count is fixed once, so a rerun resumes the same run
     if args.steps:
@@ -160,13 +158,12 @@ def main(argv: list[str] | None = None) -> int:
         per_step = seconds_per_step(encoder_cfg, size)
         steps = max(10, int((args.minutes or size.minutes) * 60 / (per_step * 1.15)))  # ~15% for data and logs
     steps_file.write_text(json.dumps({"steps": steps}))
-    print(f"[2/4] pretraining {PRESET} with Audio-MAE for {steps} steps", flush=True)
+    print(f"[2/4] pretraining {TINY.preset} with Audio-MAE for {steps} steps", flush=True)
     started = time.perf_counter()
-    run_recipe(RECIPES["audiomae"], presets.get(PRESET), str(corpus / "16000"), run,
-               [*[f"encoder.{o}" for o in ENCODER], *OBJECTIVE, f"steps={steps}", f"batch_size={size.batch_size}",
-                "lr=1e-3", "weight_decay=0.05", f"warmup_steps={max(1, steps // 10)}", f"seed={args.seed}",
+    run_recipe(RECIPES["audiomae"], presets.get(TINY.preset), str(corpus / "16000"), run,
+               [*TINY.overrides, f"steps={steps}", f"batch_size={size.batch_size}", f"seed={args.seed}",
                 f"data.crop_s={size.crop_s}", "data.workers=1", f"checkpoint_every={max(1, steps // 4)}",
-                f"log_every={max(1, steps // 50)}"], run_config={"preset": PRESET})
+                f"log_every={max(1, steps // 50)}"], run_config={"preset": TINY.preset})
     minutes = (time.perf_counter() - started) / 60
 
     init = out / "random-init"  # the weights pretraining started from (run_recipe seeds the encoder alike)
