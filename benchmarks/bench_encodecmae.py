@@ -1,32 +1,19 @@
-"""EnCodecMAE: target extraction speed, the full-size training step, and a small study.
+"""EnCodecMAE: target extraction speed, target context, the loss floor, k-means and the full-size step.
 
     python benchmarks/bench_encodecmae.py extraction               # tokenizers and the cache: s of audio per s
     python benchmarks/bench_encodecmae.py context --corpus DIR     # crop vs whole-clip codes: agreement, cost
     python benchmarks/bench_encodecmae.py floor RUN [RUN ...]      # a run's loss vs predicting code frequencies
     python benchmarks/bench_encodecmae.py kmeans                   # self-training k-means: scikit-learn vs faiss
     python benchmarks/bench_encodecmae.py step --batch 4           # encodecmae-base training step, samples/s
-    python benchmarks/bench_encodecmae.py study --out runs/ecmae   # ~25 min on 2 CPU cores
 
-The study: one tiny frame model (encodecmae-tiny: 64 wide, 2 blocks, 2 s crops) pretrained
-with the same seeds, steps and batches on the suite's unlabeled corpus with
-  random-EnCodec   EnCodec's network with random weights, codebooks drawn from the data (8 x 1024),
-                   whole clips tokenized once (target_context=clip: affordable on a CPU)
-  fbank-k-means    k-means of the fbank frames (one codebook), per crop
-and, from the random-EnCodec run, two continuations of equal length (optimizer restarted):
-  + self-training  predicting k-means ids of the stage-1 encoder's last-block activations
-  + more stage 1   the same random-EnCodec targets (the control: as many steps, no new targets)
-Every encoder is scored with `audiorep evaluate` on a few suite tasks (with the log-mel
-baseline and the encoder at init); the table gives the mean normalized score (task score /
-best evaluated score, averaged over tasks) +- s.e. over seeds, beside the paper's Table 1.
-Every stage reuses what an earlier run left in --out.
+The small study of targets and self-training is a study spec:
+`audiorep study studies/encodecmae.toml --out runs/encodecmae --jobs 2` (docs/study.md).
 """
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -34,28 +21,10 @@ import torch
 
 from audiorep import presets
 from audiorep.encoder import Encoder
-from audiorep.objectives import RECIPES
 from audiorep.objectives.codec_mae import CodecMAE, CodecMAEConfig
-from study import add_arguments, mean_scores, save_init, slug, suite_and_corpus, table
 
 BASE = presets.get("encodecmae-base")
 TINY = presets.get("encodecmae-tiny")
-# EnCodec targets from the whole-clip cache: on each crop in the step (the recipe's default, as
-# released) they cost 8-19 s per step on this shared CPU; the k-means targets are per crop
-CACHED_ENCODEC = ["objective.targets=encodec_random", "objective.target_context=clip"]
-VARIANTS = {  # name -> (objective overrides, start from)
-    "random-EnCodec": (CACHED_ENCODEC, None),
-    "fbank-k-means": (["objective.targets=fbank_kmeans"], None),
-    "random-EnCodec + self-training": (["objective.targets=teacher_kmeans"], "random-EnCodec"),
-    "random-EnCodec + more stage 1": (CACHED_ENCODEC, "random-EnCodec"),
-}
-PAPER = {  # Table 1, global score (HEAR subset), Base unless noted
-    "random-EnCodec": "EC targets, mel input: 95.9 (Mel256 -> EC)",
-    "fbank-k-means": "-",
-    "random-EnCodec + self-training": "Base 97.0 -> Base+ST 97.6",
-    "random-EnCodec + more stage 1": "-",
-}
-TASKS = ("keywords", "pitch", "family", "sound_classes")
 
 
 # ------------------------------------------------------------------------------ extraction
@@ -235,46 +204,6 @@ def step(batch: int, steps: int, device: str, precision: str) -> None:
           f"{per_step:.2f} s/step = {batch / per_step:.1f} samples/s ({params / 1e6:.1f} M parameters)")
 
 
-# ------------------------------------------------------------------------------ the study
-
-
-def pretrain(out: Path, corpus: Path, variant: str, seed: int, steps: int, batch: int, k: int) -> Path:
-    from audiorep.train import run_recipe
-    run = out / "runs" / slug(variant, seed)
-    if (run / "done").exists():
-        return run
-    extra, start = VARIANTS[variant]
-    overrides = [f"steps={steps}", f"batch_size={batch}", "lr=1e-3", "warmup_steps=10", f"seed={seed}",
-                 "data.workers=1", "data.crop_s=2", f"checkpoint_every={steps}", f"log_every={max(1, steps // 20)}",
-                 "encoder.backbone.max_frames=150", f"objective.kmeans_k={k}", "objective.kmeans_clips=200",
-                 "objective.gamma_clips=50", "objective.decoder_heads=4", "objective.decoder_ff_dim=256", *extra]
-    shared = out / "runs" / slug("random-EnCodec", 0) / "targets"
-    if "objective.targets=encodec_random" in extra and run != shared.parent and not (run / "targets").exists():
-        shutil.copytree(shared, run / "targets")  # the same tokenizer (objective seed 0): tokenize once
-    init = str(out / "runs" / slug(start, seed)) if start else None  # = `audiorep pretrain ... --init RUN`
-    run_recipe(RECIPES["encodecmae"], TINY, str(corpus), run, overrides, init=init)
-    (run / "done").write_text("")
-    return run
-
-
-def study(args) -> None:
-    torch.set_num_threads(1)
-    began = time.perf_counter()
-    tasks, corpus = suite_and_corpus(args.out, args.tasks, args.corpus_hours)
-    runs = {slug(v, s): pretrain(args.out, corpus, v, s, args.steps, args.batch, args.k)
-            for s in range(args.seeds) for v in VARIANTS}
-    runs["init"] = save_init(args.out, replace(TINY, backbone=replace(TINY.backbone, max_frames=150)))
-    minutes_pretrain = (time.perf_counter() - began) / 60
-    means = mean_scores(args.out, tasks, runs)
-    lines = [f"EnCodecMAE study: encodecmae-tiny (64 wide, 2 blocks), {args.steps} steps x {args.batch} crops of 2 s "
-             f"per stage, lr 1e-3, k = {args.k}, {args.seeds} seeds, corpus {args.corpus_hours} h; tasks "
-             f"{', '.join(args.tasks)}; {(time.perf_counter() - began) / 60:.1f} min in all "
-             f"({minutes_pretrain:.1f} pretraining)", ""]
-    text = "\n".join(lines + table(means, VARIANTS, args.seeds, PAPER, "paper Table 1 (global score)"))
-    (args.out / "study.md").write_text(text + "\n")
-    print(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
@@ -296,9 +225,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
-    p = sub.add_parser("study")
-    add_arguments(p, steps=300, batch=16, corpus_hours=0.2, tasks=TASKS)
-    p.add_argument("--k", type=int, default=256, help="k-means clusters (paper: 1024)")
     args = parser.parse_args(argv)
     if args.what == "extraction":
         extraction(args.seconds)
@@ -308,10 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         context(args.corpus, args.clips, args.crops, args.crop_s)
     elif args.what == "kmeans":
         kmeans(args.frames, args.dim, args.k)
-    elif args.what == "step":
-        step(args.batch, args.steps, args.device, args.precision)
     else:
-        study(args)
+        step(args.batch, args.steps, args.device, args.precision)
     return 0
 
 
