@@ -56,8 +56,9 @@ SIZES = {
 def seconds_per_step(encoder_cfg, size: Size) -> float:
     """Time a forward/backward of one batch of the configured objective (after one warm-up step)."""
     recipe = RECIPES["audiomae"]
-    objective_cfg = override(recipe.config(), list(recipe.objective_defaults) + split_overrides(list(TINY.overrides))["objective"])
-    objective = recipe.objective(Encoder(encoder_cfg), objective_cfg)
+    objective_overrides = split_overrides(list(TINY.overrides))["objective"]
+    objective = recipe.objective(Encoder(encoder_cfg), override(recipe.config(), list(recipe.objective_defaults) +
+                                                                objective_overrides))
     optimizer = torch.optim.AdamW(objective.parameters())
     wave = torch.randn(size.batch_size, round(size.crop_s * objective.encoder.sample_rate)) * 0.1
     times = []

@@ -41,7 +41,8 @@ def data(tmp_path_factory) -> Path:
             for i in range(6):
                 label = list(TONES)[i % 3]
                 t = np.arange(SR // 2) / SR
-                wave = 0.3 * np.sin(2 * np.pi * TONES[label] * rng.uniform(0.9, 1.1) * t) + 0.3 * rng.standard_normal(SR // 2)
+                wave = 0.3 * np.sin(2 * np.pi * TONES[label] * rng.uniform(0.9, 1.1) * t)
+                wave += 0.3 * rng.standard_normal(SR // 2)
                 writer.add(fold, wave.astype(np.float32), [label])
     (root / "tasks" / "onsets").mkdir()
     (root / "tasks" / "onsets" / "task_metadata.json").write_text(json.dumps(
@@ -95,8 +96,8 @@ def test_crossval_runs_read_naturally(data):
      "crossval needs a scene task"),
     (('baseline = "none"', 'baseline = "nobody"'), "run[1].crossval.baseline", "'nobody' names no other crossval run"),
     (('baseline = "none"', 'metric = "x"'), "run[1].crossval", "unknown key 'metric'"),
-    (("seeds = 2\noverrides = [\"objective.wave.mixes=mixup\"", "seeds = [1, 2]\noverrides = [\"objective.wave.mixes=mixup\""),
-     "run[1].seeds", "takes a count"),
+    (('seeds = 2\noverrides = ["objective.wave.mixes=mixup"',
+      'seeds = [1, 2]\noverrides = ["objective.wave.mixes=mixup"'), "run[1].seeds", "takes a count"),
     (('name = "mixup"', 'name = "mixup"\ntask = "tones"'), "run[1].task", "names its task in crossval.task"),
     (('name = "mixup"', 'name = "mixup"\ninit = "none"'), "run[1].init", "trains from scratch"),
     (("steps = 4", "minutes = 2"), "budget.minutes", "is a crossval run"),
@@ -160,7 +161,8 @@ def load_free_spec(root: Path):
     (root / "tasks" / "tones").mkdir(parents=True)
     (root / "tasks" / "tones" / "task_metadata.json").write_text(json.dumps(meta))
     cv = 'task = "tones"'
-    return load(write_spec(root, '[budget]\nsteps = 1\n[evaluate]\nfolder = "tasks"\n' + run("a", "", cv) + run("b", "", cv)))
+    text = '[budget]\nsteps = 1\n[evaluate]\nfolder = "tasks"\n' + run("a", "", cv) + run("b", "", cv)
+    return load(write_spec(root, text))
 
 
 # ------------------------------------------------------------------------------ end to end
@@ -201,7 +203,8 @@ def test_crossval_study_numbers_are_crossval_called_directly(finished, tmp_path)
         mine, theirs = out / "crossval" / "mixup" / seed / "fold01", tmp_path / "direct" / seed / "fold01"
         configs = [json.loads((run / "config.json").read_text()) for run in (mine, theirs)]
         assert [c["train"].pop("checkpoint_every") for c in configs] == [1, 500] and configs[0] == configs[1]
-        assert (mine / "encoder" / "model.safetensors").read_bytes() == (theirs / "encoder" / "model.safetensors").read_bytes()
+        weights = [(run / "encoder" / "model.safetensors").read_bytes() for run in (mine, theirs)]
+        assert weights[0] == weights[1]
     s = direct["summary"]["test/top1_acc"]
     assert f"| {s['mean']:.3f} +- {s['se']:.3f} |" in text
 
@@ -210,8 +213,8 @@ def test_a_killed_crossval_study_continues_to_the_same_table(finished, data):
     spec, clean, _ = finished
     out = data / "killed"
     env = dict(os.environ, PYTHONPATH=str(Path(study.__file__).parents[2]))
-    proc = subprocess.Popen([sys.executable, "-m", "audiorep", "study", str(spec), "--out", str(out), "--jobs", "2"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = [sys.executable, "-m", "audiorep", "study", str(spec), "--out", str(out), "--jobs", "2"]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first = out / "crossval" / "none" / "seed1" / "fold01" / "checkpoints"
     deadline = time.time() + 120
     while not (first.exists() and any(first.iterdir())) and proc.poll() is None and time.time() < deadline:

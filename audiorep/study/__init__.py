@@ -218,7 +218,8 @@ def cost_table(out: Path, items: list[plan.Training], plans: dict, cvs: list[cro
                      _wall_minutes(out, labels)))
     for c in cvs:
         steps = f"{c.steps[0]}" if len(set(c.steps)) == 1 else f"{min(c.steps)}-{max(c.steps)}"
-        rows.append((c.run.name, f"{steps} per fold", max(c.steps) * c.audio_per_step, _wall_minutes(out, [c.run.name])))
+        audio = max(c.steps) * c.audio_per_step
+        rows.append((c.run.name, f"{steps} per fold", audio, _wall_minutes(out, [c.run.name])))
     for name, steps, audio, wall in rows:
         m = measured[name]
         lines.append(f"| {name} | {m['encoder_params'] / 1e6:.3f} | {m['trained_params'] / 1e6:.3f} | {steps} | "

@@ -110,7 +110,7 @@ def difference(out: Path, run: Run, baseline: Run) -> dict:
     """{mean, se, pairs} of run - baseline on test/<metric>, paired by (seed, fold) where both have it."""
     metric = run.crossval.metric
     theirs = {(r["seed"], r["fold"]): r["scores"]["test"][metric] for r in results(out, baseline.name)["runs"]}
-    pairs = [{"seed": r["seed"], "fold": r["fold"], "scores": {"test": {metric: r["scores"]["test"][metric] - theirs[key]}}}
+    pairs = [{**r, "scores": {"test": {metric: r["scores"]["test"][metric] - theirs[key]}}}
              for r in results(out, run.name)["runs"] if (key := (r["seed"], r["fold"])) in theirs]
     if pairs:
         s = summarize(pairs)[f"test/{metric}"]
@@ -129,8 +129,8 @@ def table(spec: Spec, out: Path) -> list[str]:
     runs = {r.name: r for r in spec.runs}
     lines = ["Cross-validated (`audiorep crossval`: trained from scratch on the other folds, scored on the held-out "
              "one; mean +- s.e. over folds, or over seeds when one fold is held out):", "",
-             "| run | recipe | task (held-out folds) | metric | runs | score (mean +- s.e.) | - baseline (mean +- s.e.) "
-             "| paper |", "|---|---|---|---|---|---|---|---|"]
+             "| run | recipe | task (held-out folds) | metric | runs | score (mean +- s.e.) "
+             "| - baseline (mean +- s.e.) | paper |", "|---|---|---|---|---|---|---|---|"]
     for run in spec.crossvals:
         s, cv = score(out, run), run.crossval
         if cv.baseline:

@@ -203,7 +203,8 @@ def _unknown_task(folder: Path | None, name: str) -> str:
     """'' when `name` is a task of the study (a folder in `folder`, else a suite task), else the problem."""
     if (folder / name).is_dir() if folder else name in SUITE_TASKS:
         return ""
-    return f"{name!r} is not " + (f"a task folder in {folder}" if folder else f"a suite task ({', '.join(SUITE_TASKS)})")
+    where = f"a task folder in {folder}" if folder else f"a suite task ({', '.join(SUITE_TASKS)})"
+    return f"{name!r} is not {where}"
 
 
 def _evaluation(spec: Path, table, pretrains: bool) -> Evaluation:
@@ -269,8 +270,9 @@ def task_metadata(evaluation: Evaluation, name: str) -> dict:
 def _crossval(spec: Path, where: str, table, recipe: str, evaluation: Evaluation) -> Crossval:
     table = _keys(spec, where, table, CROSSVAL_KEYS)
     if RECIPES[recipe].objective is not Supervised:
+        supervised = sorted(n for n, r in RECIPES.items() if r.objective is Supervised)
         _fail(spec, where, f"crossval trains a classifier from scratch on the task: {recipe} is self-supervised "
-                           f"(supervised recipes: {', '.join(sorted(n for n, r in RECIPES.items() if r.objective is Supervised))})")
+                           f"(supervised recipes: {', '.join(supervised)})")
     task = _typed(spec, f"{where}.task", table.get("task"), str, expect="a task name")
     if _unknown_task(evaluation.folder, task):
         _fail(spec, f"{where}.task", _unknown_task(evaluation.folder, task))
@@ -323,7 +325,8 @@ def _run(spec: Path, i: int, table, common: tuple[str, ...], evaluation: Evaluat
                                                "init": "a crossval run trains from scratch on every fold",
                                                "torchrun": "crossval runs its folds in one process"}[key])
         if seeds != tuple(range(len(seeds))):
-            _fail(spec, f"{where}.seeds", f"a crossval run takes a count (seeds 0 .. n-1, crossval --seeds), got {list(seeds)}")
+            _fail(spec, f"{where}.seeds", f"a crossval run takes a count (seeds 0 .. n-1, crossval --seeds), "
+                                          f"got {list(seeds)}")
         return Run(name, recipe, preset, overrides, seeds, size_name,
                    paper=_typed(spec, f"{where}.paper", table.get("paper", ""), str),
                    crossval=_crossval(spec, f"{where}.crossval", table["crossval"], recipe, evaluation))
