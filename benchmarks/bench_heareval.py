@@ -2,6 +2,7 @@
 
     python benchmarks/bench_heareval.py --setup /tmp/heareval-venv      # once
     python benchmarks/bench_heareval.py --venv /tmp/heareval-venv --tasks DIR --seeds 3
+    python benchmarks/bench_heareval.py --no-kit --device cuda       # audiorep's side alone
 
 Both read one embeddings folder per task (our embedding step, log-mel baseline, in the
 kit's layout) and run the same protocol (the same grid points for a seed, early stopping,
@@ -25,7 +26,10 @@ checkpoints needs TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 on torch >= 2.6 (set for it
 and its event-task test step needs a `FitLoop.current_epoch` setter that Lightning 1.9
 dropped (restored by a short launcher, see KIT_LAUNCHER; the kit's code is not modified).
 Tasks: `--tasks DIR` (HEAR task folders), else two synthetic ones are made (tones: 3-fold
-scene, 3 classes; bursts: event, 2 labels).
+scene, 3 classes; bursts: event, 2 labels). `--no-kit` runs audiorep's side alone (scores,
+seconds, GFLOP/s and their share of the matmul rate) where the kit's venv cannot be made (a
+machine without PyPI); `--device` puts both tools' probes on that device; `--quick` makes
+the scene task alone (a smoke run of the code path, benchmarks/gpu_check.py --dry-run).
 """
 from __future__ import annotations
 
@@ -85,7 +89,7 @@ def _tone(rng, f, n):
     return (0.3 * np.sin(2 * np.pi * f * t)).astype(np.float32)
 
 
-def make_tasks(root: Path, clips: int) -> None:
+def make_tasks(root: Path, clips: int, event: bool = True) -> None:
     rng = np.random.default_rng(0)
     freqs = {"low": 300, "mid": 420, "high": 560}
     meta = make_metadata("tones", "scene", "multiclass", ["top1_acc", "mAP"], 1.0, "new_split_kfold", 3)
@@ -95,6 +99,8 @@ def make_tasks(root: Path, clips: int) -> None:
                 label = list(freqs)[i % 3]
                 x = _tone(rng, freqs[label] * (1 + 0.08 * rng.standard_normal()), SR)
                 w.add(fold, x + 0.3 * rng.standard_normal(SR).astype(np.float32), [label])
+    if not event:
+        return
     meta = make_metadata("bursts", "event", "multilabel", ["event_onset_200ms_fms", "segment_1s_er"], 4.0)
     with TaskWriter(root / "bursts", meta, ["beep", "buzz"], overwrite=True) as w:
         for split in ("train", "valid", "test"):
@@ -224,13 +230,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--first-seed", type=int, default=42, help="to add seeds to an earlier run")
     p.add_argument("--threads", type=int, default=2, help="torch threads for both")
     p.add_argument("--device", default="cpu", help="probe device for both (cuda: the kit gets --gpus [0])")
+    p.add_argument("--no-kit", action="store_true", help="audiorep's side alone (no heareval venv needed)")
+    p.add_argument("--quick", action="store_true", help="the scene task alone (a smoke run of the code path)")
     args = p.parse_args(argv)
     if args.setup:
         setup(args.setup)
         return 0
     kit_python = args.venv / "bin" / "python"
-    if not kit_python.exists():
-        p.error(f"{kit_python}: missing; run with --setup {args.venv} first")
+    if not args.no_kit and not kit_python.exists():
+        p.error(f"{kit_python}: missing; run with --setup {args.venv} first (or --no-kit)")
     import torch
 
     torch.set_num_threads(args.threads)
@@ -238,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     tasks_dir = args.tasks
     if tasks_dir is None:
         tasks_dir = args.out / "tasks"
-        make_tasks(tasks_dir, args.clips)
+        make_tasks(tasks_dir, args.clips, event=not args.quick)
     spec = emb.parse_model(args.model)
     rows = []
     for task_path in find_tasks(tasks_dir):
@@ -257,12 +265,37 @@ def main(argv: list[str] | None = None) -> int:
             row["metric"] = ours["primary"]
             row["ours"].append({"score": ours["score"], "seconds": seconds, "epochs": epochs,
                                 "flops": task_flops(ours_dir, ours, epochs)})
-            kit = run_kit(kit_python, ours_dir, args.out / "kit" / task.name, seed, args.grid_points, args.threads,
-                          args.device)
-            kit["flops"] = task_flops(ours_dir, ours, kit["epochs"])  # the same grid points in the same order
-            row["kit"].append(kit)
+            kit = None
+            if not args.no_kit:
+                kit = run_kit(kit_python, ours_dir, args.out / "kit" / task.name, seed, args.grid_points,
+                              args.threads, args.device)
+                kit["flops"] = task_flops(ours_dir, ours, kit["epochs"])  # the same grid points in the same order
+                row["kit"].append(kit)
             print(json.dumps({"task": task.name, "seed": seed, "ours": row["ours"][-1], "kit": kit}), flush=True)
         rows.append(row)
+    if args.no_kit:
+        print_ours(rows, rate, args)
+    else:
+        print_both(rows, rate, args)
+    (args.out / "bench.json").write_text(json.dumps({"gemm_flops": rate, "device": args.device, "kit": not args.no_kit,
+                                                    "rows": rows}, indent=1))
+    return 0
+
+
+def print_ours(rows: list[dict], rate: float, args) -> None:
+    """audiorep's side alone: score, seconds, GFLOP/s, and its time over what its FLOPs take at the matmul rate."""
+    print(f"\nfp32 matmul rate ({args.device}, {args.threads} threads, 4 x 1024^3 bmm): {rate / 1e9:.0f} GFLOP/s; "
+          f"{args.seeds} seed(s), {args.grid_points} grid points; mean +- standard error over seeds; no heareval run")
+    print(f"{'task':<28} {'metric':<22} {'audiorep':>15} {'ours s':>7} {'ours GF/s':>9} {'of rate':>7}")
+    for r in rows:
+        o, o_se = _mean_se([x["score"] for x in r["ours"]])
+        o_s, o_f = sum(x["seconds"] for x in r["ours"]), sum(x["flops"] for x in r["ours"])
+        print(f"{r['task']:<28} {r['metric']:<22} {o:8.4f}+-{o_se:.4f} {o_s:7.1f} {o_f / o_s / 1e9:9.1f} "
+              f"{o_f / o_s / rate:7.1%}")
+    print(f"total: audiorep {sum(x['seconds'] for r in rows for x in r['ours']):.1f} s")
+
+
+def print_both(rows: list[dict], rate: float, args) -> None:
     print(f"\nfp32 matmul rate ({args.device}, {args.threads} threads, 4 x 1024^3 bmm): {rate / 1e9:.0f} GFLOP/s; "
           f"{args.seeds} seed(s), {args.grid_points} grid points; mean +- standard error over seeds")
     print(f"{'task':<28} {'metric':<22} {'audiorep':>15} {'heareval':>15} {'diff':>15} {'ours s':>7} "
@@ -281,8 +314,6 @@ def main(argv: list[str] | None = None) -> int:
     k_s = sum(x["seconds"] for r in rows for x in r["kit"])
     print(f"total: audiorep {o_s:.1f} s, heareval {k_s:.1f} s (its own timer; wall with start-up "
           f"{sum(x['wall'] for r in rows for x in r['kit']):.1f} s): {k_s / o_s:.1f}x")
-    (args.out / "bench.json").write_text(json.dumps({"gemm_flops": rate, "rows": rows}, indent=1))
-    return 0
 
 
 if __name__ == "__main__":
