@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import dataclasses
 import hashlib
+import inspect
 import io
 import json
 import os
@@ -38,13 +39,13 @@ def main(argv: list[str] | None = None) -> int:
     `--format shards` to OUT/SHARD.tar holding KEY.npy (+ KEY.timestamps_ms.npy) and the
     sample's .json/.cls/.txt members. Shards are done, and skipped on a rerun, whole.
 
-    Under `torchrun --nproc-per-node N [--nnodes M]` the ranks share the files or shards
-    (rank r takes every N-th), each on its own device (`--device auto`: cuda:LOCAL_RANK when
+    Under `torchrun --nproc-per-node N [--nnodes M]` the W = N x M ranks share the files or
+    shards (rank r takes the r-th and every W-th after it), each on its own device (`--device auto`: cuda:LOCAL_RANK when
     CUDA is present); OUT must be one folder all ranks see. Rank 0 holds OUT's lock and writes
     the one index.json, the same bytes a single process writes. After a kill -9 of any rank,
     the same command continues where it stopped, with this or any other number of processes:
     every finished output is kept (outputs of one input never depend on the others)."""
-    p = argparse.ArgumentParser(prog="audiorep embed", description=main.__doc__,
+    p = argparse.ArgumentParser(prog="audiorep embed", description=inspect.cleandoc(main.__doc__),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="+", help="audio files or folders (searched recursively), or .tar shards")
     p.add_argument("--model", default="passt-s", help="preset name or saved encoder/run directory")
@@ -84,13 +85,13 @@ def main(argv: list[str] | None = None) -> int:
         if inside:
             raise ValueError(f"--out {out} holds the input shard {inside[0]}: its output would replace it; "
                              "choose another --out")
-    run = Run(encoder, cfg, args, out)
+    run, named = Run(encoder, cfg, args, out), shard_stems(shards)  # bad shard names refused before OUT is touched
     with locked(out, w):
         index = fold(out, setup) if w.main else None
         barrier(w)
         index = index or read_index(out / INDEX, setup)
         taken = taken_names(index)
-        stems = {**output_stems(files, [Path(q) for q in args.paths], taken), **shard_stems(shards)}
+        stems = {**output_stems(files, [Path(q) for q in args.paths], taken), **named}
         journal = Journal(out, w.rank, setup)
         do = run.shard if shards else run.file
         for path in tqdm(share(files + shards, w), desc="embedding", unit="shard" if shards else "file",
