@@ -143,3 +143,18 @@ def test_a_locked_out_refuses_every_rank_without_a_hang(setup, tmp_path):
     assert done.returncode != 0
     assert done.stderr.count(f"another run (pid {proc.pid} ") == 2  # both ranks learn of it and stop
     assert sorted(p.name for p in out.iterdir()) == [".audiorep.lock", ".audiorep.lock.guard"]
+
+
+def test_an_index_written_before_shards_existed_is_reused(setup, tmp_path, one_thread):
+    """Indexes without the "shards" table (and file runs' setups without a "format") still
+    describe their outputs: nothing is recomputed."""
+    args, one = setup
+    run = ["embed", *args, "--out", str(tmp_path / "out")]
+    assert cli.main(run) == 1
+    index = json.loads((tmp_path / "out" / "index.json").read_text())
+    assert "format" not in index["setup"]
+    del index["shards"]
+    (tmp_path / "out" / "index.json").write_text(json.dumps(index))
+    before = mtimes(tmp_path / "out")
+    assert cli.main(run) == 1
+    assert mtimes(tmp_path / "out") == before and outputs(tmp_path / "out") == one

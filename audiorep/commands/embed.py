@@ -77,8 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         encoder = load_encoder(args, w)
     cfg = override(encoder.config.embed, args.set).check_rate(encoder.sample_rate)
     check_settings(encoder, cfg)
-    setup = json.loads(json.dumps({"identity": identity(encoder), "kind": args.kind, "format": args.format,
-                                   "embed": dataclasses.asdict(cfg)}))
+    setup = {"identity": identity(encoder), "kind": args.kind, "embed": dataclasses.asdict(cfg),
+             **({"format": args.format} if shards else {})}  # indexes of file inputs read as before shards existed
+    setup = json.loads(json.dumps(setup))
     out = Path(args.out)
     if args.format == "shards":
         inside = [s for s in shards if s.resolve().parent == out.resolve()]
