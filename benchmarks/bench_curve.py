@@ -5,7 +5,8 @@
     python benchmarks/bench_curve.py encodecmae --out runs/curve-encodecmae --steps 100 objective.targets=fbank_kmeans
 
 One run of 4N steps per seed (the recipe's own schedule over 4N steps) on the suite's
-unlabeled corpus, at the recipe's tiny size below; the encoder the run ships is copied at
+unlabeled corpus, at the recipe's tiny size (audiorep/sizes.py; --batch over its batch size);
+the encoder the run ships is copied at
 step N (the run stops there as if killed, and the same command resumes it exactly), and
 after step 4N. Every point, the encoder at its initialization (step 0) and the log-mel
 baseline are scored by one `audiorep evaluate` on a few suite tasks; the table gives the
@@ -13,11 +14,16 @@ mean normalized score (task score / best evaluated score, averaged over tasks) +
 over seeds, the audio seen, and the run-health numbers each recipe logs (log.csv: loss,
 emb_std, emb_rank and the recipe's own, at N and 4N). Writes OUT/curve.md and OUT/curve.png.
 Rerun the same command to continue after an interruption.
+
+Not a study spec: `audiorep study` gives the same points (`steps = 4N`, `curve = [N]`), but
+not this table's s.e. over seeds at every point (the init of every seed included) nor the run
+health beside it; this is the diagnostic for one recipe.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
 import shutil
 import statistics
@@ -25,30 +31,18 @@ import time
 from pathlib import Path
 
 import torch
-from study import add_arguments, mean_scores, suite_and_corpus
 
-from audiorep import presets
+from audiorep import presets, sizes
 from audiorep.config import override
+from audiorep.demo import mean_normalized, normalized
 from audiorep.encoder import Encoder
+from audiorep.evaluate import cli as evaluate_cli
 from audiorep.objectives import RECIPES
+from audiorep.tasks.suite import build_corpus, build_suite
 from audiorep.train import TrainConfig, crop_samples, run_recipe, split_overrides
 
-# recipe -> (preset, overrides): the tiny settings of the demo (audiomae), bench_asit.py and
-# bench_encodecmae.py (EnCodec with random weights: the released tokenizer needs a download; its
-# codes looked up in the whole-clip cache: tokenizing every crop in the step costs 8-19 s a step on 2 cores)
-TINY = {
-    "audiomae": ("audiomae-tiny", ["encoder.backbone.max_frames=384", "encoder.embed.scene_hop_s=2.0",
-                                   "objective.decoder_dim=64", "objective.decoder_depth=2", "objective.decoder_heads=4",
-                                   "objective.meta_hidden=64", "lr=1e-3", "weight_decay=0.05", "data.crop_s=3.84"]),
-    "asit": ("asit-tiny", ["encoder.backbone.max_frames=128", "encoder.embed.scene_hop_s=1.0", "objective.momentum=0.97",
-                           "objective.global_dim=256", "objective.local_dim=128", "objective.head_hidden=256",
-                           "objective.head_bottleneck=64", "objective.recon_hidden=128", "objective.recon_bottleneck=64",
-                           "blr=0", "lr=1e-3"]),
-    "encodecmae": ("encodecmae-tiny", ["encoder.backbone.max_frames=150", "objective.targets=encodec_random",
-                                       "objective.target_context=clip",
-                                       "objective.gamma_clips=50", "objective.decoder_heads=4",
-                                       "objective.decoder_ff_dim=256", "lr=1e-3", "data.crop_s=2"]),
-}
+# the self-supervised recipes at their tiny size (EnCodecMAE: random-weight EnCodec codes of whole clips)
+TINY = {recipe: sizes.get(recipe, "tiny") for recipe in ("audiomae", "asit", "encodecmae")}
 TASKS = ("keywords", "pitch", "family", "sound_classes")
 HEALTH = ("loss", "emb_std", "emb_rank")  # and every other column the recipe logs, after these
 
@@ -58,8 +52,7 @@ def run_name(recipe: str, seed: int) -> str:
 
 
 def settings(recipe: str, steps: int, batch: int, seed: int, extra: list[str]) -> list[str]:
-    _, tiny = TINY[recipe]
-    return tiny + [f"steps={4 * steps}", f"batch_size={batch}", f"seed={seed}", "data.workers=1",
+    return [*TINY[recipe].overrides, f"steps={4 * steps}", f"batch_size={batch}", f"seed={seed}", "data.workers=1",
                    f"checkpoint_every={steps}", f"log_every={max(1, steps // 10)}", *extra]
 
 
@@ -71,9 +64,10 @@ def copy_point(run: Path, point: Path) -> None:
     tmp.rename(point)
 
 
-def curve_run(out: Path, corpus: Path, recipe: str, seed: int, steps: int, batch: int, extra: list[str]) -> dict[int, Path]:
+def curve_run(out: Path, corpus: Path, recipe: str, seed: int, steps: int, batch: int,
+              extra: list[str]) -> dict[int, Path]:
     """{step: encoder folder} for steps 0, N and 4N of one seed."""
-    preset, _ = TINY[recipe]
+    preset = TINY[recipe].preset
     overrides = settings(recipe, steps, batch, seed, extra)
     encoder_cfg = override(presets.get(preset), split_overrides(overrides)["encoder"])
     run, points = out / "runs" / run_name(recipe, seed), out / "points"
@@ -94,6 +88,30 @@ def curve_run(out: Path, corpus: Path, recipe: str, seed: int, steps: int, batch
             copy_point(run, point)
         found[stop] = point
     return found
+
+
+def suite_and_corpus(out: Path, tasks: list[str], corpus_hours: float) -> tuple[Path, Path]:
+    """(task folder, corpus folder of 16 kHz clips) under `out`, built once (seed 0, size small)."""
+    task_dir, corpus = out / "tasks", out / "corpus"
+    if not (task_dir / "done").exists():
+        build_suite(task_dir, 0, "small", list(tasks))
+        (task_dir / "done").write_text("")
+    if not corpus.exists():
+        build_corpus(corpus, corpus_hours, 0)
+    return task_dir, corpus / "16000"
+
+
+def mean_scores(out: Path, tasks: Path, runs: dict[str, Path]) -> dict[str, float]:
+    """Evaluate every encoder (name -> folder) and log-mel -> mean normalized score per name."""
+    names = {name: str(run) for name, run in runs.items()} | {"logmel": "logmel"}
+    evaluate_cli.main(["--tasks", str(tasks), "--out", str(out / "eval"), "--no-references",
+                       "--grid-points", "2", "--max-epochs", "50",
+                       *[x for name, spec in names.items() for x in ("--model", f"{name}={spec}")]])
+    results = json.loads((out / "eval" / "results.json").read_text())
+    if results["failed"]:  # a model without a task would be averaged over fewer tasks: no table
+        raise SystemExit(f"{out / 'eval' / 'report.md'}: evaluation failed for " + "; ".join(
+            f"{k}: {v}" for k, v in sorted(results["failed"].items())))
+    return mean_normalized(normalized(results, list(names)))
 
 
 def health(run: Path, steps: list[int]) -> dict[int, dict[str, float]]:
@@ -128,7 +146,12 @@ def plot(path: Path, recipe: str, curve: dict[int, list[float]], logmel: float) 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipe", choices=sorted(TINY))
-    add_arguments(parser, steps=100, batch=16, corpus_hours=0.3, tasks=TASKS)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=100, help="N: the curve's points are 0, N and 4N")
+    parser.add_argument("--batch", type=int, default=16, help="clips per step (over the size's)")
+    parser.add_argument("--corpus-hours", type=float, default=0.3)
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS))
     parser.add_argument("--first-seed", type=int, default=0, help="seeds first .. first + seeds - 1 (to run "
                                                                     "seeds in parallel into one --out, then once more "
                                                                     "with all of them for the table)")
@@ -148,9 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     stops = [0, args.steps, 4 * args.steps]
     curve = {s: [means[f"step{s}-seed{seed}"] for seed in seeds] for s in stops}
     parts = split_overrides(settings(args.recipe, args.steps, args.batch, 0, args.overrides))
-    encoder = Encoder(override(presets.get(TINY[args.recipe][0]), parts["encoder"]))
+    encoder = Encoder(override(presets.get(TINY[args.recipe].preset), parts["encoder"]))
     crop_s = crop_samples(encoder, override(TrainConfig(), parts["train"]).data) / encoder.sample_rate
-    lines = [f"{args.recipe} learning curve: {TINY[args.recipe][0]}, batch {args.batch}"
+    lines = [f"{args.recipe} learning curve: {TINY[args.recipe].preset}, batch {args.batch}"
              f" x {crop_s:.3g} s, one {4 * args.steps}-step schedule per seed, {args.seeds} seed(s), "
              f"corpus {args.corpus_hours} h; tasks {', '.join(args.tasks)}; {(time.perf_counter() - began) / 60:.1f} min "
              f"in all ({minutes_train:.1f} training, 1 thread)", "",

@@ -33,18 +33,24 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def data(tmp_path_factory) -> Path:
     """DATA/tasks/tones: a 3-class task of noisy 1 s tones (trainvaltest); its train clips are the corpus."""
     root = tmp_path_factory.mktemp("data")
-    rng = np.random.default_rng(0)
     meta = make_metadata("tones", "scene", "multiclass", ["top1_acc"], 1.0)
-    with TaskWriter(root / "tasks" / "tones", meta, list(TONES)) as writer:
-        for split, n in (("train", 12), ("valid", 6), ("test", 12)):
+    write_tones(root / "tasks" / "tones", meta, {"train": 12, "valid": 6, "test": 12}, 1.0, mislabel=0.4)
+    return root
+
+
+def write_tones(path: Path, meta: dict, counts: dict[str, int], seconds: float, mislabel: float = 0.0) -> None:
+    """A task of noisy tones (classes TONES) at `path`: counts[split] clips per split; a clip
+    sounds like a random class with probability `mislabel` (label noise: scores < 1)."""
+    rng = np.random.default_rng(0)
+    with TaskWriter(path, meta, list(TONES)) as writer:
+        for split, n in counts.items():
             for i in range(n):
                 label = list(TONES)[i % 3]
-                heard = label if rng.random() < 0.6 else list(TONES)[rng.integers(3)]  # label noise: scores < 1
-                t = np.arange(SR) / SR
+                heard = label if rng.random() < 1 - mislabel else list(TONES)[rng.integers(3)]
+                t = np.arange(round(SR * seconds)) / SR
                 wave = 0.3 * np.sin(2 * np.pi * TONES[heard] * rng.uniform(0.9, 1.1) * t)
-                wave += 0.3 * rng.standard_normal(SR)
+                wave += 0.3 * rng.standard_normal(len(t))
                 writer.add(split, wave.astype(np.float32), [label])
-    return root
 
 
 RUNS = """

@@ -11,8 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
+from test_study import error, write_spec, write_tones
 
 from audiorep import presets, study
 from audiorep.config import override
@@ -20,12 +20,9 @@ from audiorep.crossval import crossval, summarize
 from audiorep.encoder import Encoder
 from audiorep.objectives import RECIPES
 from audiorep.study import crossvals
-from audiorep.study.spec import SpecError, load
-from audiorep.tasks.format import TaskWriter, load_task, make_metadata
+from audiorep.study.spec import load
+from audiorep.tasks.format import load_task, make_metadata
 from audiorep.train import split_overrides
-
-SR = 16000
-TONES = {"low": 300, "mid": 420, "high": 600}
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -34,16 +31,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def data(tmp_path_factory) -> Path:
     """DATA/tasks/tones: a 3-class, 3-fold task of noisy 0.5 s tones; DATA/tasks/onsets: an event task's metadata."""
     root = tmp_path_factory.mktemp("cvdata")
-    rng = np.random.default_rng(0)
     meta = make_metadata("tones", "scene", "multiclass", ["top1_acc"], 0.5, "presplit_kfold", 3)
-    with TaskWriter(root / "tasks" / "tones", meta, list(TONES)) as writer:
-        for fold in ("fold00", "fold01", "fold02"):
-            for i in range(6):
-                label = list(TONES)[i % 3]
-                t = np.arange(SR // 2) / SR
-                wave = 0.3 * np.sin(2 * np.pi * TONES[label] * rng.uniform(0.9, 1.1) * t)
-                wave += 0.3 * rng.standard_normal(SR // 2)
-                writer.add(fold, wave.astype(np.float32), [label])
+    write_tones(root / "tasks" / "tones", meta, {"fold00": 6, "fold01": 6, "fold02": 6}, 0.5)
     (root / "tasks" / "onsets").mkdir()
     (root / "tasks" / "onsets" / "task_metadata.json").write_text(json.dumps(
         make_metadata("onsets", "event", "multilabel", ["event_onset_200ms_fms"], 1.0)))
@@ -65,17 +54,6 @@ folder = "tasks"
 """ + run("none", '"objective.wave.mixes="', 'task = "tones", folds = ["fold01"]') + run(
     "mixup", '"objective.wave.mixes=mixup", "objective.wave_mix_after_epochs=0"',
     'task = "tones", folds = ["fold01"], baseline = "none"')
-
-
-def write_spec(root: Path, text: str, name: str = "cv.toml") -> Path:
-    (root / name).write_text(text)
-    return root / name
-
-
-def error(root: Path, text: str) -> str:
-    with pytest.raises(SpecError) as e:
-        load(write_spec(root, text, "bad.toml"))
-    return str(e.value)
 
 
 def test_crossval_runs_read_naturally(data):
