@@ -123,7 +123,8 @@ def test_paired_difference_is_summarized_like_crossval(tmp_path):
         return [{"seed": s, "fold": f, "scores": {"test": {"top1_acc": v}}} for (s, f), v in values.items()]
     a = {(0, "fold00"): 0.5, (1, "fold00"): 0.7, (0, "fold01"): 0.4, (1, "fold01"): 0.8}
     b = {(0, "fold00"): 0.4, (1, "fold00"): 0.4, (0, "fold01"): 0.5, (2, "fold01"): 0.9}
-    for name, values in (("a", a), ("b", b)):
+    c = {(0, "fold02"): 0.3, (1, "fold02"): 0.5}
+    for name, values in (("a", a), ("b", b), ("c", c)):
         folder = crossvals.folder(tmp_path, name)
         folder.mkdir(parents=True)
         (folder / "results.json").write_text(json.dumps({"runs": runs(values), "summary": summarize(runs(values))}))
@@ -131,15 +132,18 @@ def test_paired_difference_is_summarized_like_crossval(tmp_path):
     d = crossvals.difference(tmp_path, spec.runs[0], spec.runs[1])
     # shared (seed, fold): fold00 seeds 0, 1 -> +0.1, +0.3; fold01 seed 0 -> -0.1; per-fold means 0.2, -0.1
     assert d["pairs"] == 3 and d["mean"] == pytest.approx(0.05) and d["se"] == pytest.approx(0.15)
+    d = crossvals.difference(tmp_path, spec.runs[0], spec.runs[2])  # no (seed, fold) in common: unpaired
+    # a: fold means 0.6, 0.6 -> 0.6 +- 0; c: one fold, seeds 0.3, 0.5 -> 0.4 +- 0.1
+    assert d["pairs"] == 0 and d["mean"] == pytest.approx(0.2) and d["se"] == pytest.approx(0.1)
 
 
 def load_free_spec(root: Path):
-    """A spec of two crossval runs "a" and "b" on tones (the task only read for its metadata)."""
+    """A spec of crossval runs "a", "b" and "c" on tones (the task only read for its metadata)."""
     meta = make_metadata("tones", "scene", "multiclass", ["top1_acc"], 0.5, "presplit_kfold", 3)
     (root / "tasks" / "tones").mkdir(parents=True)
     (root / "tasks" / "tones" / "task_metadata.json").write_text(json.dumps(meta))
     cv = 'task = "tones"'
-    text = '[budget]\nsteps = 1\n[evaluate]\nfolder = "tasks"\n' + run("a", "", cv) + run("b", "", cv)
+    text = '[budget]\nsteps = 1\n[evaluate]\nfolder = "tasks"\n' + "".join(run(name, "", cv) for name in "abc")
     return load(write_spec(root, text))
 
 
