@@ -16,6 +16,7 @@ import soundfile as sf
 
 import audiorep
 from audiorep import cli
+from audiorep.data import is_shards, list_shards
 from audiorep.data.shards import ShardError, expand_braces, read_samples
 
 SR = 16000
@@ -172,3 +173,10 @@ def test_inputs_that_cannot_be_embedded_as_asked_are_refused(corpus, tmp_path, c
     assert embed(corpus / "shards" / "000.tar", "--model", model, "--out", corpus / "shards", "--format", "shards") == 2
     assert "holds the input shard" in capsys.readouterr().err
     assert expand_braces("s/{a,b}-{08..10}.tar") == [f"s/{x}-{n}.tar" for x in "ab" for n in ("08", "09", "10")]
+
+
+def test_training_reads_the_same_brace_patterns(corpus):
+    pattern = str(corpus / "shards" / "{000..001}.tar")
+    assert is_shards(pattern) and list_shards(pattern) == [corpus / "shards" / f"00{i}.tar" for i in range(2)]
+    with pytest.raises(FileNotFoundError, match="002.tar: no such shard"):
+        list_shards(str(corpus / "shards" / "{000..002}.tar"))

@@ -89,7 +89,14 @@ def shard_vocabulary(spec: str | os.PathLike) -> list[str] | None:
 
 
 def list_shards(spec: str | os.PathLike) -> list[Path]:
-    """A folder of .tar files, one .tar file, or a glob such as `corpus/shard-*.tar`."""
+    """A folder of .tar files, one .tar file, a glob such as `corpus/shard-*.tar`, or a brace
+    pattern such as `corpus/{000..099}.tar` (every shard it names must exist)."""
+    if "{" in str(spec) and not Path(spec).exists():
+        shards = [Path(name) for name in expand_braces(str(spec))]
+        missing = [s for s in shards if not s.is_file()]
+        if missing:
+            raise FileNotFoundError(f"{missing[0]}: no such shard ({spec} names {len(missing)} missing)")
+        return shards
     spec = Path(spec)
     if spec.is_dir():
         shards = sorted(spec.glob("*.tar"))
