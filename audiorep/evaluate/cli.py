@@ -42,7 +42,7 @@ from . import embeddings as emb
 from . import protocol as proto
 from .bootstrap import N_BOOTSTRAP
 from .protocol import MODES, ProtocolConfig, validation_interval
-from .ranks import gather_patiently, out_lock
+from .ranks import gather_patiently, joined, out_lock
 from .report import write_report
 from .scores import load_categories, load_reference
 
@@ -153,10 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_epochs is not None and args.mode != "knn":
         for path in find_tasks(args.tasks):
             check_epochs(path, args.max_epochs)
-    w = dist.world(args.device)
-    dist.agree(sorted((k, str(v)) for k, v in vars(args).items()), w, "audiorep evaluate's arguments")
-    with out_lock(args.out, w):  # a second evaluate on this --out stops: "another run ... is using OUT"
-        return run(args, w)
+    with joined(args.device) as w:
+        dist.agree(sorted((k, str(v)) for k, v in vars(args).items()), w, "audiorep evaluate's arguments")
+        with out_lock(args.out, w):  # a second evaluate on this --out stops: "another run ... is using OUT"
+            return run(args, w)
 
 
 @dataclass(frozen=True)

@@ -153,7 +153,11 @@ class MLPStack:
             if train:
                 h = h * self._dropout_mask(h.shape[1:], gens).to(h.device)
             h = F.relu(h)
-        return torch.matmul(h, t[f"w{self.depth}"]) + t[f"b{self.depth}"]  # [G, B, C]
+        w = t[f"w{self.depth}"]
+        if w.shape[-1] == 1:  # one output: with G = 1 matmul would take a matrix-vector product, whose sums
+            # round unlike the batched product's, and a point's logits would depend on the size of its stack
+            return torch.matmul(h, F.pad(w, (0, 1)))[..., :1] + t[f"b{self.depth}"]  # [G, B, 1]
+        return torch.matmul(h, w) + t[f"b{self.depth}"]  # [G, B, C]
 
     def _batchnorm(self, h: torch.Tensor, i: int, train: bool) -> torch.Tensor:
         t = self.t
@@ -233,11 +237,14 @@ class PointAdam:
 
 
 def _loss(logits: torch.Tensor, y: torch.Tensor, multiclass: bool) -> torch.Tensor:
-    """Sum over points of each point's mean loss; logits [G, B, C], y [B] (class ids) or [B, C]."""
+    """Sum over points of each point's mean loss; logits [G, B, C], y [B] (class ids) or [B, C].
+    The binary loss is taken point by point: an elementwise kernel over all G x B x C values would
+    give a point's last values the scalar (not the vectorized) exp when G changes, so a point's
+    gradients would depend on the other points of the stack."""
     g, b, c = logits.shape
     if multiclass:
         return F.cross_entropy(logits.reshape(g * b, c), y.repeat(g), reduction="sum") / b
-    return F.binary_cross_entropy_with_logits(logits, y.expand(g, b, c), reduction="sum") / (b * c)
+    return sum(F.binary_cross_entropy_with_logits(point, y, reduction="sum") for point in logits) / (b * c)
 
 
 def probabilities(logits: torch.Tensor, multiclass: bool) -> torch.Tensor:

@@ -1,5 +1,6 @@
-"""What the ranks of a torchrun evaluate (or crossval) need beyond dist.py: waiting for each
-other's share of work, which can take hours, and one lock on --out held by rank 0.
+"""What the ranks of a torchrun evaluate (or crossval) need beyond dist.py: a process group
+ended on the way out, waiting for each other's share of work, which can take hours, and one
+lock on --out held by rank 0.
 
 `gather_patiently` is dist.gather over a gloo group of its own whose timeout is days, not the
 default group's minutes: a rank that finished its share early waits there for the slowest one
@@ -16,10 +17,24 @@ from typing import Iterator
 
 import torch.distributed as tdist
 
-from audiorep.dist import World
+from audiorep.dist import World, world
 from audiorep.files import FolderInUse, folder_lock
 
 PATIENCE = timedelta(days=7)  # the longest a rank waits for the others' share of the work
+
+
+@contextlib.contextmanager
+def joined(device: str) -> Iterator[World]:
+    """dist.world(device) for the block; a process group it started is ended after it (a gloo
+    process left with its group at exit can abort: "terminate called without an active exception")."""
+    started = not tdist.is_initialized()
+    w = world(device)
+    try:
+        yield w
+    finally:
+        if started and tdist.is_initialized():
+            _patient_group.cache_clear()
+            tdist.destroy_process_group()
 
 
 @functools.cache
