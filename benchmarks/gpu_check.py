@@ -62,10 +62,13 @@ PARTS = ("correctness", "bf16_curves", "bench_train", "bench_embed", "bench_hear
 # idle cores, one thread per process) gets room for a CI machine that is busy with other work
 BUDGETS = {False: {"correctness": 150, "bf16_curves": 110, "bench_train": 100, "bench_embed": 45, "bench_heareval": 60},
            True: dict.fromkeys(PARTS, 300)}
-# relative to the CPU run: loss and gradient norm of step 1; the state's change over 3 steps (norm of the
-# difference of the two changes over the norm of the CPU's change: Adam's first steps are ~lr * sign(g))
-TOLERANCES = {"loss": 1e-4, "grad_norm": 1e-3, "update": 1e-2}
-DRY_TOLERANCES = {"loss": 1e-6, "grad_norm": 1e-6, "update": 1e-6}  # two CPU runs: equal but for summation order
+# the device vs the CPU: relative differences of step 1's loss and gradient norm and of the 3 steps'
+# losses; over the 3 steps' change d of the whole floating state, |d_device - d_cpu| / |d_cpu| and the
+# share of elements that differ by more than 5% of d_cpu's RMS. Adam's first steps move each weight by
+# about lr * sign(g), so a weight whose gradient is below the numerical noise may move the other way on
+# the other device: a few such elements are expected, a device bug moves most of them
+TOLERANCES = {"loss": 1e-4, "grad_norm": 1e-3, "losses": 1e-3, "update": 0.1, "outliers": 1e-3}
+DRY_TOLERANCES = dict.fromkeys(TOLERANCES, 1e-6)  # two CPU runs: equal but for summation order
 # what every run of the check sets, and what a recipe needs on top to run offline or to be comparable
 COMMON = ("data.workers=0", "log_every=1", "keep_checkpoints=1")
 EXTRA = {"encodecmae": ("objective.targets=encodec_random", "objective.target_context=clip"),
@@ -250,24 +253,21 @@ def relative(a: float, b: float) -> float:
 
 
 def compare_states(before: dict, ref: dict, dev: dict) -> dict:
-    """The change of the floating state over the run, device vs reference: |d_dev - d_ref| / |d_ref|
-    over all of it, the largest |difference| of the final values, and integer buffers that differ."""
+    """The change d of the floating state over the run, device vs reference (TOLERANCES): the
+    relative norm of their difference, the share of elements differing by more than 5% of
+    d_ref's RMS, the largest |difference| of the final values; integer buffers that differ."""
     import torch
 
-    diff2 = ref2 = 0.0
-    worst, unequal = 0.0, []
-    for k, r in ref.items():
-        d = dev[k]
-        if not r.is_floating_point():
-            if not torch.equal(r, d):
-                unequal.append(k)
-            continue
-        b = before[k].to(r.dtype)
-        diff2 += float(((d - b) - (r - b)).double().square().sum())
-        ref2 += float((r - b).double().square().sum())
-        worst = max(worst, float((d - r).abs().max()) if r.numel() else 0.0)
-    return {"update_rel": math.sqrt(diff2) / max(math.sqrt(ref2), 1e-30), "param_max_abs": worst,
-            "unequal_buffers": unequal}
+    floats = [k for k, r in ref.items() if r.is_floating_point()]
+    change = {k: (ref[k] - before[k].to(ref[k].dtype)).double() for k in floats}  # d_ref
+    gap = {k: (dev[k] - ref[k]).double() for k in floats}  # d_dev - d_ref (the same start)
+    size = sum(ref[k].numel() for k in floats)
+    ref_norm = math.sqrt(sum(float(c.square().sum()) for c in change.values()))
+    rms = ref_norm / math.sqrt(max(size, 1))
+    return {"update_rel": math.sqrt(sum(float(g.square().sum()) for g in gap.values())) / max(ref_norm, 1e-30),
+            "outliers": sum(int((g.abs() > 0.05 * rms).sum()) for g in gap.values()) / max(size, 1),
+            "param_max_abs": max((float(g.abs().max()) for g in gap.values() if g.numel()), default=0.0),
+            "unequal_buffers": [k for k, r in ref.items() if not r.is_floating_point() and not torch.equal(r, dev[k])]}
 
 
 def correctness(args, work: Path, manifest: Path, done: dict) -> Iterator[None]:
@@ -281,7 +281,7 @@ def correctness(args, work: Path, manifest: Path, done: dict) -> Iterator[None]:
     for name in RECIPES:
         start = time.perf_counter()
         try:
-            objective, data, cfg = build(name, args.size, manifest, [f"batch_size={args.batch}", "steps=3",
+            objective, data, cfg = build(name, args.size, manifest, [f"batch_size={args.check_batch}", "steps=3",
                                                                      *EXACT_ONLY.get(name, ())], args.dry_run)
             targets = shared_targets(objective, data, work, name, args.device)
             before = {k: v.detach().clone() for k, v in objective.state_dict().items() if isinstance(v, torch.Tensor)}
@@ -291,10 +291,11 @@ def correctness(args, work: Path, manifest: Path, done: dict) -> Iterator[None]:
             row = {"loss": [ref["loss"][0], dev["loss"][0]], "grad_norm": [ref["grad_norm"][0], dev["grad_norm"][0]],
                    "loss_rel": relative(dev["loss"][0], ref["loss"][0]),
                    "grad_norm_rel": relative(dev["grad_norm"][0], ref["grad_norm"][0]),
+                   "losses_rel": max(relative(d, r) for d, r in zip(dev["loss"], ref["loss"])),
                    **compare_states(before, ref["state"], dev["state"]), "draws": ref["draws"],
                    "same_draws": ref["draws"] == dev["draws"], "fixed": list(EXACT_ONLY.get(name, ()))}
-            ok = (row["loss_rel"] <= tolerances["loss"] and row["grad_norm_rel"] <= tolerances["grad_norm"]
-                  and row["update_rel"] <= tolerances["update"] and not row["unequal_buffers"] and row["same_draws"])
+            ok = (all(row[f"{k}_rel" if k != "outliers" else k] <= v for k, v in tolerances.items())
+                  and len(dev["loss"]) == len(ref["loss"]) == 3 and not row["unequal_buffers"] and row["same_draws"])
             row["status"] = "ok" if ok else "mismatch"
         except Exception as e:  # one recipe's failure is recorded; the others still run
             row = {"status": "failed", "error": f"{type(e).__name__}: {e}"[-2000:]}
@@ -358,7 +359,7 @@ def bench_commands(args, out: Path) -> dict[str, list[str]]:
     else:
         train = ["--batch", "32", "--steps", "3", "--precision", "bf16"]
         embed = ["--preset", "passt-s", "--seconds", "30", "--repeats", "3"]
-        heareval = ["--clips", "90", "--grid-points", "8", "--threads", "8"]
+        heareval = ["--clips", "45", "--grid-points", "8", "--threads", "8"]
     venv = Path(args.heareval_venv)
     kit = ["--venv", str(venv)] if (venv / "bin" / "python").exists() else ["--no-kit"]
     return {"bench_train": [py, str(HERE / "bench_train.py"), "--device", dev, *train],
@@ -371,7 +372,8 @@ def part_command(args, part: str, out: Path) -> list[str]:
     if part in bench_commands(args, out):
         return bench_commands(args, out)[part]
     return [sys.executable, __file__, "--part", part, "--out", str(out), "--device", args.device, "--size", args.size,
-            "--batch", str(args.batch), "--steps", str(args.steps), "--clips", str(args.clips),
+            "--batch", str(args.batch), "--check-batch", str(args.check_batch), "--steps", str(args.steps),
+            "--clips", str(args.clips),
             "--clip-s", str(args.clip_s), *(["--dry-run"] if args.dry_run else [])]
 
 
@@ -485,21 +487,24 @@ def summary(report: dict) -> str:
              "| part | status | seconds | CPU seconds | budget |", "|---|---|---|---|---|"]
     for name, part in report["parts"].items():
         kept = " (kept from an earlier run)" if part.get("kept") else ""
-        lines.append(f"| {name} | {part['status']}{kept} | {part['seconds']} | {part.get('cpu_s', '')} | {part['budget_s']} |")
+        lines.append(f"| {name} | {part['status']}{kept} | {part['seconds']} | {part.get('cpu_s', '')} "
+                     f"| {part['budget_s']} |")
     check = report["parts"].get("correctness", {})
     if check.get("recipes"):
         other = "second CPU run" if info["dry_run"] else "cuda"
         lines += ["", f"## Correctness: {other} vs CPU, fp32, 3 steps", "",
                   f"tolerances (relative): {json.dumps(check.get('tolerances'))}", "",
-                  "| recipe | status | loss CPU | loss rel diff | grad norm rel diff | update rel diff | max abs param diff "
-                  "| random ops drawn on the CPU | fixed |", "|---|---|---|---|---|---|---|---|---|"]
+                  "| recipe | status | loss CPU | loss rel diff | grad norm rel diff | 3 losses rel diff "
+                  "| update rel diff | outliers | max abs param diff | random ops drawn on the CPU | fixed |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, r in check["recipes"].items():
             if "loss" not in r:
-                lines.append(f"| {name} | {r['status']} | {r.get('error', '')[:200]} |||||||")
+                lines.append(f"| {name} | {r['status']} | {r.get('error', '')[:200]} |||||||||")
                 continue
             draws = ", ".join(f"{k} {v}" for k, v in r["draws"].items())
-            lines.append(f"| {name} | {r['status']} | {r['loss'][0]:.6g} | {r['loss_rel']:.2e} | {r['grad_norm_rel']:.2e} "
-                         f"| {r['update_rel']:.2e} | {r['param_max_abs']:.2e} | {draws} | {' '.join(r['fixed'])} |")
+            lines.append(f"| {name} | {r['status']} | {r['loss'][0]:.6g} | {r['loss_rel']:.2e} "
+                         f"| {r['grad_norm_rel']:.2e} | {r['losses_rel']:.2e} | {r['update_rel']:.2e} "
+                         f"| {r['outliers']:.2e} | {r['param_max_abs']:.2e} | {draws} | {' '.join(r['fixed'])} |")
     curves = report["parts"].get("bf16_curves", {})
     if curves.get("recipes"):
         lines += ["", f"## bf16 autocast vs fp32, {curves.get('steps')} steps on the "
@@ -510,8 +515,9 @@ def summary(report: dict) -> str:
             if "fp32" not in r:
                 lines.append(f"| {name} | {r['status']} | {r.get('error', '')[:200]} ||||")
                 continue
-            lines.append(f"| {name} | {r['status']} | {r['fp32'][0]:.4g} -> {r['fp32'][-1]:.4g} | {r['bf16'][0]:.4g} -> "
-                         f"{r['bf16'][-1]:.4g} | {r['max_rel_gap']:.2%} | {r['last_rel_gap']:.2%} |")
+            lines.append(f"| {name} | {r['status']} | {r['fp32'][0]:.4g} -> {r['fp32'][-1]:.4g} "
+                         f"| {r['bf16'][0]:.4g} -> {r['bf16'][-1]:.4g} | {r['max_rel_gap']:.2%} "
+                         f"| {r['last_rel_gap']:.2%} |")
         if curves.get("plot"):
             lines += ["", f"![loss curves]({curves['plot']})"]
     for name in ("bench_train", "bench_embed", "bench_heareval"):
@@ -524,7 +530,8 @@ def summary(report: dict) -> str:
                       (part.get("stdout") or "").strip() or "(no output)", "```"]
     for name, part in report["parts"].items():
         if part["status"] != "ok" and part.get("error"):
-            lines += ["", f"## {name}: {part['status']} (end of logs/{name}.log)", "", "```", part["error"].strip(), "```"]
+            lines += ["", f"## {name}: {part['status']} (end of logs/{name}.log)", "", "```", part["error"].strip(),
+                      "```"]
     return "\n".join(lines) + "\n"
 
 
@@ -534,7 +541,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dry-run", action="store_true", help="CPU only, tiny sizes, a few steps (CI)")
     p.add_argument("--device", default=None, help="the device checked (default cuda; the dry run: cpu)")
     p.add_argument("--size", default=None, help="recipe size of audiorep/sizes.py (default small; dry run: tiny)")
-    p.add_argument("--batch", type=int, default=None, help="clips per step (default 8; dry run: 2)")
+    p.add_argument("--batch", type=int, default=None, help="clips per step of the curves (default 8; dry run: 2)")
+    p.add_argument("--check-batch", type=int, default=None, help="clips per step of the correctness check "
+                   "(default 4: its CPU side is the slow one; dry run: 2)")
     p.add_argument("--steps", type=int, default=None, help="steps of the bf16 curves (default 50; dry run: 2)")
     p.add_argument("--clips", type=int, default=None, help="clips of the made corpus (default 32; dry run: 8)")
     p.add_argument("--clip-s", type=float, default=None, help="seconds per clip (default 10.5; dry run: 4.1)")
@@ -545,6 +554,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     dry = args.dry_run
     defaults = {"device": "cpu" if dry else "cuda", "size": "tiny" if dry else "small", "batch": 2 if dry else 8,
+                "check_batch": 2 if dry else 4,
                 "steps": 2 if dry else 50, "clips": 8 if dry else 32, "clip_s": 4.1 if dry else 10.5}
     for k, v in defaults.items():
         if getattr(args, k) is None:
