@@ -157,7 +157,8 @@ def main():
     cfg = enc.config.embed
     sr = enc.sample_rate
     wave = torch.randn(1, int(args.seconds * sr), device=args.device) * 0.1
-    print(f"{args.preset}, {args.seconds:g} s clip, {args.device}, {torch.get_num_threads()} threads, "
+    where = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else args.device
+    print(f"{args.preset}, {args.seconds:g} s clip, {where}, {torch.get_num_threads()} threads, "
           f"levels {cfg.levels}, RF {cfg.rf_ms[0]:g} ms, hop {cfg.hop_ms:g} ms")
 
     t_loop, ref = best_of(lambda: per_window(enc, wave, cfg), 1)
