@@ -15,7 +15,8 @@ EMA too, as `<split>_ema`).
 The s.e. is that of the mean over folds (the spread of the per-fold means, k-fold tasks)
 or over seeds (train/valid/test tasks); `se_seeds` is the s.e. over the seeds' means.
 A finished run (metrics.json) is skipped when the command is run again, an unfinished one
-resumes from its last checkpoint, so rerunning the same command completes the study.
+resumes from its last checkpoint, so rerunning the same command completes the study, with
+any number of processes: under torchrun the ranks share the runs, each trained by one process.
 Every fold is checked before the first run trains (`check_plan`): an empty split, or a
 training setting that cannot work for a fold's size (e.g. a warm-up not shorter than the
 steps `--epochs` gives), is an error naming it, not a failure after the other folds.
@@ -34,7 +35,9 @@ from tqdm import tqdm
 
 from .config import override, to_dict
 from .data import ClipDataset, task_clips
+from .dist import alone, share, world
 from .encoder import Encoder
+from .evaluate.ranks import gather_patiently
 from .files import write_json
 from .finetune import eval_dataset, predict, score
 from .train import TrainConfig, check_config, split_overrides, train, uses_ema
@@ -143,7 +146,11 @@ def crossval(recipe, encoder_cfg, task, out: str | Path, seeds: int = 1, overrid
              epochs: float | None = None, stop_after: int | None = None, only: list[str] | None = None) -> dict:
     """Every (seed, fold) run of `task` under RUN (finished ones skipped, unfinished resumed)
     -> the results, also written to RUN/results.json. only: run just these held-out folds;
-    stop_after: leave the first unfinished run after this step, as if interrupted."""
+    stop_after: leave the first unfinished run after this step, as if interrupted.
+
+    Under torchrun the ranks share the runs still to do (dist.share); each trains its runs as one
+    process (dist.alone: no DDP with the other ranks) and rank 0 writes results.json, the same as
+    one process writes. Every rank returns the results."""
     out = Path(out)
     chosen = folds(task)
     if only:
@@ -153,22 +160,40 @@ def crossval(recipe, encoder_cfg, task, out: str | Path, seeds: int = 1, overrid
         chosen = [fold for fold in chosen if fold[0] in only]
     check_plan(recipe, task, chosen, list(overrides), epochs, seeds)
     plan = [(seed, fold) for seed in range(seeds) for fold in chosen]
-    runs, results = [], {}
-    bar = tqdm(plan, desc=f"crossval {task.name}", unit="run", dynamic_ncols=True)
+    w = world("cpu")  # the ranks only meet (over gloo); each run picks its own device
+    todo = [(seed, fold) for seed, fold in plan if not (out / f"seed{seed}" / fold[0] / "metrics.json").exists()]
+    gather_patiently(None, w)  # every rank has listed the runs to do before a run finishes
+    stopped = False
+    bar = tqdm(share(todo, w), desc=f"crossval {task.name}", unit="run", dynamic_ncols=True, disable=not w.main)
     for seed, fold in bar:
         bar.set_postfix(seed=seed, fold=fold[0])
-        run_dir = out / f"seed{seed}" / fold[0]
-        if (run_dir / "metrics.json").exists():
-            scores = json.loads((run_dir / "metrics.json").read_text())
-        else:
-            scores = run_fold(recipe, encoder_cfg, task, fold, seed, list(overrides), run_dir, epochs, stop_after)
-            if scores is None:
-                break
-        runs.append({"seed": seed, "fold": fold[0], "scores": scores})
+        with alone():
+            scores = run_fold(recipe, encoder_cfg, task, fold, seed, list(overrides), out / f"seed{seed}" / fold[0],
+                              epochs, stop_after)
+        if scores is None:
+            stopped = True
+            break
         line = ", ".join(f"{split} {m} {v:.4f}" for split, ms in scores.items() for m, v in ms.items())
         tqdm.write(f"crossval {task.name} seed {seed} {fold[0]}: {line}", file=sys.stderr)
-        results = {"task": task.name, "recipe": recipe.name, "encoder": encoder_cfg.name, "seeds": seeds,
-                   "complete": len(runs) == len(plan), "summary": summarize(runs), "runs": runs}
-        write_json(out / "results.json", results)
+        if w.main:
+            _results(recipe, encoder_cfg, task, out, seeds, plan)  # progress: the runs finished so far
     bar.close()
+    gather_patiently(stopped, w)  # every run of every rank is finished (or stopped)
+    return _results(recipe, encoder_cfg, task, out, seeds, plan, write=w.main)
+
+
+def _results(recipe, encoder_cfg, task, out: Path, seeds: int, plan: list, write: bool = True) -> dict:
+    """The results of the finished runs of `plan`, in its order ({} when none is); written to
+    RUN/results.json when `write`."""
+    runs = []
+    for seed, fold in plan:
+        metrics = out / f"seed{seed}" / fold[0] / "metrics.json"
+        if metrics.exists():
+            runs.append({"seed": seed, "fold": fold[0], "scores": json.loads(metrics.read_text())})
+    if not runs:
+        return {}
+    results = {"task": task.name, "recipe": recipe.name, "encoder": encoder_cfg.name, "seeds": seeds,
+               "complete": len(runs) == len(plan), "summary": summarize(runs), "runs": runs}
+    if write:
+        write_json(out / "results.json", results)
     return results

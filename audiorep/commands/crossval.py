@@ -1,13 +1,15 @@
 """`audiorep crossval --recipe eat --task TASK --out RUN [--seeds N] [field=value ...]`:
 train from scratch on every fold of a task and test on the held-out one (crossval.py);
-rerun the same command to resume."""
+rerun the same command to resume. Under torchrun (`torchrun --nproc-per-node 8 -m audiorep
+crossval ...`) the ranks share the (seed, fold) runs, each trained by one process."""
 from __future__ import annotations
 
 import argparse
-import os
 
 from .. import presets
 from ..crossval import crossval
+from ..dist import agree
+from ..evaluate.ranks import joined
 from ..objectives import RECIPES
 from ..tasks.format import load_task
 
@@ -30,8 +32,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="field=value")
     args = parser.parse_intermixed_args(argv)
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        parser.error("crossval runs its folds one after another in one process; start it without torchrun")
     if args.seeds < 1:
         parser.error(f"--seeds {args.seeds}: expected at least 1")
     if args.epochs is not None and not args.epochs > 0:
@@ -41,9 +41,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.task}: cross-validation needs a scene task, this one is {task.embedding_type!r}")
     recipe = RECIPES[args.recipe]
     encoder_cfg = presets.get(args.preset or recipe.preset)
-    results = crossval(recipe, encoder_cfg, task, args.out, args.seeds, args.overrides, args.epochs, args.stop_after,
-                       args.folds.split(",") if args.folds else None)
-    for key, s in results.get("summary", {}).items():
+    with joined("cpu") as w:  # the ranks meet over gloo; each run picks its own device (train.device)
+        agree(sorted((k, str(v)) for k, v in vars(args).items()), w, "audiorep crossval's arguments")
+        results = crossval(recipe, encoder_cfg, task, args.out, args.seeds, args.overrides, args.epochs,
+                           args.stop_after, args.folds.split(",") if args.folds else None)
+    for key, s in results.get("summary", {}).items() if w.main else ():
         se = f" +- {s['se']:.4f}" if s["se"] is not None else ""
         print(f"{task.name} {key}: {s['mean']:.4f}{se} (s.e. over {'folds' if len(s['folds']) > 1 else 'seeds'}, "
               f"{s['runs']} runs)")
