@@ -8,7 +8,8 @@ worker, the objective's own per-batch work, and the samples/s one GPU step consu
 The benchmark writes its own corpus first (a temporary folder): `--clips` clips of
 `--seconds` s at 44.1 kHz, FLAC and WAV, mono and stereo (tones, chirps, noise under an
 envelope), labelled from a vocabulary of 50 classes (a CSV manifest), and the same clips as
-tar shards (`data.write_shards`, 44.1 kHz FLAC). Each recipe is resolved as `audiorep pretrain
+tar shards (`data.write_shards`, FLAC); with `--native`, at each encoder's own rate as 16-bit
+mono WAV (no resampling: what preparing a corpus buys). Each recipe is resolved as `audiorep pretrain
 RECIPE` resolves it (audiorep.sizes: preset, overrides, the recipe's defaults). Columns:
 
   loader/worker   samples (clips, with all their views) per second of one loader process:
@@ -125,31 +126,36 @@ def features(objective, wave: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------------------------------ the corpus
 
 
-def write_corpus(folder: Path, clips: int, seconds: float, seed: int = 0) -> Path:
-    """`clips` labelled clips at 44.1 kHz (FLAC and WAV, every third stereo) and their
-    manifest.csv -> the manifest."""
+def write_corpus(folder: Path, clips: int, seconds: float, rate: int = CORPUS_RATE, native: bool = False,
+                 seed: int = 0) -> tuple[Path, Path]:
+    """`clips` labelled clips at `rate` (FLAC and WAV, every third stereo; native: 16-bit mono
+    WAV only), their manifest.csv and the same clips as 4 tar shards -> (manifest, shard folder)."""
+    manifest, shards = folder / "manifest.csv", folder / "shards"
+    if manifest.exists():
+        return manifest, shards
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
-    t = np.arange(int(seconds * CORPUS_RATE)) / CORPUS_RATE
+    t = np.arange(int(seconds * rate)) / rate
     rows = []
     for i in range(clips):
         f0 = rng.uniform(100, 2000, 3)
         tones = sum(np.sin(2 * np.pi * f * t * (1 + 0.05 * np.sin(2 * np.pi * rng.uniform(0.2, 3) * t))) for f in f0)
         chirp = np.sin(2 * np.pi * (200 + 300 * t) * t)
         envelope = 0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(0.5, 4) * t) ** 2
-        wave = 0.1 * envelope * (tones + chirp) + 0.02 * rng.standard_normal(len(t))
-        if i % 3 == 2:
+        wave = np.clip(0.1 * envelope * (tones + chirp) + 0.02 * rng.standard_normal(len(t)), -1, 1)
+        if i % 3 == 2 and not native:
             wave = np.stack([wave, 0.8 * wave + 0.01 * rng.standard_normal(len(t))], axis=1)
-        name = f"clip{i:04d}.{'flac' if i % 2 else 'wav'}"
-        sf.write(folder / name, np.clip(wave, -1, 1).astype(np.float32), CORPUS_RATE)
+        name = f"clip{i:04d}.{'flac' if i % 2 and not native else 'wav'}"
+        sf.write(folder / name, wave.astype(np.float32), rate, subtype="PCM_16")
         labels = sorted({f"class{int(c):02d}" for c in rng.integers(0, CLASSES, rng.integers(1, 4))})
         rows.append({"path": name, "labels": ";".join(labels)})
-    manifest = folder / "manifest.csv"
-    with open(manifest, "w", newline="") as f:
+    with open(folder / ".manifest.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["path", "labels"])
         writer.writeheader()
         writer.writerows(rows)
-    return manifest
+    write_shards(clips_from(folder / ".manifest.csv")[0], shards, rate, per_shard=math.ceil(clips / 4))
+    (folder / ".manifest.csv").replace(manifest)  # last: its presence means the corpus is complete
+    return manifest, shards
 
 
 # -------------------------------------------------------------------------- the measurements
@@ -203,7 +209,7 @@ def step_flop(objective, data, cfg: TrainConfig, clips: int) -> float:
     return counter.get_total_flops() / clips
 
 
-def measure(name: str, size: str, manifest: Path, shards: Path, work: Path, batches: int,
+def measure(name: str, size: str, work: Path, clips: int, seconds: float, native: bool, batches: int,
             batch_size: int | None = None) -> list[dict]:
     """Rows of one recipe: the files path (and the shard path where training can read shards)."""
     recipe, encoder_cfg, objective_cfg, cfg = resolve(name, size)
@@ -211,6 +217,8 @@ def measure(name: str, size: str, manifest: Path, shards: Path, work: Path, batc
     torch.manual_seed(0)
     encoder = Encoder(encoder_cfg)
     crop = crop_samples(encoder, cfg.data)
+    rate = encoder.sample_rate if native else CORPUS_RATE
+    manifest, shards = write_corpus(work / f"corpus-{rate}", clips, seconds, rate, native)
     data, vocabulary = open_data(str(manifest), encoder.sample_rate, crop, cfg.data, views=recipe.views)
     objective = recipe.objective(encoder, objective_cfg, num_classes=len(vocabulary or []))
     if hasattr(objective, "set_epoch_steps"):
@@ -219,9 +227,13 @@ def measure(name: str, size: str, manifest: Path, shards: Path, work: Path, batc
             objective.step.fill_(10**9)
     if hasattr(objective, "prepare"):
         objective.prepare(data, torch.device("cpu"), work / f"run-{name}-{size}")
+        frozen = getattr(getattr(objective, "tokenizer", None), "model", None)  # EnCodec, run in inference mode
+        if frozen is not None:  # FlopCounterMode hooks parameters that require grad, which fails in inference mode
+            frozen.requires_grad_(False)
     flop = step_flop(objective, data, cfg, clips=2 if recipe.views > 1 else 1)
     gpu = UTILIZATION * H100_BF16 / flop
     common = {"recipe": name, "size": size, "preset": encoder_cfg.name, "batch": cfg.batch_size, "views": recipe.views,
+              "corpus": f"{rate} Hz {'16-bit WAV' if native else 'FLAC/WAV'}",
               "crop_s": crop / encoder.sample_rate, "sample_rate": encoder.sample_rate,
               "gflop_per_sample": flop / 1e9, "gpu_samples_per_s": gpu}
     sources = [("files", data)]
@@ -260,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, help="clips per batch (default: the recipe's batch_size)")
     parser.add_argument("--clips", type=int, default=32, help="clips in the generated corpus")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each clip (AudioSet: 10 s)")
+    parser.add_argument("--native", action="store_true", help="the corpus at each encoder's rate as 16-bit mono "
+                        "WAV: no resampling, the cheapest decode (what preparing the audio buys)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, 8 clips of 3 s, 2 batches of 4: seconds")
     parser.add_argument("--out", type=Path, help="JSON written here (rows and settings)")
     args = parser.parse_args(argv)
@@ -269,19 +283,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--batches >= 1, --batch >= 2 (ASiT's alien donors), --clips >= 4 (the shard path reads "
                      "4 shards) and --seconds > 0")
     settings = {"command": " ".join(["python", *sys.argv]) if argv is None else "bench_data.main(" + repr(argv) + ")",
-                "size": args.size, "batches": args.batches, "batch": args.batch, "clips": args.clips, "seconds": args.seconds,
+                "size": args.size, "native": args.native, "batches": args.batches, "batch": args.batch, "clips": args.clips, "seconds": args.seconds,
                 "threads": 1, "cpus": os.cpu_count(), "load_average": os.getloadavg()[0], "gpu_flop_per_s": UTILIZATION * H100_BF16}
     torch.set_num_threads(1)  # as in each loader worker; the objective's work is timed on one thread too
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="bench_data-") as tmp:
         work = Path(tmp)
-        manifest = write_corpus(work / "corpus", args.clips, args.seconds)
-        write_shards(clips_from(manifest)[0], work / "shards", CORPUS_RATE, per_shard=math.ceil(args.clips / 4))
         for name in tqdm(args.recipes, desc="recipes", unit="recipe"):
-            rows += measure(name, args.size, manifest, work / "shards", work, args.batches, args.batch)
+            rows += measure(name, args.size, work, args.clips, args.seconds, args.native, args.batches, args.batch)
             if args.out:
                 write_json(args.out, {"settings": settings, "rows": rows})
-    print(f"{args.size} sizes; corpus: {args.clips} clips x {args.seconds:g} s at 44.1 kHz; 1 torch thread, "
+    corpus = "each encoder's rate, 16-bit WAV" if args.native else "44.1 kHz, FLAC and WAV"
+    print(f"{args.size} sizes; corpus: {args.clips} clips x {args.seconds:g} s at {corpus}; 1 torch thread, "
           f"{os.cpu_count()} CPUs (load average {os.getloadavg()[0]:.1f} at the end); GPU: 40% of 989.4 TFLOP/s")
     print(table(rows))
     return 0
