@@ -376,8 +376,7 @@ def part_command(args, part: str, out: Path) -> list[str]:
         return bench_commands(args, out)[part]
     return [sys.executable, __file__, "--part", part, "--out", str(out), "--device", args.device, "--size", args.size,
             "--batch", str(args.batch), "--check-batch", str(args.check_batch), "--steps", str(args.steps),
-            "--clips", str(args.clips),
-            "--clip-s", str(args.clip_s), *(["--dry-run"] if args.dry_run else [])]
+            "--clips", str(args.clips), "--clip-s", str(args.clip_s), *(["--dry-run"] if args.dry_run else [])]
 
 
 def timed(command: list[str], budget: float, log: Path, threads: int | None = None) -> tuple[str, float, float, str]:
@@ -550,7 +549,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None, help="steps of the bf16 curves (default 50; dry run: 2)")
     p.add_argument("--clips", type=int, default=None, help="clips of the made corpus (default 32; dry run: 8)")
     p.add_argument("--clip-s", type=float, default=None, help="seconds per clip (default 10.5; dry run: 4.1)")
-    p.add_argument("--only", nargs="+", choices=PARTS, help="these parts only")
+    p.add_argument("--only", nargs="+", choices=PARTS, help="run these parts (the report keeps the others' "
+                   "earlier results)")
     p.add_argument("--fresh", action="store_true", help="redo parts that an earlier run finished")
     p.add_argument("--heareval-venv", default="/tmp/heareval-venv", help="hear-eval-kit's venv, if made")
     p.add_argument("--part", choices=PARTS, help=argparse.SUPPRESS)  # internal: run one part in this process
@@ -575,7 +575,13 @@ def main(argv: list[str] | None = None) -> int:
     settings = {k: v for k, v in vars(args).items() if k in defaults or k == "dry_run"}
     start = time.perf_counter()
     with folder_lock(out):
-        parts = {name: do_part(args, name, out, settings) for name in (args.only or PARTS)}
+        parts = {}
+        for name in PARTS:  # a part left out by --only is reported as an earlier run left it, if it ran
+            record = out / "parts" / f"{name}.record.json"
+            if name in (args.only or PARTS):
+                parts[name] = do_part(args, name, out, settings)
+            elif record.exists() and json.loads(record.read_text()).get("settings") == settings:
+                parts[name] = {**json.loads(record.read_text()), "kept": True}
         if parts.get("bf16_curves", {}).get("recipes"):
             plot(parts["bf16_curves"]["recipes"], out / "gpu_check_curves.png",
                  "loss, fp32 vs bf16 autocast" + (" (DRY RUN, CPU)" if dry else ""))
