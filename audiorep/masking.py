@@ -197,7 +197,7 @@ def cut(start: torch.Tensor, end: torch.Tensor, extent: int) -> torch.Tensor:
 
 
 def cell_of(edges: torch.Tensor, extent: int) -> torch.Tensor:
-    """Sorted edges [n, S + 1] (from 0 to extent) -> [n, extent]: the segment holding each pixel (never an empty one)."""
+    """Sorted edges [n, S + 1] (0 to extent) -> [n, extent]: the segment holding each pixel (never an empty one)."""
     at = torch.arange(extent, device=edges.device).expand(len(edges), -1).contiguous()
     return torch.searchsorted(edges, at, right=True) - 1
 

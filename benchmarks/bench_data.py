@@ -282,9 +282,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.batches < 1 or (args.batch is not None and args.batch < 2) or args.clips < 4 or args.seconds <= 0:
         parser.error("--batches >= 1, --batch >= 2 (ASiT's alien donors), --clips >= 4 (the shard path reads "
                      "4 shards) and --seconds > 0")
-    settings = {"command": " ".join(["python", *sys.argv]) if argv is None else "bench_data.main(" + repr(argv) + ")",
-                "size": args.size, "native": args.native, "batches": args.batches, "batch": args.batch, "clips": args.clips, "seconds": args.seconds,
-                "threads": 1, "cpus": os.cpu_count(), "load_average": os.getloadavg()[0], "gpu_flop_per_s": UTILIZATION * H100_BF16}
+    settings = {"command": " ".join(["python", *sys.argv]) if argv is None else f"bench_data.main({argv!r})",
+                "size": args.size, "native": args.native, "batches": args.batches, "batch": args.batch,
+                "clips": args.clips, "seconds": args.seconds, "threads": 1, "cpus": os.cpu_count(),
+                "load_average": os.getloadavg()[0], "gpu_flop_per_s": UTILIZATION * H100_BF16}
     torch.set_num_threads(1)  # as in each loader worker; the objective's work is timed on one thread too
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="bench_data-") as tmp:

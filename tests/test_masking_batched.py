@@ -174,7 +174,8 @@ def test_each_crop_reaches_its_share_by_its_last_rectangle():
 def loop_frame_padding(objective, batch: dict, n_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The reference: CodecMAE.frame_padding as a loop over the clips (audiorep 0.x)."""
     frontend = objective.encoder.frontend
-    lengths = torch.tensor([frontend.num_frames(max(int(n), frontend.min_samples)) for n in batch["length"]]).clamp(max=n_frames)
+    lengths = torch.tensor([frontend.num_frames(max(int(n), frontend.min_samples)) for n in batch["length"]])
+    lengths = lengths.clamp(max=n_frames)
     return lengths, torch.arange(n_frames)[None] >= lengths[:, None]
 
 
@@ -197,8 +198,9 @@ def test_frame_padding_is_the_loops(preset):
                          CodecMAEConfig(targets="fbank_kmeans", kmeans_k=8, decoder_heads=2, decoder_ff_dim=32))
     fe, n_frames = objective.encoder.frontend, 50
     edges = torch.tensor([fe.samples_for(k) for k in range(1, n_frames + 2)])
-    lengths = torch.cat([torch.randint(0, fe.samples_for(n_frames) + 200, (200,), generator=torch.Generator().manual_seed(0)),
-                         edges - 1, edges, edges + 1, torch.tensor([0, 1, fe.min_samples - 1, fe.min_samples])]).clamp(min=0)
+    drawn = torch.randint(0, fe.samples_for(n_frames) + 200, (200,), generator=torch.Generator().manual_seed(0))
+    lengths = torch.cat([drawn, edges - 1, edges, edges + 1, torch.tensor([0, 1, fe.min_samples - 1, fe.min_samples])])
+    lengths = lengths.clamp(min=0)
     batch = {"wave": torch.zeros(len(lengths), 1), "length": lengths}
     got, want = objective.frame_padding(batch, n_frames), loop_frame_padding(objective, batch, n_frames)
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
