@@ -22,7 +22,8 @@ same draws. The two runs also seed torch's global generators differently: a draw
 escaped `CpuDraws` shows as a mismatch (in the dry run too, where both runs are CPU runs).
 EAT's transformer layers draw attention dropout inside `F.multi_head_attention_forward`,
 out of reach of such a mode: its correctness run sets `encoder.backbone.dropout=0` (said in
-the report); its bf16 curves keep the dropout.
+the report); its bf16 curves keep the dropout. The loader runs in the training process
+(data.workers=0): with workers its prefetching would change the order of the draws.
 
 Needs: audiorep installed (`bash scripts/setup.sh`), no internet (the data is made here,
 EnCodecMAE's targets come from a random-weight EnCodec). bench_heareval compares with
@@ -33,7 +34,8 @@ Writes OUT/gpu_check.json (every part: status, seconds, budget, its numbers), OU
 (the summary), OUT/gpu_check_curves.png, OUT/logs/PART.log; OUT/parts/PART.json are the
 parts' own results: a part already ok with the same settings is kept when the command is run
 again (`--fresh` redoes all). `--dry-run`: tiny sizes, a few steps, the "device" a second CPU
-run, labelled as such everywhere (CI runs it: tests/test_gpu_check.py).
+run, one thread per process, EnCodecMAE on fbank k-means targets (a random-weight EnCodec
+takes seconds per clip on a CPU), labelled as such everywhere (CI runs it: tests/test_gpu_check.py).
 """
 from __future__ import annotations
 
