@@ -28,8 +28,9 @@ dropped (restored by a short launcher, see KIT_LAUNCHER; the kit's code is not m
 Tasks: `--tasks DIR` (HEAR task folders), else two synthetic ones are made (tones: 3-fold
 scene, 3 classes; bursts: event, 2 labels). `--no-kit` runs audiorep's side alone (scores,
 seconds, GFLOP/s and their share of the matmul rate) where the kit's venv cannot be made (a
-machine without PyPI); `--device` puts both tools' probes on that device; `--quick` makes
-the scene task alone (a smoke run of the code path, benchmarks/gpu_check.py --dry-run).
+machine without PyPI); `--device` puts the embedding step and both tools' probes on that
+device; `--quick` makes the scene task alone (a smoke run of the code path, gpu_check.py
+--dry-run).
 """
 from __future__ import annotations
 
@@ -252,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     for task_path in find_tasks(tasks_dir):
         task = load_task(task_path)
         ours_dir = args.out / "ours" / task.name
-        emb.embed_task(task, spec, ours_dir)
+        emb.embed_task(task, spec, ours_dir, args.device)
         row = {"task": task.name, "ours": [], "kit": []}
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             result_file = args.out / "ours-result" / f"{task.name}-{seed}.json"
