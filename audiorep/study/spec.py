@@ -60,13 +60,11 @@ from audiorep.tasks.scaffold import SIZES as SUITE_SIZES
 from audiorep.tasks.suite import TASKS as SUITE_TASKS
 from audiorep.train import TrainConfig, split_overrides
 
+from .fields import SpecError, fail, keys_of, path_of, seeds_of, strings, typed
+
 UNITS = ("steps", "audio_s", "minutes", "epochs")
 DATA_KINDS = ("corpus", "folder", "manifest", "shards")
 SET_BY_STUDY = ("steps", "seed", "checkpoint_every")  # train fields the study owns
-
-
-class SpecError(ValueError):
-    """A spec field that cannot be used; the message names the file and the field."""
 
 
 @dataclass(frozen=True)
@@ -129,73 +127,42 @@ class Spec:
         return tuple(r for r in self.runs if r.crossval is not None)
 
 
-def _fail(spec: Path, where: str, problem: str):
-    raise SpecError(f"{spec}: {where}: {problem}")
-
-
-def _keys(spec: Path, where: str, table, allowed: tuple[str, ...]) -> dict:
-    if not isinstance(table, dict):
-        _fail(spec, where, f"expected a table, got {table!r}")
-    unknown = sorted(set(table) - set(allowed))
-    if unknown:
-        _fail(spec, where, f"unknown key {unknown[0]!r} (keys: {', '.join(allowed)})")
-    return table
-
-
-def _typed(spec: Path, where: str, value, kind, check=None, expect: str = ""):
-    ok = isinstance(value, kind) and not (kind in (int, float, (int, float)) and isinstance(value, bool))
-    if not ok or (check is not None and not check(value)):
-        _fail(spec, where, f"expected {expect or getattr(kind, '__name__', kind)}, got {value!r}")
-    return value
-
-
-def _strings(spec: Path, where: str, value) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        _fail(spec, where, f"expected a list of strings, got {value!r}")
-    return tuple(value)
-
-
-def _path(spec: Path, value) -> Path:
-    p = Path(value).expanduser()
-    return p if p.is_absolute() else (spec.parent / p).resolve()
-
-
 def _data(spec: Path, table) -> tuple[str, object]:
-    table = _keys(spec, "[data]", table, DATA_KINDS)
+    table = keys_of(spec, "[data]", table, DATA_KINDS)
     given = [k for k in DATA_KINDS if k in table]
     if len(given) != 1:
-        _fail(spec, "[data]", f"give exactly one of {', '.join(DATA_KINDS)} (got {', '.join(given) or 'none'})")
+        fail(spec, "[data]", f"give exactly one of {', '.join(DATA_KINDS)} (got {', '.join(given) or 'none'})")
     kind = given[0]
     if kind == "corpus":
-        corpus = _keys(spec, "data.corpus", table[kind], ("hours", "seed"))
-        hours = _typed(spec, "data.corpus.hours", corpus.get("hours"), (int, float), lambda v: v > 0, "hours > 0")
-        seed = _typed(spec, "data.corpus.seed", corpus.get("seed", 0), int, lambda v: v >= 0, "an integer >= 0")
+        corpus = keys_of(spec, "data.corpus", table[kind], ("hours", "seed"))
+        hours = typed(spec, "data.corpus.hours", corpus.get("hours"), (int, float), lambda v: v > 0, "hours > 0")
+        seed = typed(spec, "data.corpus.seed", corpus.get("seed", 0), int, lambda v: v >= 0, "an integer >= 0")
         return kind, {"hours": float(hours), "seed": seed}
-    value = _typed(spec, f"data.{kind}", table[kind], str)
+    value = typed(spec, f"data.{kind}", table[kind], str)
     if kind == "shards":
         return kind, value if Path(value).is_absolute() else str(spec.parent.resolve() / value)
-    path = _path(spec, value)
+    path = path_of(spec, value)
     if not path.exists():
-        _fail(spec, f"data.{kind}", f"{path} does not exist")
+        fail(spec, f"data.{kind}", f"{path} does not exist")
     return kind, path
 
 
 def _budget(spec: Path, table) -> tuple[str, float, tuple[float, ...]]:
-    table = _keys(spec, "[budget]", table, (*UNITS, "curve"))
+    table = keys_of(spec, "[budget]", table, (*UNITS, "curve"))
     given = [u for u in UNITS if u in table]
     if len(given) != 1:
-        _fail(spec, "[budget]", f"give the budget in exactly one unit of {', '.join(UNITS)} "
+        fail(spec, "[budget]", f"give the budget in exactly one unit of {', '.join(UNITS)} "
                                 f"(got {', '.join(given) or 'none'}), so every run gets the same")
     unit = given[0]
     kind = int if unit == "steps" else (int, float)
-    budget = _typed(spec, f"budget.{unit}", table[unit], kind, lambda v: v > 0, f"a {unit} count > 0")
+    budget = typed(spec, f"budget.{unit}", table[unit], kind, lambda v: v > 0, f"a {unit} count > 0")
     curve = table.get("curve", [])
     if not isinstance(curve, list):
-        _fail(spec, "budget.curve", f"expected a list of {unit}, got {curve!r}")
+        fail(spec, "budget.curve", f"expected a list of {unit}, got {curve!r}")
     for i, point in enumerate(curve):
-        _typed(spec, f"budget.curve[{i}]", point, kind, lambda v: 0 < v < budget, f"{unit} in (0, {budget})")
+        typed(spec, f"budget.curve[{i}]", point, kind, lambda v: 0 < v < budget, f"{unit} in (0, {budget})")
     if len(set(curve)) != len(curve):
-        _fail(spec, "budget.curve", f"{curve} repeats a point")
+        fail(spec, "budget.curve", f"{curve} repeats a point")
     return unit, float(budget), tuple(sorted(float(p) for p in curve))
 
 
@@ -210,49 +177,38 @@ def _unknown_task(folder: Path | None, name: str) -> str:
 def _evaluation(spec: Path, table, pretrains: bool) -> Evaluation:
     """[evaluate]; without a run that pretrains, only where tasks come from (folder, suite)."""
     allowed = ("tasks", "folder", "suite", "mode", "grid_points", "max_epochs", "seeds", "bootstrap", "compare")
-    table = _keys(spec, "[evaluate]", table, allowed)
-    folder = _path(spec, _typed(spec, "evaluate.folder", table["folder"], str)) if "folder" in table else None
+    table = keys_of(spec, "[evaluate]", table, allowed)
+    folder = path_of(spec, typed(spec, "evaluate.folder", table["folder"], str)) if "folder" in table else None
     if folder is not None and not folder.is_dir():
-        _fail(spec, "evaluate.folder", f"{folder} is not a folder")
+        fail(spec, "evaluate.folder", f"{folder} is not a folder")
     if not pretrains and "tasks" in table:
-        _fail(spec, "evaluate.tasks", "every run is a crossval run: there is no pretrained encoder to evaluate")
+        fail(spec, "evaluate.tasks", "every run is a crossval run: there is no pretrained encoder to evaluate")
     if pretrains and folder is None and "tasks" not in table:
-        _fail(spec, "[evaluate]", "give tasks (suite task names) or folder (a folder of HEAR tasks)")
-    tasks = _strings(spec, "evaluate.tasks", table["tasks"]) if "tasks" in table else tuple(
+        fail(spec, "[evaluate]", "give tasks (suite task names) or folder (a folder of HEAR tasks)")
+    tasks = strings(spec, "evaluate.tasks", table["tasks"]) if "tasks" in table else tuple(
         sorted(p.name for p in folder.iterdir() if (p / "task_metadata.json").exists())) if pretrains else ()
     if pretrains and not tasks:
-        _fail(spec, "evaluate.folder", f"{folder} holds no task folder (task_metadata.json)")
+        fail(spec, "evaluate.folder", f"{folder} holds no task folder (task_metadata.json)")
     for i, name in enumerate(tasks):
         if _unknown_task(folder, name):
-            _fail(spec, f"evaluate.tasks[{i}]", _unknown_task(folder, name))
-    suite = _keys(spec, "evaluate.suite", table.get("suite", {}), ("size", "seed"))
+            fail(spec, f"evaluate.tasks[{i}]", _unknown_task(folder, name))
+    suite = keys_of(spec, "evaluate.suite", table.get("suite", {}), ("size", "seed"))
     size = suite.get("size", "small")
     if size not in SUITE_SIZES:
-        _fail(spec, "evaluate.suite.size", f"{size!r} is not one of {', '.join(SUITE_SIZES)}")
+        fail(spec, "evaluate.suite.size", f"{size!r} is not one of {', '.join(SUITE_SIZES)}")
     mode = table.get("mode", "mlp")
     if mode not in MODES:
-        _fail(spec, "evaluate.mode", f"{mode!r} is not one of {', '.join(MODES)}")
-    counts = {k: _typed(spec, f"evaluate.{k}", table[k], int, lambda v: v >= (0 if k == "bootstrap" else 1),
+        fail(spec, "evaluate.mode", f"{mode!r} is not one of {', '.join(MODES)}")
+    counts = {k: typed(spec, f"evaluate.{k}", table[k], int, lambda v: v >= (0 if k == "bootstrap" else 1),
                         "an integer >= 0" if k == "bootstrap" else "an integer >= 1")
               for k in ("grid_points", "max_epochs", "seeds", "bootstrap") if k in table}
     compare = table.get("compare", [])
     pairs = isinstance(compare, list) and all(isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p)
                                               for p in compare)
     if not pairs:
-        _fail(spec, "evaluate.compare", f"expected a list of [run, run] pairs, got {compare!r}")
-    seed = _typed(spec, "evaluate.suite.seed", suite.get("seed", 0), int, lambda v: v >= 0, "an integer >= 0")
+        fail(spec, "evaluate.compare", f"expected a list of [run, run] pairs, got {compare!r}")
+    seed = typed(spec, "evaluate.suite.seed", suite.get("seed", 0), int, lambda v: v >= 0, "an integer >= 0")
     return Evaluation(tasks, folder, size, seed, mode, **counts, compare=tuple(tuple(p) for p in compare))
-
-
-def _seeds(spec: Path, where: str, value) -> tuple[int, ...]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value < 1:
-            _fail(spec, where, f"expected a count >= 1 or a list of seeds, got {value}")
-        return tuple(range(value))
-    if (not isinstance(value, list) or not value or len(set(value)) != len(value)
-            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value)):
-        _fail(spec, where, f"expected a count >= 1 or a list of distinct seeds >= 0, got {value!r}")
-    return tuple(value)
 
 
 RUN_KEYS = ("name", "recipe", "size", "preset", "overrides", "seeds", "init", "task", "torchrun", "paper", "crossval")
@@ -268,38 +224,38 @@ def task_metadata(evaluation: Evaluation, name: str) -> dict:
 
 
 def _crossval(spec: Path, where: str, table, recipe: str, evaluation: Evaluation) -> Crossval:
-    table = _keys(spec, where, table, CROSSVAL_KEYS)
+    table = keys_of(spec, where, table, CROSSVAL_KEYS)
     if RECIPES[recipe].objective is not Supervised:
         supervised = sorted(n for n, r in RECIPES.items() if r.objective is Supervised)
-        _fail(spec, where, f"crossval trains a classifier from scratch on the task: {recipe} is self-supervised "
+        fail(spec, where, f"crossval trains a classifier from scratch on the task: {recipe} is self-supervised "
                            f"(supervised recipes: {', '.join(supervised)})")
-    task = _typed(spec, f"{where}.task", table.get("task"), str, expect="a task name")
+    task = typed(spec, f"{where}.task", table.get("task"), str, expect="a task name")
     if _unknown_task(evaluation.folder, task):
-        _fail(spec, f"{where}.task", _unknown_task(evaluation.folder, task))
+        fail(spec, f"{where}.task", _unknown_task(evaluation.folder, task))
     meta = task_metadata(evaluation, task)
     if meta.get("embedding_type") != "scene":
-        _fail(spec, f"{where}.task", f"{task} is a {meta.get('embedding_type')!r} task: crossval needs a scene task "
+        fail(spec, f"{where}.task", f"{task} is a {meta.get('embedding_type')!r} task: crossval needs a scene task "
                                      "(one label set per clip)")
     names = [name for name, _, _ in crossval_folds(SimpleNamespace(split_names=split_names(meta)))]
     chosen = None
     if "folds" in table:
-        chosen = _strings(spec, f"{where}.folds", table["folds"])
+        chosen = strings(spec, f"{where}.folds", table["folds"])
         for j, fold in enumerate(chosen):
             if fold not in names:
-                _fail(spec, f"{where}.folds[{j}]", f"{task} has no fold {fold!r} (folds: {', '.join(names)})")
+                fail(spec, f"{where}.folds[{j}]", f"{task} has no fold {fold!r} (folds: {', '.join(names)})")
         if not chosen or len(set(chosen)) != len(chosen):
-            _fail(spec, f"{where}.folds", f"expected distinct folds of {task} ({', '.join(names)}), got {list(chosen)}")
-    baseline = _typed(spec, f"{where}.baseline", table["baseline"], str) if "baseline" in table else None
+            fail(spec, f"{where}.folds", f"expected distinct folds of {task} ({', '.join(names)}), got {list(chosen)}")
+    baseline = typed(spec, f"{where}.baseline", table["baseline"], str) if "baseline" in table else None
     return Crossval(task, chosen, baseline, meta["evaluation"][0])
 
 
 def _run(spec: Path, i: int, table, common: tuple[str, ...], evaluation: Evaluation) -> Run:
     where = f"run[{i}]"
-    table = _keys(spec, where, table, RUN_KEYS)
-    recipe = _typed(spec, f"{where}.recipe", table.get("recipe"), str, expect="a recipe name")
+    table = keys_of(spec, where, table, RUN_KEYS)
+    recipe = typed(spec, f"{where}.recipe", table.get("recipe"), str, expect="a recipe name")
     if recipe not in RECIPES:
-        _fail(spec, f"{where}.recipe", f"unknown recipe {recipe!r} (recipes: {', '.join(sorted(RECIPES))})")
-    name = _typed(spec, f"{where}.name", table.get("name", recipe), str,
+        fail(spec, f"{where}.recipe", f"unknown recipe {recipe!r} (recipes: {', '.join(sorted(RECIPES))})")
+    name = typed(spec, f"{where}.name", table.get("name", recipe), str,
                   lambda v: v and all(c.isalnum() or c in "-_+." for c in v), "a name of letters, digits, - _ + .")
     size_name = table.get("size")
     size_overrides: tuple[str, ...] = ()
@@ -308,40 +264,40 @@ def _run(spec: Path, i: int, table, common: tuple[str, ...], evaluation: Evaluat
         try:
             size = sizes.get(recipe, size_name)
         except KeyError as e:
-            _fail(spec, f"{where}.size", e.args[0])
+            fail(spec, f"{where}.size", e.args[0])
         preset, size_overrides = size.preset, size.overrides
     if "preset" in table:
-        preset = _typed(spec, f"{where}.preset", table["preset"], str)
+        preset = typed(spec, f"{where}.preset", table["preset"], str)
         if preset not in presets.PRESETS:
-            _fail(spec, f"{where}.preset", f"unknown preset {preset!r} (`audiorep presets` lists them)")
-    own = _strings(spec, f"{where}.overrides", table.get("overrides", []))
+            fail(spec, f"{where}.preset", f"unknown preset {preset!r} (`audiorep presets` lists them)")
+    own = strings(spec, f"{where}.overrides", table.get("overrides", []))
     overrides = size_overrides + common + own
     check_overrides(spec, f"{where}.overrides", recipe, preset, overrides)
-    seeds = _seeds(spec, f"{where}.seeds", table.get("seeds", 1))
+    seeds = seeds_of(spec, f"{where}.seeds", table.get("seeds", 1))
     if "crossval" in table:
         for key in ("task", "init", "torchrun"):
             if key in table:
-                _fail(spec, f"{where}.{key}", {"task": "a crossval run names its task in crossval.task",
+                fail(spec, f"{where}.{key}", {"task": "a crossval run names its task in crossval.task",
                                                "init": "a crossval run trains from scratch on every fold",
                                                "torchrun": "crossval runs its folds in one process"}[key])
         if seeds != tuple(range(len(seeds))):
-            _fail(spec, f"{where}.seeds", f"a crossval run takes a count (seeds 0 .. n-1, crossval --seeds), "
+            fail(spec, f"{where}.seeds", f"a crossval run takes a count (seeds 0 .. n-1, crossval --seeds), "
                                           f"got {list(seeds)}")
         return Run(name, recipe, preset, overrides, seeds, size_name,
-                   paper=_typed(spec, f"{where}.paper", table.get("paper", ""), str),
+                   paper=typed(spec, f"{where}.paper", table.get("paper", ""), str),
                    crossval=_crossval(spec, f"{where}.crossval", table["crossval"], recipe, evaluation))
     supervised = RECIPES[recipe].objective is Supervised
     task = table.get("task")
     if supervised and task is None:
-        _fail(spec, f"{where}.task", f"{recipe} is supervised: name the labelled task it trains on "
+        fail(spec, f"{where}.task", f"{recipe} is supervised: name the labelled task it trains on "
                                      f"(one of evaluate.tasks: {', '.join(evaluation.tasks)})")
     if task is not None and not supervised:
-        _fail(spec, f"{where}.task", f"{recipe} is self-supervised: it trains on [data], not on a task")
+        fail(spec, f"{where}.task", f"{recipe} is self-supervised: it trains on [data], not on a task")
     if task is not None and task not in evaluation.tasks:
-        _fail(spec, f"{where}.task", f"{task!r} is not one of evaluate.tasks ({', '.join(evaluation.tasks)})")
-    torchrun = _typed(spec, f"{where}.torchrun", table.get("torchrun", 0), int, lambda v: v >= 0, "processes >= 0")
+        fail(spec, f"{where}.task", f"{task!r} is not one of evaluate.tasks ({', '.join(evaluation.tasks)})")
+    torchrun = typed(spec, f"{where}.torchrun", table.get("torchrun", 0), int, lambda v: v >= 0, "processes >= 0")
     return Run(name, recipe, preset, overrides, seeds, size_name, table.get("init"), task, torchrun,
-               _typed(spec, f"{where}.paper", table.get("paper", ""), str))
+               typed(spec, f"{where}.paper", table.get("paper", ""), str))
 
 
 def check_overrides(spec: Path, where: str, recipe: str, preset: str, overrides: tuple[str, ...]) -> None:
@@ -349,7 +305,7 @@ def check_overrides(spec: Path, where: str, recipe: str, preset: str, overrides:
     for item in overrides:
         key = item.split("=", 1)[0].removeprefix("train.")
         if key in SET_BY_STUDY:
-            _fail(spec, where, f"{item!r}: {key} is set by the study ([budget] and seeds)")
+            fail(spec, where, f"{item!r}: {key} is set by the study ([budget] and seeds)")
     rec = RECIPES[recipe]
     parts = split_overrides(list(overrides))
     try:
@@ -357,7 +313,7 @@ def check_overrides(spec: Path, where: str, recipe: str, preset: str, overrides:
         override(rec.config(), list(rec.objective_defaults) + parts["objective"])
         override(TrainConfig(), list(rec.defaults) + parts["train"])
     except (KeyError, ValueError, TypeError) as e:
-        _fail(spec, where, str(e.args[0] if e.args else e))
+        fail(spec, where, str(e.args[0] if e.args else e))
 
 
 def _check_inits(spec: Path, runs: tuple[Run, ...]) -> None:
@@ -366,17 +322,17 @@ def _check_inits(spec: Path, runs: tuple[Run, ...]) -> None:
         if run.init is None:
             continue
         if run.init not in by_name:
-            _fail(spec, f"run[{i}].init", f"{run.init!r} names no run of the study (runs: {', '.join(by_name)})")
+            fail(spec, f"run[{i}].init", f"{run.init!r} names no run of the study (runs: {', '.join(by_name)})")
         if by_name[run.init].crossval is not None:
-            _fail(spec, f"run[{i}].init", f"{run.init!r} is a crossval run: it ships no encoder to start from")
+            fail(spec, f"run[{i}].init", f"{run.init!r} is a crossval run: it ships no encoder to start from")
         missing = sorted(set(run.seeds) - set(by_name[run.init].seeds))
         if missing:
-            _fail(spec, f"run[{i}].init", f"run {run.init!r} has no seed {missing[0]} (its seeds: "
+            fail(spec, f"run[{i}].init", f"run {run.init!r} has no seed {missing[0]} (its seeds: "
                                           f"{list(by_name[run.init].seeds)})")
         chain, at = [run.name], run.init
         while at is not None:
             if at in chain:
-                _fail(spec, f"run[{i}].init", "a cycle: " + " -> ".join(chain + [at]))
+                fail(spec, f"run[{i}].init", "a cycle: " + " -> ".join(chain + [at]))
             chain.append(at)
             at = by_name[at].init
 
@@ -385,12 +341,12 @@ def _check_budget(spec: Path, runs: tuple[Run, ...], unit: str, curve: tuple[flo
     """epochs: crossval runs only; minutes: pretraining runs only; a curve needs a run that pretrains."""
     for i, run in enumerate(runs):
         if unit == "epochs" and run.crossval is None:
-            _fail(spec, "budget.epochs", f"epochs (passes over a fold's training clips) is a crossval budget; "
+            fail(spec, "budget.epochs", f"epochs (passes over a fold's training clips) is a crossval budget; "
                                          f"run[{i}] ({run.name}) pretrains: give steps or audio_s")
         if unit == "minutes" and run.crossval is not None:
-            _fail(spec, "budget.minutes", f"run[{i}] ({run.name}) is a crossval run: give steps, audio_s or epochs")
+            fail(spec, "budget.minutes", f"run[{i}] ({run.name}) is a crossval run: give steps, audio_s or epochs")
     if curve and all(run.crossval is not None for run in runs):
-        _fail(spec, "budget.curve", "crossval runs are scored once, at the end of each fold: no learning curve")
+        fail(spec, "budget.curve", "crossval runs are scored once, at the end of each fold: no learning curve")
 
 
 def _check_baselines(spec: Path, runs: tuple[Run, ...]) -> None:
@@ -402,10 +358,10 @@ def _check_baselines(spec: Path, runs: tuple[Run, ...]) -> None:
         other = by_name.get(baseline)
         if other is None or other.crossval is None or baseline == run.name:
             crossvals = [r.name for r in runs if r.crossval and r.name != run.name]
-            _fail(spec, f"run[{i}].crossval.baseline", f"{baseline!r} names no other crossval run "
+            fail(spec, f"run[{i}].crossval.baseline", f"{baseline!r} names no other crossval run "
                                                        f"(crossval runs: {', '.join(crossvals) or 'none'})")
         if other.crossval.task != run.crossval.task:
-            _fail(spec, f"run[{i}].crossval.baseline", f"{baseline!r} is cross-validated on {other.crossval.task}, "
+            fail(spec, f"run[{i}].crossval.baseline", f"{baseline!r} is cross-validated on {other.crossval.task}, "
                                                        f"this run on {run.crossval.task}")
 
 
@@ -419,26 +375,26 @@ def load(path: str | Path) -> Spec:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise SpecError(f"{path}: not valid TOML: {e}") from None
-    _keys(path, "the spec", doc, ("title", "threads", "overrides", "data", "budget", "evaluate", "run"))
+    keys_of(path, "the spec", doc, ("title", "threads", "overrides", "data", "budget", "evaluate", "run"))
     for table in ("budget", "run"):
         if table not in doc:
-            _fail(path, f"[{table}]" if table != "run" else "[[run]]", "missing")
+            fail(path, f"[{table}]" if table != "run" else "[[run]]", "missing")
     if not isinstance(doc["run"], list) or not doc["run"] or not all(isinstance(r, dict) for r in doc["run"]):
-        _fail(path, "[[run]]", "expected one or more [[run]] tables")
+        fail(path, "[[run]]", "expected one or more [[run]] tables")
     pretrains = any("crossval" not in r for r in doc["run"])
     if pretrains and "evaluate" not in doc:
-        _fail(path, "[evaluate]", "missing (the runs that pretrain are evaluated on its tasks)")
+        fail(path, "[evaluate]", "missing (the runs that pretrain are evaluated on its tasks)")
     evaluation = _evaluation(path, doc.get("evaluate", {}), pretrains)
-    common = _strings(path, "overrides", doc.get("overrides", []))
+    common = strings(path, "overrides", doc.get("overrides", []))
     runs = tuple(_run(path, i, r, common, evaluation) for i, r in enumerate(doc["run"]))
     names = [r.name for r in runs]
     for i, name in enumerate(names):
         if names.index(name) != i:
-            _fail(path, f"run[{i}].name", f"{name!r} is the name of run[{names.index(name)}] too")
+            fail(path, f"run[{i}].name", f"{name!r} is the name of run[{names.index(name)}] too")
     data_kind, data = _data(path, doc["data"]) if "data" in doc else (None, None)
     learners = [i for i, r in enumerate(runs) if r.crossval is None and r.task is None]
     if data_kind is None and learners:
-        _fail(path, "[data]", f"missing: run[{learners[0]}] ({runs[learners[0]].recipe}) pretrains on it")
+        fail(path, "[data]", f"missing: run[{learners[0]}] ({runs[learners[0]].recipe}) pretrains on it")
     unit, budget, curve = _budget(path, doc["budget"])
     _check_budget(path, runs, unit, curve)
     _check_inits(path, runs)
@@ -446,12 +402,12 @@ def load(path: str | Path) -> Spec:
     for j, pair in enumerate(evaluation.compare):
         for name in pair:
             if name not in names:
-                _fail(path, f"evaluate.compare[{j}]", f"{name!r} names no run (runs: {', '.join(names)})")
+                fail(path, f"evaluate.compare[{j}]", f"{name!r} names no run (runs: {', '.join(names)})")
             if runs[names.index(name)].crossval is not None:
-                _fail(path, f"evaluate.compare[{j}]", f"{name!r} is a crossval run (crossval.baseline compares those)")
+                fail(path, f"evaluate.compare[{j}]", f"{name!r} is a crossval run (crossval.baseline compares those)")
         shared = set(runs[names.index(pair[0])].seeds) & set(runs[names.index(pair[1])].seeds)
         if pair[0] == pair[1] or not shared:
-            _fail(path, f"evaluate.compare[{j}]", f"{pair}: two different runs with a seed in common")
-    threads = _typed(path, "threads", doc.get("threads", 1), int, lambda v: v >= 1, "an integer >= 1")
+            fail(path, f"evaluate.compare[{j}]", f"{pair}: two different runs with a seed in common")
+    threads = typed(path, "threads", doc.get("threads", 1), int, lambda v: v >= 1, "an integer >= 1")
     return Spec(path, text, data_kind, data, unit, budget, curve, evaluation, runs, threads,
-                _typed(path, "title", doc.get("title", ""), str))
+                typed(path, "title", doc.get("title", ""), str))
