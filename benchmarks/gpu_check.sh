@@ -8,6 +8,11 @@
 #
 # Writes gpu_out/gpu_check.json, gpu_out/gpu_check.md (+ gpu_check_curves.png, logs/); exits 0
 # only when every part is ok. Run it again to redo only the parts that were not ok.
+# On a machine where audiorep is not installed (no PyPI there), the checkout is put on PYTHONPATH:
+# the packages audiorep needs must then be there already (torch, numpy, soundfile, soxr, safetensors,
+# tqdm, matplotlib; julius for EAT, transformers and scikit-learn for EnCodecMAE). PYTHON picks the
+# interpreter (default python3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec python benchmarks/gpu_check.py "$@"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+exec "${PYTHON:-python3}" benchmarks/gpu_check.py "$@"
