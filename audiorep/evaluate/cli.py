@@ -252,18 +252,23 @@ def _embed(jobs: list[Job], args: argparse.Namespace, w: dist.World, models: Mod
     return infos, failed
 
 
-def _units(jobs: list[Job], skip: dict, cfg: ProtocolConfig, second: bool) -> list[tuple[int, Any]]:
-    """(job index, unit) of the jobs not in `skip`: the first probe units (with one "whole" unit
-    per ASR or layer-weights job), or with `second` the units that need the first ones done."""
+def _units(jobs: list[Job], failed: dict[int, str], cfg: ProtocolConfig, second: bool) -> list[tuple[int, Any]]:
+    """(job index, unit) of the jobs not `failed`: the first probe units (with one "whole" unit per
+    ASR or layer-weights job), or with `second` the units that need the first ones done. A job that
+    cannot be planned joins `failed` (alike on every rank: they read the same files)."""
     out = []
     for i, job in enumerate(jobs):
-        if i in skip:
+        if i in failed:
             continue
         if job.kind != "probes":
             out += [] if second else [(i, "whole")]
-        elif proto.cached_result(job.out_json, proto.task_settings(job.emb_dir, cfg)) is None:
-            first, rest = proto.plan_units(json.loads((job.emb_dir / METADATA_FILE).read_text()), cfg)
-            out += [(i, u) for u in (rest if second else first)]
+            continue
+        try:
+            if proto.cached_result(job.out_json, proto.task_settings(job.emb_dir, cfg)) is None:
+                first, rest = proto.plan_units(json.loads((job.emb_dir / METADATA_FILE).read_text()), cfg)
+                out += [(i, u) for u in (rest if second else first)]
+        except Exception as e:  # noqa: BLE001
+            failed[i] = _failure(e)
     return out
 
 
@@ -283,8 +288,8 @@ def _probe(jobs: list[Job], units: list[tuple[int, Any]], cfg: ProtocolConfig, a
                 whole[i] = (None, layer_probe.evaluate_task(job.task, job.emb_dir, cfg, job.out_json,
                                                              lambda: models.get(job.spec)))
             else:
-                proto.train_units(proto.TaskData(job.emb_dir), cfg, [u for _, (_, u) in group],
-                                  proto.parts_dir(job.out_json), proto.task_settings(job.emb_dir, cfg))
+                proto.train_units(job.emb_dir, cfg, [u for _, (_, u) in group], proto.parts_dir(job.out_json),
+                                  proto.task_settings(job.emb_dir, cfg))
         except Exception as e:  # noqa: BLE001
             fails[i] = (group[0][0], _failure(e))
     return whole, fails

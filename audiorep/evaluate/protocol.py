@@ -244,15 +244,15 @@ def _read_part(parts: Path, settings: dict, cfg: ProtocolConfig, unit: Unit,
     return probe_parts.read(parts, unit, probe_parts.key(settings["embeddings"], cfg.mode, unit, point))
 
 
-def _chosen(data: TaskData, cfg: ProtocolConfig, seed: int, parts: Path, settings: dict,
+def _chosen(meta: dict, cfg: ProtocolConfig, seed: int, parts: Path, settings: dict,
             ) -> tuple[int, list[probe_parts.Part]]:
     """-> (index of the grid point chosen on the first split, the parts of the whole grid)."""
-    grid = grid_points(data.meta, cfg, seed)
+    grid = grid_points(meta, cfg, seed)
     found = [_read_part(parts, settings, cfg, Unit(seed, 0, i), p) for i, p in enumerate(grid)]
     missing = [i for i, part in enumerate(found) if part is None]
     if missing:
         raise RuntimeError(f"{parts}: seed {seed}: grid points {missing} of the first split are not trained")
-    maximize = data.monitor_fn(data_splits(data.meta)[0]["valid"])[1]
+    maximize = scoring_for_early_stopping(meta) and meta["evaluation"][0] not in MINIMIZED  # as monitor_fn
     return found.index(probes.select_best(found, maximize)), found
 
 
@@ -280,18 +280,23 @@ def _train_and_write(data: TaskData, cfg: ProtocolConfig, units: list[Unit], poi
         probe_parts.write(parts, unit, probe_parts.key(settings["embeddings"], cfg.mode, unit, point), part)
 
 
-def train_units(data: TaskData, cfg: ProtocolConfig, units: list[Unit], parts: Path, settings: dict) -> None:
+def train_units(emb_dir: Path, cfg: ProtocolConfig, units: list[Unit], parts: Path, settings: dict) -> None:
     """Train those of `units` (of one task) whose part is not on disk yet: a seed's grid points on
-    the first split together; a unit of another split once the first split's grid is done."""
+    the first split together; a unit of another split once the first split's grid is done. The
+    embeddings are read only when something trains."""
+    meta = json.loads((emb_dir / METADATA_FILE).read_text())
+    data = None
     for seed in dict.fromkeys(u.seed for u in units):
-        grid = grid_points(data.meta, cfg, seed)
+        grid = grid_points(meta, cfg, seed)
         first = [u for u in units if u.seed == seed and u.split == 0
                  and _read_part(parts, settings, cfg, u, grid[u.point]) is None]
         if first:
+            data = data or TaskData(emb_dir)
             _train_and_write(data, cfg, first, [grid[u.point] for u in first], parts, settings)
         for u in [u for u in units if u.seed == seed and u.split > 0]:
-            chosen = grid[_chosen(data, cfg, seed, parts, settings)[0]]
+            chosen = grid[_chosen(meta, cfg, seed, parts, settings)[0]]
             if _read_part(parts, settings, cfg, u, chosen) is None:
+                data = data or TaskData(emb_dir)
                 _train_and_write(data, cfg, [u], [chosen], parts, settings)
 
 
@@ -304,7 +309,7 @@ def _run_seed(data: TaskData, cfg: ProtocolConfig, seed: int, parts: Path, setti
     per_split, selection, boot = [], {}, []
     chosen, seconds = None, 0.0
     if cfg.mode != "knn":
-        best, grid_parts = _chosen(data, cfg, seed, parts, settings)
+        best, grid_parts = _chosen(data.meta, cfg, seed, parts, settings)
         chosen = grid_points(data.meta, cfg, seed)[best]
         selection["grid"] = [{**part.point, "val_score": part.val_score, "epoch": part.epoch,
                               "epochs_run": part.epochs_run} for part in grid_parts]
@@ -367,10 +372,9 @@ def evaluate_task(emb_dir: Path, cfg: ProtocolConfig, out_file: Path) -> dict:
         return cached
     if cfg.mode not in MODES:
         raise ValueError(f"mode {cfg.mode!r}: expected one of {MODES}")
-    data = TaskData(emb_dir)
-    first, rest = plan_units(data.meta, cfg)
-    train_units(data, cfg, first + rest, parts_dir(out_file), settings)
-    return assemble(data, cfg, settings, out_file)
+    first, rest = plan_units(json.loads((emb_dir / METADATA_FILE).read_text()), cfg)
+    train_units(emb_dir, cfg, first + rest, parts_dir(out_file), settings)
+    return assemble(TaskData(emb_dir), cfg, settings, out_file)
 
 
 def assemble(data: TaskData, cfg: ProtocolConfig, settings: dict, out_file: Path) -> dict:
