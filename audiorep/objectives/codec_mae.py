@@ -119,6 +119,7 @@ class CodecMAE(nn.Module):
         self.register_buffer("gamma", torch.full((self.num_codebooks,), 1.0 / self.num_codebooks))
         self.cache: TargetCache | None = None
         self.tokenizer = None  # context "crop": the fitted tokenizer (never saved: rebuilt from the cache folder)
+        self.frame_needs: dict = {}  # (frames, device) -> samples each frame needs (frame_padding; not saved)
 
     # ------------------------------------------------------------ the data-dependent stage
 
@@ -184,7 +185,10 @@ class CodecMAE(nn.Module):
         if "length" not in batch:
             return torch.full((B,), n_frames, device=device), None
         frontend = self.encoder.frontend
-        needs = torch.tensor([frontend.samples_for(k) for k in range(1, n_frames + 1)], device=device)  # [T]
+        if (n_frames, device) not in self.frame_needs:  # once: a copy to the device waits for its queue
+            self.frame_needs[n_frames, device] = torch.tensor([frontend.samples_for(k) for k in range(1, n_frames + 1)],
+                                                              device=device)  # [T]
+        needs = self.frame_needs[n_frames, device]
         samples = batch["length"].to(device=device, dtype=needs.dtype).clamp(min=frontend.min_samples)  # [B]
         lengths = torch.searchsorted(needs, samples, right=True)  # [B]
         return lengths, torch.arange(n_frames, device=device)[None] >= lengths[:, None]
