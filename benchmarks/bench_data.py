@@ -1,7 +1,8 @@
 """Can the data path feed a GPU? Per recipe at its paper size: the loader's samples/s per
 worker, the objective's own per-batch work, and the samples/s one GPU step consumes.
 
-    nice -n 10 python benchmarks/bench_data.py --out runs/bench_data.json   # paper sizes (base), ~10 min on 2 CPU cores
+    nice -n 10 python benchmarks/bench_data.py --out runs/bench_data.json   # paper sizes (base): ~8 min on 2 busy cores
+    nice -n 10 python benchmarks/bench_data.py --native --out runs/bench_data_native.json  # audio at the encoder's rate
     python benchmarks/bench_data.py --recipes asit eat --batches 2
     python benchmarks/bench_data.py --quick --out /tmp/bench_data.json       # tiny sizes, seconds (tests/test_bench_data.py)
 
@@ -9,8 +10,9 @@ The benchmark writes its own corpus first (a temporary folder): `--clips` clips 
 `--seconds` s at 44.1 kHz, FLAC and WAV, mono and stereo (tones, chirps, noise under an
 envelope), labelled from a vocabulary of 50 classes (a CSV manifest), and the same clips as
 tar shards (`data.write_shards`, FLAC); with `--native`, at each encoder's own rate as 16-bit
-mono WAV (no resampling: what preparing a corpus buys). Each recipe is resolved as `audiorep pretrain
-RECIPE` resolves it (audiorep.sizes: preset, overrides, the recipe's defaults). Columns:
+mono WAV (no resampling: what preparing a corpus buys). Each recipe is resolved as
+`audiorep pretrain RECIPE` resolves it (audiorep.sizes: preset, overrides, the recipe's
+defaults). Columns:
 
   loader/worker   samples (clips, with all their views) per second of one loader process:
                   decode, resample to the encoder's rate, crop, gain and roll as the recipe's
@@ -28,7 +30,8 @@ RECIPE` resolves it (audiorep.sizes: preset, overrides, the recipe's defaults). 
                   them, frontend and frozen tokenizers included) under
                   torch.utils.flop_counter.FlopCounterMode on a real batch of 1 clip (ASiT: 2,
                   its alien corruption needs a donor), divided by the clips: every model
-                  here computes each clip on its own, so the count per clip is exact
+                  here computes each full-length clip alike, so the count per clip is exact
+                  (study/cost.py counts the same way, but from a trained run's checkpoint)
   GPU samples/s   40% of an H100's dense bf16 peak (989.4 TFLOP/s -> 395.8 TFLOP/s) / FLOP
                   per sample
   workers         GPU samples/s / loader samples/s per worker, rounded up: the
