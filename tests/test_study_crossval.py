@@ -103,7 +103,7 @@ def test_epochs_are_for_crossval_runs_only(data):
                                                                            'tasks = ["tones"]') + mae)
 
 
-def test_epochs_set_the_steps_of_each_fold(data, tmp_path):
+def test_epochs_or_audio_set_the_steps_of_each_fold(data, tmp_path):
     text = SPEC.replace("steps = 4", "epochs = 1.5").replace('folds = ["fold01"]', 'folds = ["fold00", "fold01"]')
     spec = load(write_spec(data, text, "epochs.toml"))
     (tmp_path / "tasks").mkdir()
@@ -116,6 +116,9 @@ def test_epochs_set_the_steps_of_each_fold(data, tmp_path):
     encoder = Encoder(override(presets.get("eat-s"), split_overrides(list(spec.runs[0].overrides))["encoder"]))
     assert encoder.min_samples > 0.5 * encoder.sample_rate  # the 0.5 s clips are padded to what the encoder takes
     assert c.audio_per_step == pytest.approx(4 * encoder.min_samples / encoder.sample_rate)  # batch x crop
+    spec = load(write_spec(data, text.replace("epochs = 1.5", "audio_s = 40"), "audio.toml"))
+    c = crossvals.plan(spec, spec.runs[0], tmp_path)
+    assert c.steps == (int(40 / c.audio_per_step),) * 2 and f"steps={c.steps[0]}" in crossvals.command(c, tmp_path)
 
 
 def test_paired_difference_is_summarized_like_crossval(tmp_path):
