@@ -17,29 +17,23 @@ cached embeddings, finished probe trainings and finished tasks; an interrupted r
 Under torchrun (`torchrun --nproc-per-node 8 -m audiorep evaluate ...`) every rank takes its
 share, on its own device (--device auto: cuda:LOCAL_RANK): first of the (model, task, split)
 embeddings, then of the probe trainings (each seed's grid points, then the chosen point on the
-other folds; an ASR task, a --layer-weights task or a kNN task is one unit). Rank 0 selects,
-scores and writes the report, identical to one process's (timing aside). Work is reused per
-unit whatever the world size of the interrupted run.
+other folds; an ASR or --layer-weights task is one unit; kNN, cheap, runs on rank 0). Rank 0
+selects, scores and writes the report, identical to one process's (timing aside; work.py).
+Work is reused per unit whatever the world size of the interrupted run.
 """
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from tqdm.auto import tqdm
 
 from audiorep import dist
 from audiorep.tasks.asr_task import AsrTask, is_asr_task
 from audiorep.tasks.format import METADATA_FILE, Task, TaskFormatError, check_task, load_task, metadata_warnings
 
-from . import asr, layer_probe
+from . import asr, work
 from . import embeddings as emb
-from . import protocol as proto
 from .bootstrap import N_BOOTSTRAP
 from .protocol import MODES, ProtocolConfig, validation_interval
 from .ranks import gather_patiently, joined, out_lock
@@ -159,50 +153,6 @@ def main(argv: list[str] | None = None) -> int:
             return run(args, w)
 
 
-@dataclass(frozen=True)
-class Job:
-    """One model on one task; `kind`: "probes" (the protocol's units), "layers" (--layer-weights)
-    or "asr" (one unit each, embeddings included for ASR)."""
-    spec: emb.ModelSpec
-    task: Task | AsrTask
-    kind: str
-    emb_dir: Path
-    out_json: Path
-
-    @property
-    def name(self) -> str:
-        return f"{self.task.path.name} / {self.spec.label}"
-
-
-class Models:
-    """The HEAR model this rank used last, kept for its next unit of the same model."""
-
-    def __init__(self, device: str):
-        self.device, self.spec, self.loaded = device, None, None
-
-    def get(self, spec: emb.ModelSpec) -> tuple[Any, Any]:
-        if spec != self.spec:
-            self.spec, self.loaded = None, None
-            self.loaded, self.spec = emb.load_hear_model(spec, self.device), spec
-        return self.loaded
-
-    def current(self, spec: emb.ModelSpec) -> tuple[Any, Any] | None:
-        return self.loaded if spec == self.spec else None
-
-
-def _failure(e: Exception) -> str:
-    return f"{type(e).__name__}: {e}"
-
-
-def _first_failures(gathered: list[dict[int, tuple[int, str]]]) -> dict[int, str]:
-    """Job index -> the failure of its first failing unit (in the order one process takes them)."""
-    merged: dict[int, tuple[int, str]] = {}
-    for fails in gathered:
-        for i, pos_why in fails.items():
-            merged[i] = min(merged.get(i, pos_why), pos_why)
-    return {i: why for i, (_, why) in sorted(merged.items())}
-
-
 def _check_tasks(paths: list[Path], main: bool) -> tuple[dict, dict, dict, dict]:
     """-> (tasks that can be evaluated by path, failed {task: why}, metadata, warnings)."""
     tasks, failed, metadata, warnings = {}, {}, {}, {}
@@ -219,80 +169,6 @@ def _check_tasks(paths: list[Path], main: bool) -> tuple[dict, dict, dict, dict]
         for message in warnings[key] if main else []:
             print(f"warning: {key}: {message}", file=sys.stderr)
     return tasks, failed, metadata, warnings
-
-
-def _embed(jobs: list[Job], args: argparse.Namespace, w: dist.World, models: Models,
-           ) -> tuple[dict[int, dict], dict[int, str]]:
-    """Every rank embeds its share of the (job, split) units of the HEAR jobs -> (embedding info
-    of each job that did not fail, on rank 0; failed jobs' reasons, on every rank)."""
-    fails: dict[int, tuple[int, str]] = {}
-    if w.main:  # stale folders removed, metadata written, before any rank writes a split
-        for i, job in enumerate(jobs):
-            try:
-                emb.prepare_task(job.task, job.spec, job.emb_dir)
-            except Exception as e:  # noqa: BLE001 -- reported by task and model; the others go on
-                fails[i] = (-1, _failure(e))
-    fails = gather_patiently(fails, w)[0]
-    units = [(i, split) for i, job in enumerate(jobs) if i not in fails for split in job.task.split_names]
-    done: dict[tuple[int, str], dict] = {}
-    for pos, (i, split) in tqdm(dist.share(list(enumerate(units)), w), desc="embeddings", disable=not w.main):
-        job = jobs[i]
-        if i in fails or emb.split_complete(job.emb_dir, split):
-            continue
-        try:
-            done[i, split] = emb.embed_split(job.task, split, job.emb_dir, str(w.device), args.batch_seconds,
-                                             models.get(job.spec))
-        except Exception as e:  # noqa: BLE001
-            fails[i] = (pos, _failure(e))
-    gathered = gather_patiently((done, fails), w)
-    failed = _first_failures([f for _, f in gathered])
-    done = {k: v for d, _ in gathered for k, v in d.items()}
-    infos = {i: emb.record_task(job.spec, job.emb_dir, {s: d for (j, s), d in done.items() if j == i})
-             for i, job in enumerate(jobs) if i not in failed and w.main}
-    return infos, failed
-
-
-def _units(jobs: list[Job], failed: dict[int, str], cfg: ProtocolConfig, second: bool) -> list[tuple[int, Any]]:
-    """(job index, unit) of the jobs not `failed`: the first probe units (with one "whole" unit per
-    ASR or layer-weights job), or with `second` the units that need the first ones done. A job that
-    cannot be planned joins `failed` (alike on every rank: they read the same files)."""
-    out = []
-    for i, job in enumerate(jobs):
-        if i in failed:
-            continue
-        if job.kind != "probes":
-            out += [] if second else [(i, "whole")]
-            continue
-        try:
-            if proto.cached_result(job.out_json, proto.task_settings(job.emb_dir, cfg)) is None:
-                first, rest = proto.plan_units(json.loads((job.emb_dir / METADATA_FILE).read_text()), cfg)
-                out += [(i, u) for u in (rest if second else first)]
-        except Exception as e:  # noqa: BLE001
-            failed[i] = _failure(e)
-    return out
-
-
-def _probe(jobs: list[Job], units: list[tuple[int, Any]], cfg: ProtocolConfig, args: argparse.Namespace,
-           asr_run, w: dist.World, models: Models) -> tuple[dict[int, tuple], dict[int, tuple[int, str]]]:
-    """This rank's share of `units` -> (whole jobs' (info, result), failures (position, why))."""
-    whole, fails = {}, {}
-    mine = dist.share(list(enumerate(units)), w)
-    for i, group in itertools.groupby(mine, key=lambda pos_unit: pos_unit[1][0]):
-        group = list(group)
-        job = jobs[i]
-        try:
-            if job.kind == "asr":
-                whole[i] = asr.evaluate_task(job.task, job.spec, args.out, asr_run, cfg.device,
-                                             models.current(job.spec))
-            elif job.kind == "layers":
-                whole[i] = (None, layer_probe.evaluate_task(job.task, job.emb_dir, cfg, job.out_json,
-                                                             lambda: models.get(job.spec)))
-            else:
-                proto.train_units(job.emb_dir, cfg, [u for _, (_, u) in group], proto.parts_dir(job.out_json),
-                                  proto.task_settings(job.emb_dir, cfg))
-        except Exception as e:  # noqa: BLE001
-            fails[i] = (group[0][0], _failure(e))
-    return whole, fails
 
 
 def run(args: argparse.Namespace, w: dist.World | None = None) -> int:
@@ -318,53 +194,24 @@ def run(args: argparse.Namespace, w: dist.World | None = None) -> int:
     except ValueError as e:
         parser().error(str(e))
     tasks, failed, metadata, warnings = _check_tasks(paths, w.main)
-    jobs = []
-    for spec in models:
-        for path, task in tasks.items():
-            asr_job = isinstance(task, AsrTask)
-            kind = "asr" if asr_job else "layers" if args.layer_weights and spec.is_audiorep else "probes"
-            mode = "asr" if asr_job else f"{args.mode}+layers" if kind == "layers" else args.mode
-            jobs.append(Job(spec, task, kind, args.out / "embeddings" / spec.name / path.name,
-                            args.out / "predictions" / mode / spec.name / f"{path.name}.json"))
-    models_held = Models(str(w.device))
-    hear = [i for i, job in enumerate(jobs) if job.kind != "asr"]
-    infos, embed_failed = _embed([jobs[i] for i in hear], args, w, models_held)
-    infos = {hear[i]: info for i, info in infos.items()}
-    job_failed = {hear[i]: why for i, why in embed_failed.items()}
-    whole, fails = _probe(jobs, _units(jobs, job_failed, cfg, False), cfg, args, asr_run, w, models_held)
-    gathered = gather_patiently((whole, fails), w)
-    whole = {i: r for wh, _ in gathered for i, r in wh.items()}
-    job_failed.update(_first_failures([f for _, f in gathered]))
-    _, fails = _probe(jobs, _units(jobs, job_failed, cfg, True), cfg, args, asr_run, w, models_held)
-    job_failed.update(_first_failures(gather_patiently(fails, w)))
+    jobs = work.jobs(models, tasks, args.out, args.mode, args.layer_weights)
+    done = work.run(jobs, cfg, args.out, args.batch_seconds, asr_run, w)
     code = None
     if w.main:
         results: dict[str, dict[str, dict]] = {m.label: {} for m in models}
         timing = {m.label: {"embed_seconds": 0.0, "probe_seconds": 0.0} for m in models}
         for i, job in enumerate(jobs):
-            why = job_failed.get(i)
-            if why is None:
-                try:
-                    info, results[job.spec.label][job.task.path.name] = _result(job, cfg, infos.get(i), whole.get(i))
-                except Exception as e:  # noqa: BLE001 -- reported by task and model; the other tasks go on
-                    why = _failure(e)
-            if why is not None:
-                failed[job.name] = why
-                print(f"FAILED {job.name}: {why}", file=sys.stderr)
+            try:
+                info, result = work.result(job, cfg, done, i)
+            except Exception as e:  # noqa: BLE001 -- reported by task and model; the other tasks go on
+                failed[job.name] = str(e) if isinstance(e, work.Failed) else work.failure(e)
+                print(f"FAILED {job.name}: {failed[job.name]}", file=sys.stderr)
                 continue
+            results[job.spec.label][job.task.path.name] = result
             timing[job.spec.label]["embed_seconds"] += sum(info["seconds"].values())
-            timing[job.spec.label]["probe_seconds"] += results[job.spec.label][job.task.path.name]["probe_seconds"]
+            timing[job.spec.label]["probe_seconds"] += result["probe_seconds"]
         code = _write(args, w, models, paths, cfg, results, timing, (metadata, failed, warnings, reference, categories))
     return gather_patiently(code, w)[0]  # every rank returns once the report is written
-
-
-def _result(job: Job, cfg: ProtocolConfig, info: dict | None, whole: tuple | None) -> tuple[dict, dict]:
-    """Rank 0: a job's (embedding info, result): its whole unit's, or assembled from its probe units."""
-    if job.kind != "probes":
-        return whole[0] if whole[0] is not None else info, whole[1]
-    settings = proto.task_settings(job.emb_dir, cfg)
-    cached = proto.cached_result(job.out_json, settings)
-    return info, cached or proto.assemble(proto.TaskData(job.emb_dir), cfg, settings, job.out_json)
 
 
 def _write(args: argparse.Namespace, w: dist.World, models: list, paths: list[Path], cfg: ProtocolConfig,
