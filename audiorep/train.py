@@ -439,10 +439,8 @@ def open_data(spec: str, sample_rate: int, crop_samples: int, cfg: DataConfig, s
     from .data import clips_from, is_shards, list_shards, shard_vocabulary
 
     if is_shards(spec):
-        if views != 1:
-            raise ValueError(f"{spec}: tar shards give one crop per clip; this recipe needs {views} views")
         vocabulary = shard_vocabulary(spec)
-        return ShardStream(list_shards(spec), sample_rate, crop_samples, 1, cfg, vocabulary), vocabulary
+        return ShardStream(list_shards(spec), sample_rate, crop_samples, 1, cfg, vocabulary, views=views), vocabulary
     clips, vocabulary = clips_from(spec, split)
     return ClipDataset(clips, sample_rate, crop_samples, cfg, vocabulary, views), vocabulary
 

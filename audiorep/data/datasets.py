@@ -19,6 +19,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -176,6 +177,42 @@ def crop_gain_roll(wave: np.ndarray, length: int, cfg: DataConfig,
     return wave, start
 
 
+Reader = Callable[[float, "float | None"], np.ndarray]  # (start s, seconds or None = to the end) -> mono [S]
+
+
+def read_span(read: Reader, offset: float, duration: float, crop_samples: int, sample_rate: int,
+              rng: np.random.Generator | None) -> tuple[np.ndarray, int]:
+    """(audio, its first sample in the clip) of a clip of `duration` s starting `offset` s into
+    its source: only the crop's span (a uniform start) when the clip is longer."""
+    crop_s = crop_samples / sample_rate
+    if duration <= crop_s or rng is None:
+        start = offset
+    else:
+        start = offset + rng.uniform(0, duration - crop_s)
+    return read(start, min(duration, crop_s)), round((start - offset) * sample_rate)
+
+
+def draw_crops(span: Callable[[], tuple[np.ndarray, int]], whole: Callable[[], np.ndarray], crop_samples: int,
+               cfg: DataConfig, rng: np.random.Generator | None, views: int) -> dict:
+    """One item's crops -> {"wave": [S] ([V, S] with views = V > 1), "start": the crop's first
+    sample in the clip, "length": its samples of audio before zero padding ([V] each with views)}.
+    span(): (a crop's span, its first sample; drawn from rng); whole(): the whole clip, read
+    only when it rolls (cfg.roll_clip: once per item, every view cut from the same rolled clip)."""
+    rolled = shift_circularly(whole(), rng) if rolls(cfg, rng) else None
+    crops = []
+    for _ in range(views):
+        wave, first = span() if rolled is None else (rolled[0], -rolled[1])
+        audio_samples = len(wave)
+        wave, start = crop_gain_roll(wave, crop_samples, cfg, rng)
+        begin = first + start if rolled is None else (first + start) % audio_samples
+        crops.append((np.ascontiguousarray(wave, dtype=np.float32), begin, min(audio_samples - start, crop_samples)))
+    waves = torch.from_numpy(np.stack([w for w, _, _ in crops]))  # [V, S]
+    starts, lengths = torch.tensor([[s, n] for _, s, n in crops]).T  # [V] each
+    if views == 1:
+        return {"wave": waves[0], "start": starts[0], "length": lengths[0]}
+    return {"wave": waves, "start": starts, "length": lengths}
+
+
 class ClipDataset(Dataset):
     """Clips -> {"wave": [S] float32 ([V, S] with views = V), "start": first sample of the crop
     in the clip ([V]), "length": samples of audio in the crop before zero padding ([V]),
@@ -216,44 +253,19 @@ class ClipDataset(Dataset):
 
     def read(self, clip: Clip, rng: np.random.Generator | None) -> tuple[np.ndarray, int]:
         """(audio, its first sample in the clip): only the crop's span when the clip is longer."""
-        crop_s = self.crop_samples / self.sample_rate
-        duration = self.duration(clip)
-        if duration <= crop_s or rng is None:
-            start = clip.offset
-        else:
-            start = clip.offset + rng.uniform(0, duration - crop_s)
-        wave, _ = audio.read(clip.path, self.sample_rate, start=start, duration=min(duration, crop_s))
-        return wave, round((start - clip.offset) * self.sample_rate)
+        return read_span(self.reader(clip), clip.offset, self.duration(clip), self.crop_samples, self.sample_rate, rng)
 
-    def rolled(self, clip: Clip, rng: np.random.Generator | None) -> tuple[np.ndarray, int] | None:
-        """With probability cfg.roll_clip: (the whole clip circularly shifted, the shift); else None."""
-        if not rolls(self.cfg, rng):
-            return None
-        wave, _ = audio.read(clip.path, self.sample_rate, start=clip.offset, duration=clip.duration)
-        return shift_circularly(wave, rng)
-
-    def crop(self, clip: Clip, rng: np.random.Generator | None,
-             rolled: tuple[np.ndarray, int] | None = None) -> tuple[np.ndarray, int, int]:
-        """(crop, its first sample in the clip, its samples of audio before any zero padding);
-        from `rolled` (the whole clip shifted) when given, its first sample taken in the
-        unshifted clip."""
-        wave, first = self.read(clip, rng) if rolled is None else (rolled[0], -rolled[1])
-        audio_samples = len(wave)
-        wave, start = crop_gain_roll(wave, self.crop_samples, self.cfg, rng)
-        begin = first + start if rolled is None else (first + start) % audio_samples
-        return np.ascontiguousarray(wave, dtype=np.float32), begin, min(audio_samples - start, self.crop_samples)
+    def reader(self, clip: Clip) -> Reader:
+        return lambda start, seconds: audio.read(clip.path, self.sample_rate, start=start, duration=seconds)[0]
 
     def __getitem__(self, key) -> dict:
         p, seed = key if isinstance(key, tuple) else (key, None)
         i = int(self.clip_of[p])
+        clip = self.clips[i]
         rng = np.random.default_rng(seed) if seed is not None else None
-        rolled = self.rolled(self.clips[i], rng)  # one roll per item: every view crops the same rolled clip
-        crops = [self.crop(self.clips[i], rng, rolled) for _ in range(self.views)]
-        waves = torch.from_numpy(np.stack([w for w, _, _ in crops]))  # [V, S]
-        starts, lengths = torch.tensor([[s, n] for _, s, n in crops]).T  # [V] each
-        one = self.views == 1
-        item = {"wave": waves[0] if one else waves, "start": starts[0] if one else starts,
-                "length": lengths[0] if one else lengths, "index": i}
+        item = draw_crops(lambda: self.read(clip, rng), lambda: self.reader(clip)(clip.offset, clip.duration),
+                          self.crop_samples, self.cfg, rng, self.views)
+        item["index"] = i
         if self.targets is not None:
             item["target"] = self.targets[p]
         return item

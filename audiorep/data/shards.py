@@ -8,13 +8,18 @@ large AudioSet mirrors and `webdataset.ShardWriter` write.
 shuffled with (seed, epoch), each (rank, worker) reads its own subset through a seeded
 shuffle buffer, and augmentation is seeded by stream position. The stream is therefore
 reproducible, and resuming at micro-step s skips exactly the batches already produced
-(same number of processes and workers) without decoding them.
+(same number of processes and workers) without decoding them. Its items are ClipDataset's
+(the same crops, gain and rolls for the same seed, `views` crops per clip, "start",
+"length"), read by seeking in the audio member: only the crop's span is decoded, the whole
+clip only when it rolls (data.roll_clip). Its "index" names the sample: the shard's position
+in the run's shard list x INDEX_STRIDE + the sample's order in its shard.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
 import io
+import itertools
 import json
 import os
 import re
@@ -28,22 +33,31 @@ import numpy as np
 import soundfile as sf
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
+from tqdm import tqdm
 
 from .. import audio
 from ..audio import AUDIO_EXTENSIONS
 from ..files import confine
 from ..tasks import format as task_format
-from .datasets import Clip, DataConfig, crop_gain_roll, roll_whole
+from .datasets import Clip, DataConfig, Reader, draw_crops, read_span
 from .samplers import SEED_STRIDE
 
 SHARD_PATTERN = "shard-{:06d}.tar"
+FORMATS = {"flac": "FLAC", "wav": "WAV"}  # member format -> soundfile's name; both 16-bit PCM
+INDEX_STRIDE = 1 << 24  # batch["index"] = shard position x INDEX_STRIDE + order in the shard
 
 
-def write_shards(clips: list[Clip], out: str | os.PathLike, sample_rate: int, per_shard: int = 1000) -> list[Path]:
-    """Write clips (decoded, mono, resampled) as FLAC + JSON members into tar shards under `out`.
+def write_shards(clips: list[Clip], out: str | os.PathLike, sample_rate: int, per_shard: int = 1000,
+                 fmt: str = "flac") -> list[Path]:
+    """Write clips (decoded, mono, resampled) as 16-bit audio (`fmt`: "flac", smaller, or "wav",
+    several times faster to decode) + JSON members into tar shards under `out`.
 
     Each shard is written to a temporary name and renamed when complete.
     """
+    if fmt not in FORMATS:
+        raise ValueError(f"shard format {fmt!r}: expected one of {list(FORMATS)}")
+    if per_shard < 1:
+        raise ValueError(f"per_shard={per_shard}: expected at least one clip per shard")
     out = Path(out)
     paths = []
     for s, first in enumerate(range(0, len(clips), per_shard)):
@@ -51,9 +65,9 @@ def write_shards(clips: list[Clip], out: str | os.PathLike, sample_rate: int, pe
         with tar_writer(path) as add:
             for n, clip in enumerate(clips[first:first + per_shard], start=first):
                 wave, _ = audio.read(clip.path, sample_rate, start=clip.offset, duration=clip.duration)
-                flac = io.BytesIO()
-                sf.write(flac, np.clip(wave, -1, 1), sample_rate, format="FLAC", subtype="PCM_16")
-                add(f"{n:09d}.flac", flac.getvalue())
+                member = io.BytesIO()
+                sf.write(member, np.clip(wave, -1, 1), sample_rate, format=FORMATS[fmt], subtype="PCM_16")
+                add(f"{n:09d}.{fmt}", member.getvalue())
                 add(f"{n:09d}.json", json.dumps({"labels": list(clip.labels), "source": clip.path}).encode())
         paths.append(path)
     labels = sorted({label for clip in clips for label in clip.labels})
@@ -150,10 +164,7 @@ def read_samples(path: Path) -> Iterator[dict[str, bytes]]:
             for member in tar:
                 if not member.isfile():
                     continue
-                confine(path, member.name, f"{path}: member")
-                folder, _, base = member.name.rpartition("/")
-                key, _, ext = base.partition(".")
-                key = f"{folder}/{key}" if folder else key
+                key, ext = member_key(path, member.name)
                 if sample and sample["__key__"] != key:
                     last = sample["__key__"]
                     yield sample
@@ -166,6 +177,27 @@ def read_samples(path: Path) -> Iterator[dict[str, bytes]]:
         raise ShardError(f"{path}: unreadable tar {after} ({type(e).__name__}: {e}); truncated or corrupt?") from None
     if sample:
         yield sample
+
+
+def member_key(path: Path, name: str) -> tuple[str, str]:
+    """(key, extension) of a member name: webdataset's grouping (the base name up to its first dot)."""
+    confine(path, name, f"{path}: member")
+    folder, _, base = name.rpartition("/")
+    key, _, ext = base.partition(".")
+    return (f"{folder}/{key}" if folder else key), ext
+
+
+def count_samples(path: Path) -> int:
+    """Samples (keys) in one shard, from the tar headers alone (member data is skipped)."""
+    keys, last = 0, None
+    try:
+        with tarfile.open(path, "r:") as tar:
+            for member in tar:
+                key = member_key(path, member.name)[0] if member.isfile() else last
+                keys, last = keys + (key != last), key
+    except TAR_ERRORS as e:
+        raise ShardError(f"{path}: unreadable tar ({type(e).__name__}: {e}); truncated or corrupt?") from None
+    return keys
 
 
 def complete(path: Path) -> None:
@@ -200,21 +232,62 @@ def decode(sample: dict[str, bytes], where: str, sample_rate: int) -> np.ndarray
     return audio.resample(audio.check(audio.to_mono(x), where), sr, sample_rate)
 
 
+@contextlib.contextmanager
+def member_audio(sample: dict[str, bytes], where: str, sample_rate: int) -> Iterator[tuple[float, Reader]]:
+    """(seconds, read) of the sample's audio member, opened once: read(start s, seconds or None
+    = to the end) seeks and decodes only those frames -> mono float32 [S] at `sample_rate`,
+    as audio.read reads a file."""
+    def failed(e: Exception) -> audio.AudioError:  # soundfile raises several types; its message names the object
+        return audio.AudioError(f"{where}: cannot decode audio ({str(e).replace(repr(member), 'the member')})")
+
+    member = io.BytesIO(audio_member(sample, where))
+    try:
+        f = sf.SoundFile(member)
+    except Exception as e:
+        raise failed(e) from None
+
+    def read(start: float, seconds: float | None) -> np.ndarray:
+        first = int(round(start * f.samplerate))
+        frames = -1 if seconds is None else int(round(seconds * f.samplerate))
+        try:
+            f.seek(min(first, f.frames))
+            x = f.read(frames, dtype="float32", always_2d=True)
+        except Exception as e:
+            raise failed(e) from None
+        claimed = max(0, f.frames - first) if frames < 0 else min(frames, max(0, f.frames - first))
+        audio.check_length(where, len(x), claimed)
+        return audio.resample(audio.check(audio.to_mono(x), where), f.samplerate, sample_rate)
+
+    with f:
+        yield f.frames / f.samplerate, read
+
+
 class ShardStream(IterableDataset):
-    """Endless batches {"wave": [b, S], "target": [b, C] (with a vocabulary)} from shards.
+    """Endless batches from shards, as ClipDataset's items collated: {"wave": [b, S] ([b, V, S]
+    with views = V > 1), "start", "length" ([b] or [b, V]), "index" [b], "target": [b, C] (with
+    a vocabulary)}. len() is the samples of one pass (counted from the tar headers, once).
 
     batch: items per batch of this process; start: the micro-step to resume at.
     """
 
-    def __init__(self, shards: list[Path], sample_rate: int, crop_samples: int, batch: int, cfg: DataConfig = DataConfig(),
-                 vocabulary: list[str] | None = None, seed: int = 0, start: int = 0, rank: int = 0, world: int = 1,
-                 buffer: int = 256):
+    def __init__(self, shards: list[Path], sample_rate: int, crop_samples: int, batch: int,
+                 cfg: DataConfig = DataConfig(), vocabulary: list[str] | None = None, seed: int = 0, start: int = 0,
+                 rank: int = 0, world: int = 1, buffer: int = 256, views: int = 1):
         if cfg.repeat_s > 0:
             raise ValueError(f"data.repeat_s={cfg.repeat_s}: tar shards are streamed, each sample once per pass; "
                              "duration-weighted repeats need a folder, a manifest or a task (data.repeat_s=0)")
+        if views < 1:
+            raise ValueError(f"views={views}: a stream gives at least one crop per clip")
         self.shards, self.sample_rate, self.crop_samples = list(shards), sample_rate, crop_samples
         self.batch, self.cfg, self.vocabulary, self.seed = batch, cfg, vocabulary, seed
-        self.start, self.rank, self.world, self.buffer = start, rank, world, buffer
+        self.start, self.rank, self.world, self.buffer, self.views = start, rank, world, buffer, views
+        self.counts: list[int] | None = None
+
+    def __len__(self) -> int:
+        if self.counts is None:
+            self.counts = [count_samples(p) for p in tqdm(self.shards, desc="counting shard samples", unit="shard",
+                                                          leave=False, disable=len(self.shards) < 100)]
+        return sum(self.counts)
 
     def at(self, **placement) -> "ShardStream":
         """A copy placed in the run: start, rank, world, batch, seed."""
@@ -223,37 +296,57 @@ class ShardStream(IterableDataset):
             setattr(stream, name, value)
         return stream
 
-    def _raw(self, consumer: int, consumers: int) -> Iterator[dict[str, bytes]]:
-        """This consumer's endless sample stream, through a seeded shuffle buffer."""
+    def samples(self, s: int) -> Iterator[tuple[int, dict[str, bytes]]]:
+        """(index, sample) of shard s in order; index = s x INDEX_STRIDE + the sample's order."""
+        for n, sample in enumerate(read_samples(self.shards[s])):
+            if n >= INDEX_STRIDE:
+                raise ShardError(f"{self.shards[s]}: more than {INDEX_STRIDE} samples; write smaller shards")
+            yield s * INDEX_STRIDE + n, sample
+
+    def _raw(self, consumer: int, consumers: int) -> Iterator[tuple[int, dict[str, bytes]]]:
+        """This consumer's endless (index, sample) stream, through a seeded shuffle buffer."""
         if len(self.shards) < consumers:
             raise ValueError(f"{len(self.shards)} shards for {consumers} readers (processes x workers): "
                              "write more, smaller shards")
         rng = np.random.default_rng(self.seed * SEED_STRIDE + consumer)
-        pool: list[dict[str, bytes]] = []
+        pool: list[tuple[int, dict[str, bytes]]] = []
         epoch = 0
         while True:
-            order = torch.randperm(len(self.shards), generator=torch.Generator().manual_seed(self.seed * SEED_STRIDE + epoch))
+            shuffle = torch.Generator().manual_seed(self.seed * SEED_STRIDE + epoch)
+            order = torch.randperm(len(self.shards), generator=shuffle)
             for s in order[consumer::consumers].tolist():
-                for sample in read_samples(self.shards[s]):
-                    pool.append(sample)
+                for entry in self.samples(s):
+                    pool.append(entry)
                     if len(pool) >= self.buffer:
                         yield pool.pop(int(rng.integers(len(pool))))
             epoch += 1
 
-    def _decode(self, sample: dict[str, bytes], seed: int) -> dict:
-        wave = decode(sample, f"shard sample {sample['__key__']}", self.sample_rate)
-        rng = np.random.default_rng(seed)
-        wave, shift = roll_whole(wave, self.cfg, rng)
-        audio_samples = len(wave)
-        wave, start = crop_gain_roll(wave, self.crop_samples, self.cfg, rng)
-        first = (start - shift) % audio_samples if shift else start  # in the unshifted clip
-        item = {"wave": torch.from_numpy(np.ascontiguousarray(wave)), "start": torch.tensor(first),
-                "length": torch.tensor(min(audio_samples - start, self.crop_samples))}
+    def item(self, index: int, sample: dict[str, bytes], seed: int | None) -> dict:
+        """ClipDataset's item for this sample and item seed (None: the deterministic first crop)."""
+        where = f"{self.shards[index // INDEX_STRIDE]}: sample {sample['__key__']}"
+        rng = np.random.default_rng(seed) if seed is not None else None
+        with member_audio(sample, where, self.sample_rate) as (seconds, read):
+            item = draw_crops(lambda: read_span(read, 0.0, seconds, self.crop_samples, self.sample_rate, rng),
+                              lambda: read(0.0, None), self.crop_samples, self.cfg, rng, self.views)
+        item["index"] = torch.tensor(index)
         if self.vocabulary is not None:
             labels = json.loads(sample.get("json", b"{}")).get("labels", [])
-            item["target"] = torch.from_numpy(task_format.multi_hot([labels], self.vocabulary,
-                                                               [f"shard sample {sample['__key__']}"])[0])
+            item["target"] = torch.from_numpy(task_format.multi_hot([labels], self.vocabulary, [where])[0])
         return item
+
+    def first_crops(self, n: int, generator: torch.Generator) -> list[np.ndarray]:
+        """The deterministic first crop (no zero padding) of n samples: the first ceil(n / shards)
+        samples of shards taken in an order drawn from `generator` (only their beginnings are read)."""
+        per = -(-n // len(self.shards))
+        waves = []
+        for s in torch.randperm(len(self.shards), generator=generator).tolist():
+            for index, sample in itertools.islice(self.samples(s), per):
+                where = f"{self.shards[s]}: sample {sample['__key__']}"
+                with member_audio(sample, where, self.sample_rate) as (seconds, read):
+                    waves.append(read_span(read, 0.0, seconds, self.crop_samples, self.sample_rate, None)[0])
+                if len(waves) == n:
+                    return waves
+        return waves
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
@@ -265,11 +358,11 @@ class ShardStream(IterableDataset):
         skip = max(0, -(-(self.start - stream) // workers)) * self.batch  # samples of batches before start
         position = 0
         items = []
-        for sample in self._raw(consumer, self.world * workers):
+        for index, sample in self._raw(consumer, self.world * workers):
             position += 1
             if position <= skip:
                 continue
-            items.append(self._decode(sample, (self.seed + 1) * SEED_STRIDE * 7919 + consumer * 2**40 + position))
+            items.append(self.item(index, sample, (self.seed + 1) * SEED_STRIDE * 7919 + consumer * 2**40 + position))
             if len(items) == self.batch:
                 yield {k: torch.stack([it[k] for it in items]) for k in items[0]}
                 items = []

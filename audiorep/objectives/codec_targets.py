@@ -219,9 +219,13 @@ def save(path: Path, array: np.ndarray) -> None:
 
 
 def sample_waves(dataset, n: int, generator: torch.Generator, device) -> list[torch.Tensor]:
-    """The deterministic first crop of n clips drawn without replacement (no zero padding)."""
-    rows = torch.randperm(len(dataset.clips), generator=generator)[:n].tolist()
-    waves = [dataset.read(dataset.clips[i], None)[0] for i in tqdm(rows, desc="sampling clips", unit="clip")]
+    """The deterministic first crop of n clips drawn without replacement (no zero padding); a
+    stream of tar shards draws them itself (ShardStream.first_crops)."""
+    if not hasattr(dataset, "clips"):
+        waves = dataset.first_crops(n, generator)
+    else:
+        rows = torch.randperm(len(dataset.clips), generator=generator)[:n].tolist()
+        waves = [dataset.read(dataset.clips[i], None)[0] for i in tqdm(rows, desc="sampling clips", unit="clip")]
     return [torch.from_numpy(w).to(device) for w in waves if len(w) >= dataset.crop_samples // 8]
 
 
@@ -238,9 +242,11 @@ def restore_tokenizer(cfg, encoder, cache: TargetCache, device):
 def prepare_targets(cfg, encoder, dataset, device, run_dir: str | Path):
     """Fit (or reload) the tokenizer, set gamma_q, and with context "clip" tokenize every
     clip -> (cache, gamma [Q], tokenizer)."""
-    if not hasattr(dataset, "clips"):
-        raise ValueError("CodecMAE draws its k-means and gamma_q samples per clip: --data must be a task folder, "
-                         "a folder of audio or a manifest, not tar shards")
+    listed = hasattr(dataset, "clips")  # a ClipDataset; tar shards are a stream (ShardStream)
+    if cfg.target_context == "clip" and not listed:
+        raise ValueError("objective.target_context=clip caches the targets of every clip, which a stream of tar "
+                         "shards cannot list: use objective.target_context=crop, or --data as a task folder, "
+                         "a folder of audio or a manifest")
     source = gamma_source(cfg)
     cache = TargetCache(Path(run_dir) / "targets")
     if cfg.targets == "teacher_kmeans" and not cfg.teacher and not (cache.folder / "teacher").exists():
@@ -249,7 +255,7 @@ def prepare_targets(cfg, encoder, dataset, device, run_dir: str | Path):
     cache.begin({"targets": cfg.targets, "teacher": cfg.teacher, "seed": cfg.seed, "kmeans": cfg.kmeans,
                  "context": cfg.target_context, "gamma_source": source, "sample_rate": encoder.sample_rate,
                  "hop": tokenizer.hop, "centre": tokenizer.centre, "codebooks": tokenizer.codebooks,
-                 "codebook_size": tokenizer.codebook_size, "clips": len(dataset.clips)})
+                 "codebook_size": tokenizer.codebook_size, "clips": len(dataset.clips) if listed else len(dataset)})
     generator = torch.Generator().manual_seed(cfg.seed)
     state = cache.tokenizer_state()
     if state is None:

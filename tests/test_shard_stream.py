@@ -1,0 +1,175 @@
+"""Tar shards as training data: ClipDataset's items (same crops for the same seed, views,
+index, start, length), only the crop's span decoded, FLAC or WAV members, and every recipe
+pretraining from shards and resuming exactly."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from torch.utils.data import DataLoader
+
+import audiorep
+from audiorep import audio, sizes
+from audiorep.commands import pretrain
+from audiorep.data import ClipDataset, DataConfig, ShardStream, clips_from, list_shards, shard_vocabulary, write_shards
+from audiorep.data.shards import INDEX_STRIDE, read_samples
+from audiorep.objectives import RECIPES
+
+SR = 16000
+PER_SHARD = 3
+SECONDS = [0.3, 1.0, 2.5, 0.7, 1.6, 2.0, 0.5, 1.2, 2.2, 0.9]  # some shorter than the crops below
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """10 labelled clips of noise (every sample tells where it came from) and their manifest."""
+    root = tmp_path_factory.mktemp("corpus")
+    rng = np.random.default_rng(0)
+    rows = ["path,labels"]
+    for i, seconds in enumerate(SECONDS):
+        audio.write(root / f"{i}.wav", (0.3 * rng.standard_normal(int(seconds * SR))).astype(np.float32), SR)
+        rows.append(f"{i}.wav,{'odd' if i % 2 else 'even'}")
+    (root / "m.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module", params=["flac", "wav"])
+def shards(request, corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp(f"shards-{request.param}")
+    write_shards(clips_from(corpus / "m.csv")[0], out, SR, per_shard=PER_SHARD, fmt=request.param)
+    return out
+
+
+def index_of(clip: int) -> int:
+    """write_shards puts clip n at position n % per_shard of shard n // per_shard."""
+    return clip // PER_SHARD * INDEX_STRIDE + clip % PER_SHARD
+
+
+def stream_of(shards, cfg: DataConfig, views: int = 1, crop: int = 4000, **placement) -> ShardStream:
+    return ShardStream(list_shards(shards), SR, crop, 2, cfg, shard_vocabulary(shards), buffer=4,
+                       views=views).at(**placement)
+
+
+CASES = [(DataConfig(gain_db=6, roll=True), 1), (DataConfig(roll=False, roll_clip=0.5), 2),
+         (DataConfig(gain_db=3, roll=True, roll_clip=1.0), 3)]
+
+
+@pytest.mark.parametrize("cfg, views", CASES)
+def test_items_are_clip_dataset_items_for_the_same_seed(corpus, shards, cfg, views):
+    clips, vocabulary = clips_from(corpus / "m.csv")
+    files = ClipDataset(clips, SR, 4000, cfg, vocabulary, views)
+    stream = stream_of(shards, cfg, views)
+    samples = [s for path in list_shards(shards) for s in read_samples(path)]
+    assert [s["__key__"] for s in samples] == [f"{i:09d}" for i in range(len(clips))]
+    for i, sample in enumerate(samples):
+        for seed in (None, 11, 12, 13):
+            a, b = files[(i, seed)] if seed is not None else files[i], stream.item(index_of(i), sample, seed)
+            assert b["wave"].shape == ((4000,) if views == 1 else (views, 4000))
+            for k in ("wave", "start", "length", "target"):
+                assert torch.equal(a[k], b[k]), (i, seed, k)
+            assert b["index"] == index_of(i)
+
+
+def test_only_the_crops_span_is_decoded_unless_the_clip_rolls(shards, monkeypatch):
+    decoded = []
+    read = sf.SoundFile.read
+    monkeypatch.setattr(sf.SoundFile, "read", lambda self, *a, **k: decoded.append(len(x := read(self, *a, **k))) or x)
+    sample = list(read_samples(list_shards(shards)[0]))[2]  # clip 2: 2.5 s
+    stream_of(shards, DataConfig(), views=2, crop=SR // 4).item(2, sample, 5)
+    assert decoded == [SR // 4, SR // 4]
+    decoded.clear()
+    stream_of(shards, DataConfig(roll_clip=1.0), views=2, crop=SR // 4).item(2, sample, 5)
+    assert decoded == [round(2.5 * SR)]  # the whole clip once, both views cut from it
+
+
+def batches(stream: ShardStream, workers: int, n: int) -> list[dict]:
+    out = []
+    for batch in DataLoader(stream, batch_size=None, num_workers=workers):
+        out.append(batch)
+        if len(out) == n:
+            return out
+
+
+def test_views_index_start_length_through_the_loader_and_resume(corpus, shards):
+    clips, _ = clips_from(corpus / "m.csv")
+    waves = {index_of(i): audio.read(c.path, SR)[0] for i, c in enumerate(clips)}
+    stream = stream_of(shards, DataConfig(roll=False), views=2)
+    assert len(stream) == len(clips)
+    ref = batches(stream, 2, 10)
+    seen = set()
+    for b in ref:
+        assert b["wave"].shape == (2, 2, 4000) and b["start"].shape == b["length"].shape == (2, 2)
+        assert b["index"].dtype == torch.int64 and b["target"].shape == (2, 2)
+        for wave, index, starts, lengths, target in zip(b["wave"], b["index"], b["start"], b["length"], b["target"]):
+            clip = waves[int(index)]
+            seen.add(int(index))
+            assert target.tolist() == ([0.0, 1.0] if list(waves).index(int(index)) % 2 else [1.0, 0.0])
+            for view, start, length in zip(wave, starts.tolist(), lengths.tolist()):
+                assert length == min(4000, len(clip) - start)  # the crop is the clip's audio from `start`
+                assert torch.equal(view[:length], torch.from_numpy(clip[start:start + length]))
+                assert not view[length:].any()
+    assert seen == set(waves)
+    again = batches(stream.at(start=4), 2, 6)  # resumed at micro-step 4: the same batches, indexes included
+    for a, b in zip(ref[4:], again):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    ranks = [batches(stream.at(rank=r, world=2), 0, 5) for r in range(2)]  # any world: index names one clip
+    for b in ranks[0] + ranks[1]:
+        for wave, index, start, length in zip(b["wave"], b["index"], b["start"], b["length"]):
+            clip = waves[int(index)]
+            assert torch.equal(wave[0, :length[0]], torch.from_numpy(clip[start[0]:start[0] + length[0]]))
+
+
+def test_member_formats(corpus, tmp_path):
+    clips = clips_from(corpus / "m.csv")[0][:2]
+    for fmt in ("flac", "wav"):
+        write_shards(clips, tmp_path / fmt, SR, fmt=fmt)
+    flac, wav = (list(read_samples(list_shards(tmp_path / fmt)[0])) for fmt in ("flac", "wav"))
+    assert sorted(wav[0]) == ["__key__", "json", "wav"] and sorted(flac[0]) == ["__key__", "flac", "json"]
+    for a, b in zip(flac, wav):
+        assert np.array_equal(sf.read(io.BytesIO(a["flac"]))[0], sf.read(io.BytesIO(b["wav"]))[0])
+    with pytest.raises(ValueError, match="shard format 'mp3': expected one of"):
+        write_shards(clips, tmp_path / "mp3", SR, fmt="mp3")
+
+
+# ------------------------------------------------------------------------- every recipe from shards
+
+QUICK = ["steps=3", "batch_size=2", "checkpoint_every=1", "log_every=1", "warmup_steps=1", "data.workers=0"]
+SHARD_OVERRIDES = {"encodecmae": ["objective.target_context=crop", "objective.targets=fbank_kmeans",
+                              "objective.kmeans_k=8", "data.repeat_s=0"]}
+
+
+@pytest.fixture(scope="module")
+def train_shards(corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("train-shards")
+    write_shards(clips_from(corpus / "m.csv")[0][:8], out, SR, per_shard=2, fmt="wav")
+    return out
+
+
+@pytest.mark.parametrize("name", ["passt", "audiomae", "asit", "encodecmae", "eat"])
+def test_every_recipe_pretrains_from_shards_and_resumes_exactly(name, train_shards, tmp_path, one_thread):
+    assert name in RECIPES
+    size = sizes.get(name, "tiny")
+    args = [name, "--data", str(train_shards), "--preset", size.preset, *size.overrides, *QUICK,
+            *SHARD_OVERRIDES.get(name, [])]
+    assert pretrain.main([*args, "--out", str(tmp_path / "full")]) == 0
+    pretrain.main([*args, "--out", str(tmp_path / "resumed"), "--stop-after", "2"])
+    halfway = audiorep.load(str(tmp_path / "resumed")).state_dict()
+    pretrain.main([*args, "--out", str(tmp_path / "resumed")])
+    a, b = audiorep.load(str(tmp_path / "full")), audiorep.load(str(tmp_path / "resumed"))
+    for (key, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(x, y), key
+    assert any(not torch.equal(x, halfway[k]) for k, x in b.state_dict().items())  # step 3 trained
+    for run in ("full", "resumed"):
+        log = (tmp_path / run / "log.csv").read_text().splitlines()
+        assert [row.split(",")[0] for row in log[1:]] == ["1", "2", "3"]
+
+
+def test_per_clip_cached_targets_are_refused_for_shards(train_shards, tmp_path, one_thread):
+    size = sizes.get("encodecmae", "tiny")  # objective.target_context=clip
+    args = ["encodecmae", "--data", str(train_shards), "--preset", size.preset, *size.overrides, *QUICK,
+            "data.repeat_s=0", "--out", str(tmp_path / "run")]
+    with pytest.raises(ValueError, match="objective.target_context=clip .* use objective.target_context=crop"):
+        pretrain.main(args)
