@@ -35,9 +35,8 @@ from tqdm import tqdm
 
 from .config import override, to_dict
 from .data import ClipDataset, task_clips
-from .dist import alone, share, world
+from .dist import alone, gather_patiently, share, world
 from .encoder import Encoder
-from .evaluate.ranks import gather_patiently
 from .files import write_json
 from .finetune import eval_dataset, predict, score
 from .train import TrainConfig, check_config, split_overrides, train, uses_ema

@@ -7,21 +7,33 @@ rank whose device it cannot see. Work is split by `share` (item i goes to rank i
 every rank knows every other rank's share without talking to it; results meet at rank 0
 through the files each rank writes, or `gather` for small objects.
 
-`alone()` makes nested calls see a world of one: a crossval rank that trains its own fold
-must not start a DDP run with the other ranks.
+`alone()` makes nested calls see a world of one (keeping the rank's own device): a crossval
+rank that trains its own fold must not start a DDP run with the other ranks.
+
+Ranks that wait for each other's share of the work (hours, not minutes) meet in
+`gather_patiently`, over a gloo group of its own whose timeout is days, not the default
+group's minutes (on CUDA too). A rank that dies brings the others down through torchrun, so
+nobody waits for it. `out_lock` is --out's lock held by rank 0, its refusal raised on every
+rank; `joined` ends a process group it started (a gloo process left with its group at exit
+can abort: "terminate called without an active exception").
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Iterator, Sequence, TypeVar
 
 import torch
 import torch.distributed as tdist
 
+from .files import FolderInUse, folder_lock
+
 T = TypeVar("T")
 _ALONE = [0]  # depth of alone() blocks
+PATIENCE = timedelta(days=7)  # the longest a rank waits for the others' share of the work
 
 
 @dataclass(frozen=True)
@@ -49,7 +61,7 @@ def world(device: str = "auto") -> World:
     present, else cpu), "cuda", "cpu" or an explicit torch device string."""
     size = 1 if _ALONE[0] else _env_int("WORLD_SIZE", 1)
     rank = 0 if _ALONE[0] else _env_int("RANK", 0)
-    local = 0 if _ALONE[0] else _env_int("LOCAL_RANK", 0)
+    local = _env_int("LOCAL_RANK", 0)  # alone or not, a rank keeps its own device
     if size < 1 or not 0 <= rank < size:
         raise ValueError(f"RANK={rank}, WORLD_SIZE={size}: expected 0 <= RANK < WORLD_SIZE")
     cuda = device in ("auto", "cuda") and torch.cuda.is_available()
@@ -69,7 +81,7 @@ def world(device: str = "auto") -> World:
 
 @contextlib.contextmanager
 def alone() -> Iterator[None]:
-    """Inside this block `world()` is rank 0 of 1 whatever torchrun set."""
+    """Inside this block `world()` is rank 0 of 1 whatever torchrun set (on cuda:LOCAL_RANK)."""
     _ALONE[0] += 1
     try:
         yield
@@ -101,3 +113,54 @@ def agree(value, w: World, what: str) -> None:
     values = gather(value, w)
     if any(v != values[0] for v in values):
         raise ValueError(f"{what} differs between ranks: {values}")
+
+
+@contextlib.contextmanager
+def joined(device: str = "auto") -> Iterator[World]:
+    """world(device) for the block; a process group it started is ended after it."""
+    started = not tdist.is_initialized()
+    w = world(device)
+    try:
+        yield w
+    finally:
+        if started and tdist.is_initialized():
+            _patient_group.cache_clear()
+            tdist.destroy_process_group()
+
+
+@functools.cache
+def _patient_group():
+    return tdist.new_group(backend="gloo", timeout=PATIENCE)
+
+
+def gather_patiently(obj, w: World) -> list:
+    """Every rank's `obj` (picklable), in rank order, on every rank; waits up to PATIENCE."""
+    if w.size == 1:
+        return [obj]
+    out: list = [None] * w.size
+    tdist.all_gather_object(out, obj, group=_patient_group())
+    return out
+
+
+def first_error(error: str | None, w: World) -> str | None:
+    """The first rank's error among every rank's (None when no rank has one), on every rank:
+    a check made by one rank (rank 0 reads --out) stops them all instead of leaving the others
+    waiting in a collective."""
+    return next((e for e in gather_patiently(error, w) if e), None)
+
+
+@contextlib.contextmanager
+def out_lock(out: str | os.PathLike, w: World) -> Iterator[None]:
+    """Rank 0 holds `out`'s lock (files.folder_lock) for the block; when it is refused every
+    rank raises the same FolderInUse."""
+    with contextlib.ExitStack() as stack:
+        refusal = None
+        if w.main:
+            try:
+                stack.enter_context(folder_lock(out))
+            except FolderInUse as e:
+                refusal = str(e)
+        refusal = first_error(refusal, w)
+        if refusal:
+            raise FolderInUse(refusal)
+        yield

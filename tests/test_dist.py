@@ -22,9 +22,11 @@ def test_share_covers_every_item_once():
 def test_alone_hides_torchrun(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "4")
     monkeypatch.setenv("RANK", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
     with dist.alone():
         w = dist.world("cpu")
     assert (w.rank, w.size) == (0, 1)
+    assert w.local_rank == 1  # a crossval rank training alone keeps its own device (cuda:LOCAL_RANK)
 
 
 @pytest.mark.parametrize("env, message", [({"WORLD_SIZE": "2", "RANK": "5"}, "0 <= RANK < WORLD_SIZE"),

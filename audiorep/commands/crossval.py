@@ -9,7 +9,7 @@ import argparse
 from .. import presets
 from ..crossval import crossval
 from ..dist import agree
-from ..evaluate.ranks import joined
+from ..dist import joined
 from ..objectives import RECIPES
 from ..tasks.format import load_task
 

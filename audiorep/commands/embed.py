@@ -19,9 +19,9 @@ from tqdm import tqdm
 from ..audio import AudioError, audio_files
 from ..config import override
 from ..data.shards import decode, expand_braces, read_samples, tar_writer
-from ..dist import World, agree, barrier, gather, share, world
+from ..dist import World, agree, barrier, joined, out_lock, share
 from ..embed import check_settings, embed_blocks, embed_file
-from ..files import FolderInUse, folder_lock, save_npy
+from ..files import save_npy
 from ..models import identity, load
 from .embed_index import (INDEX, TIMESTAMPS, Journal, finish, fold, output_stems, outputs, read_index, sample_stem,
                           shard_stems, taken_names, unique, wait_for_ranks)
@@ -62,7 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not args.block_minutes > 0:
         p.error(f"--block-minutes {args.block_minutes}: expected a number of minutes > 0")
-    w = world(args.device)
+    with joined(args.device) as w:
+        return embed_all(args, w, p)
+
+
+def embed_all(args: argparse.Namespace, w: World, p: argparse.ArgumentParser) -> int:
+    """This rank's share of the inputs; rank 0 also writes the index."""
     agree(vars(args), w, "the arguments of audiorep embed")
     skipped: list[Path] = []
     files, shards = inputs(args.paths, skipped)
@@ -87,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--out {out} holds the input shard {inside[0]}: its output would replace it; "
                              "choose another --out")
     run, named = Run(encoder, cfg, args, out), shard_stems(shards)  # bad shard names refused before OUT is touched
-    with locked(out, w):
+    with out_lock(out, w):
         index = fold(out, setup) if w.main else None
         barrier(w)
         index = index or read_index(out / INDEX, setup)
@@ -130,23 +135,6 @@ def inputs(paths: list[str], skipped: list[Path]) -> tuple[list[Path], list[Path
 
 def load_encoder(args, w: World):
     return load(args.model, weights=args.weights, random_init=args.random_init).to(w.device).eval()
-
-
-@contextlib.contextmanager
-def locked(out: Path, w: World):
-    """OUT's lock, held by rank 0 for the run; a refusal reaches every rank (no rank waits
-    on a run that will not happen)."""
-    with contextlib.ExitStack() as stack:
-        refusal = None
-        if w.main:
-            try:
-                stack.enter_context(folder_lock(out))
-            except FolderInUse as e:
-                refusal = str(e)
-        refusal = gather(refusal, w)[0]
-        if refusal:
-            raise FolderInUse(refusal)
-        yield
 
 
 @dataclasses.dataclass

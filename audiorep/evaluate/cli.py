@@ -29,6 +29,7 @@ import sys
 from pathlib import Path
 
 from audiorep import dist
+from audiorep.dist import gather_patiently, joined, out_lock
 from audiorep.tasks.asr_task import AsrTask, is_asr_task
 from audiorep.tasks.format import METADATA_FILE, Task, TaskFormatError, check_task, load_task, metadata_warnings
 
@@ -36,7 +37,6 @@ from . import asr, work
 from . import embeddings as emb
 from .bootstrap import N_BOOTSTRAP
 from .protocol import MODES, ProtocolConfig, validation_interval
-from .ranks import gather_patiently, joined, out_lock
 from .report import write_report
 from .scores import load_categories, load_reference
 

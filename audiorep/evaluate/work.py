@@ -3,7 +3,7 @@
 A job is one model on one task. Its units: the embeddings of each split (`embed`), then the
 probe units of protocol.py (`units`, `probe`: each seed's grid points on the first split, then
 the chosen point on the other splits), or one whole unit for an ASR or --layer-weights job.
-Ranks take every size-th unit (dist.share) and meet after each stage (ranks.gather_patiently):
+Ranks take every size-th unit (dist.share) and meet after each stage (dist.gather_patiently):
 they learn which jobs failed (the first failing unit's reason, in the order one process takes
 them, so the report says what one process would) and rank 0 gets the whole units' results.
 Every rank loads the models it needs itself.
@@ -18,7 +18,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from audiorep.dist import World, share
+from audiorep.dist import World, gather_patiently, share
 from audiorep.tasks.asr_task import AsrTask
 from audiorep.tasks.format import METADATA_FILE, Task
 
@@ -26,7 +26,6 @@ from . import asr, layer_probe
 from . import embeddings as emb
 from . import protocol as proto
 from .protocol import ProtocolConfig
-from .ranks import gather_patiently
 
 
 @dataclass(frozen=True)
