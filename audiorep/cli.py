@@ -13,6 +13,7 @@ COMMANDS = {
     "presets": ("audiorep.commands.presets", "list the presets"),
     "tasks": ("audiorep.tasks.cli", "build, import and check HEAR-format tasks"),
     "evaluate": ("audiorep.evaluate.cli", "HEAR downstream evaluation and report"),
+    "shards": ("audiorep.commands.shards", "write training data as tar shards (WAV or FLAC members)"),
     "pretrain": ("audiorep.commands.pretrain", "pretrain an encoder with a recipe"),
     "finetune": ("audiorep.commands.finetune", "fine-tune an encoder on a task"),
     "crossval": ("audiorep.commands.crossval", "cross-validate a recipe from scratch on a task's folds"),

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import audiorep
-from audiorep import audio, sizes
+from audiorep import audio, cli, sizes
 from audiorep.commands import pretrain
 from audiorep.data import ClipDataset, DataConfig, ShardStream, clips_from, list_shards, shard_vocabulary, write_shards
 from audiorep.data.shards import INDEX_STRIDE, read_samples
@@ -132,6 +132,23 @@ def test_member_formats(corpus, tmp_path):
         assert np.array_equal(sf.read(io.BytesIO(a["flac"]))[0], sf.read(io.BytesIO(b["wav"]))[0])
     with pytest.raises(ValueError, match="shard format 'mp3': expected one of"):
         write_shards(clips, tmp_path / "mp3", SR, fmt="mp3")
+
+
+def test_shards_command_writes_resumes_and_refuses_other_settings(corpus, tmp_path, capsys):
+    out = tmp_path / "shards"
+    args = [str(corpus / "m.csv"), str(out), "--sample-rate", str(SR), "--per-shard", "4"]
+    assert cli.main(["shards", *args]) == 0
+    assert "10 clips in 3 shards" in capsys.readouterr().out
+    shards = list_shards(out)
+    assert [s.name for s in shards] == [f"shard-{i:06d}.tar" for i in range(3)]
+    assert shard_vocabulary(out) == ["even", "odd"]
+    assert sorted(next(read_samples(shards[0]))) == ["__key__", "json", "wav"]  # the command's default: WAV
+    stamp = shards[1].stat().st_mtime_ns
+    shards[2].unlink()  # as if stopped while writing the last shard
+    assert cli.main(["shards", *args]) == 0
+    assert shards[2].exists() and shards[1].stat().st_mtime_ns == stamp  # complete shards are kept
+    assert cli.main(["shards", *args, "--format", "flac"]) == 2
+    assert "other settings" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------- every recipe from shards

@@ -37,13 +37,14 @@ from tqdm import tqdm
 
 from .. import audio
 from ..audio import AUDIO_EXTENSIONS
-from ..files import confine
+from ..files import confine, write_json
 from ..tasks import format as task_format
 from .datasets import Clip, DataConfig, Reader, draw_crops, read_span
 from .samplers import SEED_STRIDE
 
 SHARD_PATTERN = "shard-{:06d}.tar"
 FORMATS = {"flac": "FLAC", "wav": "WAV"}  # member format -> soundfile's name; both 16-bit PCM
+SETTINGS_FILE = "shards.json"  # what write_shards wrote (a rerun resumes only with the same)
 INDEX_STRIDE = 1 << 24  # batch["index"] = shard position x INDEX_STRIDE + order in the shard
 
 
@@ -52,16 +53,29 @@ def write_shards(clips: list[Clip], out: str | os.PathLike, sample_rate: int, pe
     """Write clips (decoded, mono, resampled) as 16-bit audio (`fmt`: "flac", smaller, or "wav",
     several times faster to decode) + JSON members into tar shards under `out`.
 
-    Each shard is written to a temporary name and renamed when complete.
+    Each shard is written to a temporary name and renamed when complete; shards already
+    complete are kept, so a rerun with the same clips and settings resumes (the settings are
+    recorded in OUT/shards.json, and a rerun with others is refused).
     """
     if fmt not in FORMATS:
         raise ValueError(f"shard format {fmt!r}: expected one of {list(FORMATS)}")
     if per_shard < 1:
         raise ValueError(f"per_shard={per_shard}: expected at least one clip per shard")
     out = Path(out)
+    settings = {"clips": len(clips), "sample_rate": sample_rate, "per_shard": per_shard, "format": fmt,
+                "first": clips[0].path if clips else None, "last": clips[-1].path if clips else None}
+    record = out / SETTINGS_FILE
+    if record.exists() and json.loads(record.read_text()) != settings:
+        raise ValueError(f"{record}: these shards were written with other settings "
+                         f"({json.loads(record.read_text())} vs {settings}); use another folder")
+    write_json(record, settings)
     paths = []
-    for s, first in enumerate(range(0, len(clips), per_shard)):
+    firsts = range(0, len(clips), per_shard)
+    for s, first in enumerate(tqdm(firsts, desc=f"writing {out.name} shards", unit="shard")):
         path = out / SHARD_PATTERN.format(s)
+        paths.append(path)
+        if path.exists():
+            continue
         with tar_writer(path) as add:
             for n, clip in enumerate(clips[first:first + per_shard], start=first):
                 wave, _ = audio.read(clip.path, sample_rate, start=clip.offset, duration=clip.duration)
@@ -69,7 +83,6 @@ def write_shards(clips: list[Clip], out: str | os.PathLike, sample_rate: int, pe
                 sf.write(member, np.clip(wave, -1, 1), sample_rate, format=FORMATS[fmt], subtype="PCM_16")
                 add(f"{n:09d}.{fmt}", member.getvalue())
                 add(f"{n:09d}.json", json.dumps({"labels": list(clip.labels), "source": clip.path}).encode())
-        paths.append(path)
     labels = sorted({label for clip in clips for label in clip.labels})
     if labels:
         task_format.write_vocabulary(out / task_format.VOCABULARY_FILE, labels)  # next to the shards, as in a HEAR task
