@@ -9,11 +9,14 @@ worker, the objective's own per-batch work, and the samples/s one GPU step consu
 The benchmark writes its own corpus first (a temporary folder): `--clips` clips of
 `--seconds` s at 44.1 kHz, FLAC and WAV, mono and stereo (tones, chirps, noise under an
 envelope), labelled from a vocabulary of 50 classes (a CSV manifest), and the same clips as
-tar shards (`data.write_shards`, FLAC); with `--native`, at each encoder's own rate as 16-bit
-mono WAV (no resampling: what preparing a corpus buys). Each recipe is resolved as
+tar shards twice (`data.write_shards`: FLAC members and 16-bit WAV members, at the corpus
+rate); with `--native`, at each encoder's own rate as 16-bit mono WAV (no resampling: what
+preparing a corpus buys). Each recipe is resolved as
 `audiorep pretrain RECIPE` resolves it (audiorep.sizes: preset, overrides, the recipe's
 defaults). Columns:
 
+  data            files (the manifest: ClipDataset), shards flac or shards wav (ShardStream;
+                  data.repeat_s=0, streams read each sample once per pass)
   loader/worker   samples (clips, with all their views) per second of one loader process:
                   decode, resample to the encoder's rate, crop, gain and roll as the recipe's
                   DataConfig says, collate; through train.open_data and train.make_loader
@@ -22,7 +25,8 @@ defaults). Columns:
                   start (worker start-up and the shards' shuffle buffer included: a lower
                   bound on the steady rate; the loader's prefetching cannot inflate it)
   2 workers       the same with data.workers=2 (this machine has 2 cores) and its speed-up
-  objective ms    the objective's own work on one batch of the recipe's size, apart from
+  objective ms    the objective's own work on one batch of the recipe's size (from files;
+                  the same work whatever the source), apart from
                   its networks (WORK: masking, corruption, patchout, augmentation, targets;
                   the frontend's features are computed first, untimed), median of 3, on
                   one thread of this CPU. In training it runs on the batch's device.
@@ -39,9 +43,9 @@ defaults). Columns:
 
 EnCodecMAE's released targets (targets=encodec) download EnCodec; offline the benchmark uses
 the same network with random weights (targets=encodec_random; 4 clips to draw codebooks and
-gamma_q): the same FLOP. Tar shards give one crop per clip and no clip index, so ASiT (two
-views) and EnCodecMAE (targets fitted and looked up per clip) have no shard row; the shard
-rows use data.repeat_s=0 (streams read each sample once per pass).
+gamma_q): the same FLOP. Its targets are fitted on the files (a tiny size caches them per
+clip, objective.target_context=clip, which shards refuse in training; the loader rows do not
+depend on it).
 """
 from __future__ import annotations
 
@@ -65,6 +69,7 @@ from tqdm import tqdm
 from audiorep import presets, sizes
 from audiorep.config import override
 from audiorep.data import clips_from, write_shards
+from audiorep.data.shards import FORMATS
 from audiorep.encoder import Encoder
 from audiorep.files import write_json
 from audiorep.masking import masked_from_keep, packed_keep
@@ -132,8 +137,9 @@ def features(objective, wave: torch.Tensor) -> torch.Tensor:
 def write_corpus(folder: Path, clips: int, seconds: float, rate: int = CORPUS_RATE, native: bool = False,
                  seed: int = 0) -> tuple[Path, Path]:
     """`clips` labelled clips at `rate` (FLAC and WAV, every third stereo; native: 16-bit mono
-    WAV only), their manifest.csv and the same clips as 4 tar shards -> (manifest, shard folder)."""
-    manifest, shards = folder / "manifest.csv", folder / "shards"
+    WAV only), their manifest.csv and the same clips as 4 tar shards of each member format
+    -> (manifest, {format: shard folder})."""
+    manifest, shards = folder / "manifest.csv", {fmt: folder / f"shards-{fmt}" for fmt in FORMATS}
     if manifest.exists():
         return manifest, shards
     rng = np.random.default_rng(seed)
@@ -156,7 +162,8 @@ def write_corpus(folder: Path, clips: int, seconds: float, rate: int = CORPUS_RA
         writer = csv.DictWriter(f, fieldnames=["path", "labels"])
         writer.writeheader()
         writer.writerows(rows)
-    write_shards(clips_from(folder / ".manifest.csv")[0], shards, rate, per_shard=math.ceil(clips / 4))
+    for fmt, out in shards.items():
+        write_shards(clips_from(folder / ".manifest.csv")[0], out, rate, per_shard=math.ceil(clips / 4), fmt=fmt)
     (folder / ".manifest.csv").replace(manifest)  # last: its presence means the corpus is complete
     return manifest, shards
 
@@ -214,7 +221,7 @@ def step_flop(objective, data, cfg: TrainConfig, clips: int) -> float:
 
 def measure(name: str, size: str, work: Path, clips: int, seconds: float, native: bool, batches: int,
             batch_size: int | None = None) -> list[dict]:
-    """Rows of one recipe: the files path (and the shard path where training can read shards)."""
+    """Rows of one recipe: files, FLAC shards, WAV shards."""
     recipe, encoder_cfg, objective_cfg, cfg = resolve(name, size)
     cfg = replace(cfg, batch_size=batch_size or cfg.batch_size)
     torch.manual_seed(0)
@@ -239,16 +246,16 @@ def measure(name: str, size: str, work: Path, clips: int, seconds: float, native
               "corpus": f"{rate} Hz {'16-bit WAV' if native else 'FLAC/WAV'}",
               "crop_s": crop / encoder.sample_rate, "sample_rate": encoder.sample_rate,
               "gflop_per_sample": flop / 1e9, "gpu_samples_per_s": gpu}
-    sources = [("files", data)]
-    if recipe.views == 1 and not hasattr(objective, "prepare"):  # what train.open_data / prepare accept
-        streamed = replace(cfg.data, repeat_s=0.0)  # shards are read once per pass (EnCodecMAE's repeats: files only)
-        sources.append(("shards", open_data(str(shards), encoder.sample_rate, crop, streamed)[0]))
-    rows = []
+    streamed = replace(cfg.data, repeat_s=0.0)  # shards are read once per pass (EnCodecMAE's repeats: files only)
+    sources = [("files", data)] + [(f"shards {fmt}", open_data(str(folder), encoder.sample_rate, crop, streamed,
+                                                               views=recipe.views)[0]) for fmt, folder in shards.items()]
+    rows, work_ms = [], None
     for source, dataset in sources:
         one, batch = loader_rate(dataset, cfg, 0, batches)
         two, _ = loader_rate(dataset, cfg, 2, batches)
+        work_ms = work_ms or objective_ms(name, objective, batch)  # on the files' batch (clip indexes)
         rows.append({**common, "data": source, "loader_per_worker": one, "loader_2_workers": two,
-                     "objective_ms": objective_ms(name, objective, batch), "workers_needed": math.ceil(gpu / one)})
+                     "objective_ms": work_ms, "workers_needed": math.ceil(gpu / one)})
     return rows
 
 
