@@ -62,15 +62,17 @@ def write_shards(clips: list[Clip], out: str | os.PathLike, sample_rate: int, pe
     if per_shard < 1:
         raise ValueError(f"per_shard={per_shard}: expected at least one clip per shard")
     out = Path(out)
+    firsts = range(0, len(clips), per_shard)
     settings = {"clips": len(clips), "sample_rate": sample_rate, "per_shard": per_shard, "format": fmt,
-                "first": clips[0].path if clips else None, "last": clips[-1].path if clips else None}
+                "first": clips[0].path if clips else None, "last": clips[-1].path if clips else None,
+                "samples": {SHARD_PATTERN.format(s): len(clips[first:first + per_shard])
+                            for s, first in enumerate(firsts)}}
     record = out / SETTINGS_FILE
     if record.exists() and json.loads(record.read_text()) != settings:
         raise ValueError(f"{record}: these shards were written with other settings "
                          f"({json.loads(record.read_text())} vs {settings}); use another folder")
     write_json(record, settings)
     paths = []
-    firsts = range(0, len(clips), per_shard)
     for s, first in enumerate(tqdm(firsts, desc=f"writing {out.name} shards", unit="shard")):
         path = out / SHARD_PATTERN.format(s)
         paths.append(path)
@@ -200,6 +202,17 @@ def member_key(path: Path, name: str) -> tuple[str, str]:
     return (f"{folder}/{key}" if folder else key), ext
 
 
+def shard_counts(shards: list[Path]) -> list[int]:
+    """Samples in each shard: from its folder's shards.json where write_shards recorded them,
+    else counted from the tar headers (about 50 us a member)."""
+    records: dict[Path, dict] = {}
+    for folder in {p.parent for p in shards}:
+        record = folder / SETTINGS_FILE
+        records[folder] = json.loads(record.read_text()).get("samples", {}) if record.exists() else {}
+    return [records[p.parent][p.name] if p.name in records[p.parent] else count_samples(p)
+            for p in tqdm(shards, desc="counting shard samples", unit="shard", leave=False, disable=len(shards) < 100)]
+
+
 def count_samples(path: Path) -> int:
     """Samples (keys) in one shard, from the tar headers alone (member data is skipped)."""
     keys, last = 0, None
@@ -278,7 +291,7 @@ def member_audio(sample: dict[str, bytes], where: str, sample_rate: int) -> Iter
 class ShardStream(IterableDataset):
     """Endless batches from shards, as ClipDataset's items collated: {"wave": [b, S] ([b, V, S]
     with views = V > 1), "start", "length" ([b] or [b, V]), "index" [b], "target": [b, C] (with
-    a vocabulary)}. len() is the samples of one pass (counted from the tar headers, once).
+    a vocabulary)}. len() is the samples of one pass (shard_counts, once).
 
     batch: items per batch of this process; start: the micro-step to resume at.
     """
@@ -298,8 +311,7 @@ class ShardStream(IterableDataset):
 
     def __len__(self) -> int:
         if self.counts is None:
-            self.counts = [count_samples(p) for p in tqdm(self.shards, desc="counting shard samples", unit="shard",
-                                                          leave=False, disable=len(self.shards) < 100)]
+            self.counts = shard_counts(self.shards)
         return sum(self.counts)
 
     def at(self, **placement) -> "ShardStream":
