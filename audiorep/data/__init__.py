@@ -1,7 +1,9 @@
 """Training data: clip lists (folders, manifests, HEAR tasks), crops, samplers, tar shards.
 
 `clips_from(spec)` reads what `--data` names: a HEAR task folder (its train split), a
-folder of audio files, a .csv/.jsonl manifest; tar shards are streamed by `ShardStream`.
+folder of audio files, a .csv/.jsonl manifest; tar shards (`write_shards`, `audiorep shards`)
+are streamed by `ShardStream`, whose items are ClipDataset's (the same crops for the same
+seed; "index" = the shard's position x INDEX_STRIDE + the sample's order in it).
 """
 from __future__ import annotations
 
