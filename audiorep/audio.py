@@ -57,13 +57,14 @@ def as_float(x: np.ndarray, name: str = "audio") -> np.ndarray:
     raise AudioError(f"{name}: audio of dtype {x.dtype} is not PCM samples; pass float, int16, int32, int8 or uint8")
 
 
-def check(x: np.ndarray, name: str = "audio") -> np.ndarray:
-    """Reject empty or non-finite audio with a message naming `name`."""
-    if x.size == 0:
+def check(x, name: str = "audio"):
+    """Reject empty or non-finite audio (a numpy array, or a torch tensor checked on its own
+    device) with a message naming `name`."""
+    if (x.numel() if hasattr(x, "numel") else x.size) == 0:
         raise AudioError(f"{name}: audio is empty (0 samples)")
-    if not np.isfinite(x).all():
-        bad = int((~np.isfinite(x)).sum())
-        raise AudioError(f"{name}: audio contains {bad} NaN/Inf samples")
+    finite = x.isfinite() if hasattr(x, "isfinite") else np.isfinite(x)
+    if not finite.all():
+        raise AudioError(f"{name}: audio contains {int((~finite).sum())} NaN/Inf samples")
     return x
 
 

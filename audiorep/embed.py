@@ -30,14 +30,27 @@ def as_waves(audio, sample_rate: int, target_rate: int, device=None) -> torch.Te
     """[S] or [B, S] audio (numpy or torch; float, or integer PCM scaled as audio.read does)
     at `sample_rate` -> float32 [B, S] at `target_rate`."""
     sample_rate = check_rate(sample_rate)
+    if isinstance(audio, torch.Tensor) and audio.is_floating_point() and sample_rate == target_rate:
+        return on_device(audio.detach(), device)  # GPU audio at the encoder's rate stays there
     x = audio.detach().cpu().numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio)
-    if x.ndim not in (1, 2):
-        raise AudioError(f"audio must be [samples] or [batch, samples] mono, got shape {tuple(x.shape)}")
-    if x.ndim == 2 and x.shape[1] <= 8 < x.shape[0]:
-        raise AudioError(f"audio of shape {tuple(x.shape)} looks like [samples, channels]; pass mono [samples] "
-                         "or [batch, samples] (audiorep.audio.to_mono mixes channels)")
+    check_layout(x.shape)
     x = check(np.atleast_2d(as_float(x)))
     return torch.from_numpy(resample(x, sample_rate, target_rate)).to(device)
+
+
+def on_device(x: torch.Tensor, device) -> torch.Tensor:
+    """Float audio at the right rate -> float32 [B, S] on `device`, checked there (no host copy)."""
+    check_layout(tuple(x.shape))
+    return check(torch.atleast_2d(x.to(device=device, dtype=torch.float32)))
+
+
+def check_layout(shape: tuple) -> None:
+    """[S] or [B, S]; [S, C] (a channel axis last) is refused with the way out."""
+    if len(shape) not in (1, 2):
+        raise AudioError(f"audio must be [samples] or [batch, samples] mono, got shape {tuple(shape)}")
+    if len(shape) == 2 and shape[1] <= 8 < shape[0]:
+        raise AudioError(f"audio of shape {tuple(shape)} looks like [samples, channels]; pass mono [samples] "
+                         "or [batch, samples] (audiorep.audio.to_mono mixes channels)")
 
 
 def check_rate(sample_rate) -> int:

@@ -151,3 +151,19 @@ def test_a_forward_holds_at_most_batch_size_seconds_of_audio(passt, monkeypatch)
     sizes.clear()
     audiorep.timestamp_embeddings(passt, wave[:, :2 * 32000], 32000, cfg)
     assert [s[0] for s in sizes] == [16, 16, 9] and sizes[0][1] == 5120
+
+
+def test_tensor_audio_at_the_encoder_rate_is_checked_where_it_lies():
+    """A float tensor at the encoder's rate is not copied through the host (GPU audio stays on
+    the GPU) and gets the same checks and result as the numpy path."""
+    import pytest
+    import torch
+
+    from audiorep.audio import AudioError
+    from audiorep.embed import as_waves
+    x = torch.randn(2, 4000)
+    assert torch.equal(as_waves(x, 16000, 16000, "cpu"), as_waves(x.numpy(), 16000, 16000, "cpu"))
+    for bad, message in [(torch.full((100,), float("nan")), "NaN/Inf"), (torch.zeros(0), "empty"),
+                         (torch.zeros(16000, 2), "channels"), (torch.zeros(2, 2, 2), "mono")]:
+        with pytest.raises(AudioError, match=message):
+            as_waves(bad, 16000, 16000, "cpu")
