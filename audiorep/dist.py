@@ -123,9 +123,15 @@ def joined(device: str = "auto") -> Iterator[World]:
     try:
         yield w
     finally:
-        if started and tdist.is_initialized():
-            _patient_group.cache_clear()
-            tdist.destroy_process_group()
+        if started:
+            leave()
+
+
+def leave() -> None:
+    """End this process's part in the process group (and the patient group made on it)."""
+    if tdist.is_initialized():
+        _patient_group.cache_clear()
+        tdist.destroy_process_group()
 
 
 @functools.cache

@@ -43,10 +43,11 @@ from tqdm import tqdm
 
 from .config import override, to_dict
 from .convert import one_line
+from .dist import first_error, out_lock
 from .dist import world as world_of
 from .data import ClipDataset, DataConfig, ShardStream, StepSampler, class_balanced_weights
 from .ema import EMA
-from .files import checkpoints, folder_lock, write_json
+from .files import checkpoints, write_json
 from .schedules import beta1_at, ema_momentum, lr_at, peak_lr, warmup_of, weight_decay_at
 
 SCHEDULES = ("cosine", "linear", "constant", "onecycle")
@@ -300,7 +301,7 @@ def train(objective: nn.Module, data: ClipDataset | ShardStream, cfg: TrainConfi
     stop_after: leave after this optimizer step as if killed (tests, demos of resume).
     """
     out = Path(out)
-    with folder_lock(out) if world_of(cfg.device).main else contextlib.nullcontext():
+    with out_lock(out, world_of(cfg.device)):
         return train_locked(objective, data, cfg, out, run_config, stop_after)
 
 
@@ -319,6 +320,21 @@ def resume_from(out: Path, objective: nn.Module, optimizer, scaler, ema: EMA | N
     return None, 0
 
 
+def record_config(out: Path, run_config: dict, world: int) -> str | None:
+    """Write RUN/config.json; the reason a resume cannot go on (another configuration or
+    number of processes) instead, when there is one."""
+    saved = out / "config.json"
+    before = json.loads(saved.read_text()) if saved.exists() and checkpoints(out) else None
+    if before is not None and before.get("world", world) != world:
+        return (f"{out} was started with {before['world']} processes, now {world}; resume with the same "
+                "--nproc-per-node x --nnodes (the batch split and data order depend on it)")
+    if before is not None and before != json.loads(json.dumps(run_config)):
+        return (f"{saved}: this run was started with a different configuration; "
+                "use a new --out or the same arguments to resume")
+    write_json(saved, run_config)
+    return None
+
+
 def train_locked(objective: nn.Module, data: ClipDataset | ShardStream, cfg: TrainConfig, out: Path,
                  run_config: dict | None, stop_after: int | None) -> nn.Module:
     rank, world, device = setup_distributed(cfg)
@@ -330,16 +346,10 @@ def train_locked(objective: nn.Module, data: ClipDataset | ShardStream, cfg: Tra
     if per_epoch is not None and hasattr(objective, "set_epoch_steps"):  # objectives with schedules in epochs
         objective.set_epoch_steps(per_epoch)
     run_config = dict(run_config or {}, train=to_dict(cfg), world=world)
-    if rank == 0:
-        saved = out / "config.json"
-        before = json.loads(saved.read_text()) if saved.exists() and checkpoints(out) else None
-        if before is not None and before.get("world", world) != world:
-            raise ValueError(f"{out} was started with {before['world']} processes, now {world}; resume with the same "
-                             "--nproc-per-node x --nnodes (the batch split and data order depend on it)")
-        if before is not None and before != json.loads(json.dumps(run_config)):
-            raise ValueError(f"{saved}: this run was started with a different configuration; "
-                             "use a new --out or the same arguments to resume")
-        write_json(saved, run_config)
+    error = record_config(out, run_config, world) if rank == 0 else None
+    error = first_error(error, world_of(cfg.device))  # every rank stops, none waits in a collective
+    if error:
+        raise ValueError(error)
 
     objective.to(device)
     if not checkpoints(out) and hasattr(objective, "prepare"):  # data-dependent stage of a fresh run

@@ -20,6 +20,14 @@ from test_train_ddp import gradients
 gradients(Path({manifest!r}), Path({out!r}))
 """
 
+RESUME = """
+import sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from test_train import make_run, small_config
+make_run(Path({out!r}), Path({manifest!r}), small_config(steps=3, batch_size=4), "run1")
+"""
+
 
 def gradients(manifest: Path, out: Path) -> None:
     """One backward on this process's share of micro-step 0, then 3 loop steps; rank 0 saves both."""
@@ -71,3 +79,11 @@ def test_two_processes_match_one(tmp_path):
         torch.testing.assert_close(two["grads"][name], g, rtol=1e-4, atol=1e-6, msg=name)
     for name, w in one["weights"].items():
         torch.testing.assert_close(two["weights"][name], w, rtol=1e-4, atol=1e-5, msg=name)
+
+    # the 1-process run, resumed by 2 processes: every rank stops with rank 0's reason, none hangs
+    script = tmp_path / "resume_worker.py"
+    script.write_text(RESUME.format(tests=tests, manifest=str(manifest), out=str(tmp_path)))
+    assert (tmp_path / "run1" / "checkpoints" / "step_0000003" / "state.json").exists()
+    done = subprocess.run(cmd[:-1] + [str(script)], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode != 0
+    assert done.stderr.count("was started with 1 processes, now 2") >= 2, done.stderr[-3000:]

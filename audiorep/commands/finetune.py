@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-import torch.distributed as dist
-
+from ..dist import leave
 from ..finetune import finetune
 
 
@@ -22,6 +21,5 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="field=value")
     args = parser.parse_intermixed_args(argv)
     finetune(args.model, args.task, args.out, args.overrides, args.recipe, args.fold, args.stop_after)
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    leave()
     return 0

@@ -7,9 +7,8 @@ import argparse
 import os
 from pathlib import Path
 
-import torch.distributed as dist
-
 from .. import presets
+from ..dist import leave
 from ..objectives import RECIPES
 from ..train import run_recipe
 
@@ -33,6 +32,5 @@ def main(argv: list[str] | None = None) -> int:
                run_config={"preset": preset}, init=args.init)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"encoder saved to {Path(args.out) / 'encoder'} (audiorep.load({str(args.out)!r}))")
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    leave()
     return 0
