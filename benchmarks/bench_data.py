@@ -24,6 +24,9 @@ defaults). Columns:
                   --batches batches of the recipe's batch size, timed from the loader's
                   start (worker start-up and the shards' shuffle buffer included: a lower
                   bound on the steady rate; the loader's prefetching cannot inflate it)
+  steady          the same loader after its first batch (batches 2..--batches): the rate
+                  once started, what a long run sees (a shard stream's first batch waits
+                  for its shuffle buffer, 256 samples)
   2 workers       the same with data.workers=2 (this machine has 2 cores) and its speed-up
   objective ms    the objective's own work on one batch of the recipe's size (from files;
                   the same work whatever the source), apart from
@@ -183,17 +186,20 @@ def resolve(name: str, size: str) -> tuple:
     return recipe, override(presets.get(chosen.preset), parts["encoder"]), objective_cfg, cfg
 
 
-def loader_rate(data, cfg: TrainConfig, workers: int, batches: int) -> tuple[float, dict]:
+def loader_rate(data, cfg: TrainConfig, workers: int, batches: int) -> tuple[float, float, dict]:
     """(samples/s of train.make_loader with `workers` processes over `batches` batches, timed
-    from its start: start-up included, prefetched batches never counted as free; the last batch)."""
+    from its start: start-up included, prefetched batches never counted as free; the same
+    after the first batch; the last batch)."""
     cfg = replace(cfg, data=replace(cfg.data, workers=workers))
     start = time.perf_counter()
     loader = iter(make_loader(data, cfg, 0, 0, 1))
-    for _ in range(batches):
+    batch = next(loader)
+    first = time.perf_counter()
+    for _ in range(batches - 1):
         batch = next(loader)
-    seconds = time.perf_counter() - start
+    end = time.perf_counter()
     del loader  # stops the workers
-    return batches * cfg.batch_size / seconds, batch
+    return batches * cfg.batch_size / (end - start), (batches - 1) * cfg.batch_size / (end - first), batch
 
 
 def objective_ms(name: str, objective, batch: dict, repeats: int = 3) -> float:
@@ -248,13 +254,15 @@ def measure(name: str, size: str, work: Path, clips: int, seconds: float, native
               "gflop_per_sample": flop / 1e9, "gpu_samples_per_s": gpu}
     streamed = replace(cfg.data, repeat_s=0.0)  # shards are read once per pass (EnCodecMAE's repeats: files only)
     sources = [("files", data)] + [(f"shards {fmt}", open_data(str(folder), encoder.sample_rate, crop, streamed,
-                                                               views=recipe.views)[0]) for fmt, folder in shards.items()]
+                                                               views=recipe.views)[0])
+                                   for fmt, folder in shards.items()]
     rows, work_ms = [], None
     for source, dataset in sources:
-        one, batch = loader_rate(dataset, cfg, 0, batches)
-        two, _ = loader_rate(dataset, cfg, 2, batches)
+        one, steady, batch = loader_rate(dataset, cfg, 0, batches)
+        two, _, _ = loader_rate(dataset, cfg, 2, batches)
         work_ms = work_ms or objective_ms(name, objective, batch)  # on the files' batch (clip indexes)
-        rows.append({**common, "data": source, "loader_per_worker": one, "loader_2_workers": two,
+        rows.append({**common, "data": source, "loader_per_worker": one, "steady_per_worker": steady,
+                     "loader_2_workers": two,
                      "objective_ms": work_ms, "workers_needed": math.ceil(gpu / one)})
     return rows
 
@@ -263,12 +271,13 @@ def measure(name: str, size: str, work: Path, clips: int, seconds: float, native
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| recipe | size | data | batch x views | crop s | loader/worker samples/s | 2 workers (speed-up) "
+    head = ("| recipe | size | data | batch x views | crop s | loader/worker samples/s | steady | 2 workers (speed-up) "
             "| objective ms/batch | GFLOP/sample | GPU samples/s at 40% H100 | workers |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         lines.append(f"| {r['recipe']} | {r['size']} ({r['preset']}) | {r['data']} | {r['batch']} x {r['views']} "
-                     f"| {r['crop_s']:.2f} | {r['loader_per_worker']:.1f} | {r['loader_2_workers']:.1f} "
+                     f"| {r['crop_s']:.2f} | {r['loader_per_worker']:.1f} | {r['steady_per_worker']:.1f} "
+                     f"| {r['loader_2_workers']:.1f} "
                      f"({r['loader_2_workers'] / r['loader_per_worker']:.2f}x) | {r['objective_ms']:.1f} "
                      f"| {r['gflop_per_sample']:.1f} | {r['gpu_samples_per_s']:.0f} | {r['workers_needed']} |")
     return "\n".join(lines)
@@ -289,9 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.size, args.batches, args.batch, args.clips, args.seconds = "tiny", 2, 4, 8, 3.0
-    if args.batches < 1 or (args.batch is not None and args.batch < 2) or args.clips < 4 or args.seconds <= 0:
-        parser.error("--batches >= 1, --batch >= 2 (ASiT's alien donors), --clips >= 4 (the shard path reads "
-                     "4 shards) and --seconds > 0")
+    if args.batches < 2 or (args.batch is not None and args.batch < 2) or args.clips < 4 or args.seconds <= 0:
+        parser.error("--batches >= 2 (the first and the steady ones), --batch >= 2 (ASiT's alien donors), "
+                     "--clips >= 4 (the shard path reads 4 shards) and --seconds > 0")
     settings = {"command": " ".join(["python", *sys.argv]) if argv is None else f"bench_data.main({argv!r})",
                 "size": args.size, "native": args.native, "batches": args.batches, "batch": args.batch,
                 "clips": args.clips, "seconds": args.seconds, "threads": 1, "cpus": os.cpu_count(),

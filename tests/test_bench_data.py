@@ -32,6 +32,7 @@ def test_quick_run_measures_every_recipe_and_data_path(tmp_path, capsys):
     for r in rows:
         assert r["size"] == "tiny" and r["batch"] == 4 and r["views"] == (2 if r["recipe"] == "asit" else 1)
         assert r["loader_per_worker"] > 0 and r["loader_2_workers"] > 0 and r["objective_ms"] > 0
+        assert r["steady_per_worker"] > 0
         assert r["gpu_samples_per_s"] == pytest.approx(0.4 * 989.4e12 / (r["gflop_per_sample"] * 1e9))
         assert r["workers_needed"] == math.ceil(r["gpu_samples_per_s"] / r["loader_per_worker"])
     printed = capsys.readouterr().out
