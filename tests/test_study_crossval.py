@@ -113,6 +113,10 @@ def test_epochs_or_audio_set_the_steps_of_each_fold(data, tmp_path):
     cmd = crossvals.command(c, tmp_path)
     assert cmd[cmd.index("--epochs") + 1] == "1.5" and not any(x.startswith("steps=") for x in cmd)
     assert cmd[cmd.index("--folds") + 1] == "fold00,fold01" and cmd[-1] == "checkpoint_every=1"
+    assert cmd[:4] == [sys.executable, "-m", "audiorep", "crossval"]
+    spec = load(write_spec(data, text.replace('name = "none"', 'name = "none"\ntorchrun = 2'), "torchrun.toml"))
+    cmd = crossvals.command(crossvals.plan(spec, spec.runs[0], tmp_path), tmp_path)  # ranks share the fold runs
+    assert cmd[:5] == [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     encoder = Encoder(override(presets.get("eat-s"), split_overrides(list(spec.runs[0].overrides))["encoder"]))
     assert encoder.min_samples > 0.5 * encoder.sample_rate  # the 0.5 s clips are padded to what the encoder takes
     assert c.audio_per_step == pytest.approx(4 * encoder.min_samples / encoder.sample_rate)  # batch x crop

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,7 +80,7 @@ def first_fold(out: Path, c: CrossvalRun) -> Path:
 
 def command(c: CrossvalRun, out: Path) -> list[str]:
     run = c.run
-    return [sys.executable, "-m", "audiorep", "crossval", "--recipe", run.recipe, "--task", str(c.task),
+    return [*launch.python(run.torchrun), "-m", "audiorep", "crossval", "--recipe", run.recipe, "--task", str(c.task),
             "--out", str(folder(out, run.name)), "--preset", run.preset, "--seeds", str(len(run.seeds)),
             *(["--folds", ",".join(run.crossval.folds)] if run.crossval.folds else []),
             *(["--epochs", repr(c.epochs)] if c.epochs is not None else []), *c.overrides]

@@ -57,13 +57,18 @@ def _die_with_parent() -> None:
         pass
 
 
+def python(torchrun: int) -> list[str]:
+    """The Python that runs a command: through torchrun with `torchrun` processes when > 0."""
+    launcher = [sys.executable]
+    if torchrun:
+        launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}"]
+    return launcher
+
+
 def command(t: Training, out: Path, steps: int, every: int, stop_after: int | None, extra: tuple[str, ...] = (),
             run_dir: Path | None = None) -> list[str]:
     """The pretrain command line of training `t` (under torchrun when t.torchrun > 0)."""
-    launcher = [sys.executable]
-    if t.torchrun:
-        launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={t.torchrun}"]
-    return [*launcher, "-m", "audiorep", "pretrain", t.recipe, "--data", t.data, "--preset", t.preset,
+    return [*python(t.torchrun), "-m", "audiorep", "pretrain", t.recipe, "--data", t.data, "--preset", t.preset,
             "--out", str(run_dir or out / "runs" / t.label),
             *(["--init", str(out / "runs" / t.init)] if t.init else []),
             *(["--stop-after", str(stop_after)] if stop_after is not None else []),

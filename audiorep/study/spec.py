@@ -27,7 +27,7 @@
     seeds = 1                             # a count (0, 1, ...) or a list
     init = "other run"                    # start from that run's final encoder (same seeds)
     task = "family"                       # supervised recipes: the labelled task (an evaluate task) they train on
-    torchrun = 2                          # launch through torchrun with this many processes
+    torchrun = 2                          # launch through torchrun with this many processes (crossval too)
     paper = "Table 2: 28.1"               # a column with the paper's number
 
     [[run]]                               # a cross-validation run (`audiorep crossval`) of a supervised recipe:
@@ -274,16 +274,16 @@ def _run(spec: Path, i: int, table, common: tuple[str, ...], evaluation: Evaluat
     overrides = size_overrides + common + own
     check_overrides(spec, f"{where}.overrides", recipe, preset, overrides)
     seeds = seeds_of(spec, f"{where}.seeds", table.get("seeds", 1))
+    torchrun = typed(spec, f"{where}.torchrun", table.get("torchrun", 0), int, lambda v: v >= 0, "processes >= 0")
     if "crossval" in table:
-        for key in ("task", "init", "torchrun"):
+        for key in ("task", "init"):
             if key in table:
                 fail(spec, f"{where}.{key}", {"task": "a crossval run names its task in crossval.task",
-                                               "init": "a crossval run trains from scratch on every fold",
-                                               "torchrun": "crossval runs its folds in one process"}[key])
+                                               "init": "a crossval run trains from scratch on every fold"}[key])
         if seeds != tuple(range(len(seeds))):
             fail(spec, f"{where}.seeds", f"a crossval run takes a count (seeds 0 .. n-1, crossval --seeds), "
                                           f"got {list(seeds)}")
-        return Run(name, recipe, preset, overrides, seeds, size_name,
+        return Run(name, recipe, preset, overrides, seeds, size_name, torchrun=torchrun,
                    paper=typed(spec, f"{where}.paper", table.get("paper", ""), str),
                    crossval=_crossval(spec, f"{where}.crossval", table["crossval"], recipe, evaluation))
     supervised = RECIPES[recipe].objective is Supervised
@@ -295,7 +295,6 @@ def _run(spec: Path, i: int, table, common: tuple[str, ...], evaluation: Evaluat
         fail(spec, f"{where}.task", f"{recipe} is self-supervised: it trains on [data], not on a task")
     if task is not None and task not in evaluation.tasks:
         fail(spec, f"{where}.task", f"{task!r} is not one of evaluate.tasks ({', '.join(evaluation.tasks)})")
-    torchrun = typed(spec, f"{where}.torchrun", table.get("torchrun", 0), int, lambda v: v >= 0, "processes >= 0")
     return Run(name, recipe, preset, overrides, seeds, size_name, table.get("init"), task, torchrun,
                typed(spec, f"{where}.paper", table.get("paper", ""), str))
 
