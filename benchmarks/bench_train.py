@@ -13,7 +13,7 @@ then cover the blocks of that depth plus the frontend).
 One step = what audiorep.train does per optimizer step: frontend, objective forward under
 autocast, backward, AdamW step (param groups of the loop), `after_step` (ASiT: the teacher
 EMA). ASiT's batch counts clips, each two 592-frame crops (the student and the teacher
-see both); "asit-b no corruption" (ratio 0) shows what the CPU-side GMML loop costs.
+see both); "asit-b no corruption" (ratio 0) shows what the GMML corruption costs in the step.
 FLOPs per sample are counted with torch.utils.flop_counter on the same step, so the GPU
 share of the bf16 peak is the model FLOP utilization (MFU) of that step.
 """
