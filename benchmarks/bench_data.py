@@ -1,10 +1,10 @@
 """Can the data path feed a GPU? Per recipe at its paper size: the loader's samples/s per
 worker, the objective's own per-batch work, and the samples/s one GPU step consumes.
 
-    nice -n 10 python benchmarks/bench_data.py --batches 8 --out runs/bench_data.json   # paper sizes: ~5 min, 2 busy cores
+    nice -n 10 python benchmarks/bench_data.py --batches 8 --out runs/bench_data.json  # paper sizes: ~5 min
     nice -n 10 python benchmarks/bench_data.py --native --batches 8 --out runs/bench_data_native.json  # ~2 min
     python benchmarks/bench_data.py --recipes asit eat --batches 2
-    python benchmarks/bench_data.py --quick --out /tmp/bench_data.json   # tiny sizes, seconds (tests/test_bench_data.py)
+    python benchmarks/bench_data.py --quick --out /tmp/bench_data.json  # tiny, seconds (tests/test_bench_data.py)
 
 The benchmark writes its own corpus first (a temporary folder): `--clips` clips of
 `--seconds` s at 44.1 kHz, FLAC and WAV, mono and stereo (tones, chirps, noise under an
