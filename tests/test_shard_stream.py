@@ -152,7 +152,7 @@ def test_shards_command_writes_resumes_and_refuses_other_settings(corpus, tmp_pa
     assert cli.main(["shards", *args]) == 0
     assert shards[2].exists() and shards[1].stat().st_mtime_ns == stamp  # complete shards are kept
     assert cli.main(["shards", *args, "--format", "flac"]) == 2
-    assert "other settings" in capsys.readouterr().err
+    assert "shards.json: these shards were written with other settings (format); use another" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------- every recipe from shards

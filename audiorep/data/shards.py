@@ -68,9 +68,11 @@ def write_shards(clips: list[Clip], out: str | os.PathLike, sample_rate: int, pe
                 "samples": {SHARD_PATTERN.format(s): len(clips[first:first + per_shard])
                             for s, first in enumerate(firsts)}}
     record = out / SETTINGS_FILE
-    if record.exists() and json.loads(record.read_text()) != settings:
-        raise ValueError(f"{record}: these shards were written with other settings "
-                         f"({json.loads(record.read_text())} vs {settings}); use another folder")
+    before = json.loads(record.read_text()) if record.exists() else settings
+    changed = sorted(k for k in settings.keys() | before.keys() if before.get(k) != settings.get(k))
+    if changed:
+        raise ValueError(f"{record}: these shards were written with other settings ({', '.join(changed)}); "
+                         "use another folder")
     write_json(record, settings)
     paths = []
     for s, first in enumerate(tqdm(firsts, desc=f"writing {out.name} shards", unit="shard")):
