@@ -252,12 +252,8 @@ def audio_member(sample: dict[str, bytes], where: str) -> bytes:
 
 def decode(sample: dict[str, bytes], where: str, sample_rate: int) -> np.ndarray:
     """The sample's audio member decoded -> mono float32 [S] at `sample_rate`."""
-    member = io.BytesIO(audio_member(sample, where))
-    try:
-        x, sr = sf.read(member, dtype="float32", always_2d=True)
-    except Exception as e:  # soundfile raises several types for broken data; its message names the object
-        raise audio.AudioError(f"{where}: cannot decode audio ({str(e).replace(repr(member), 'the member')})") from None
-    return audio.resample(audio.check(audio.to_mono(x), where), sr, sample_rate)
+    with member_audio(sample, where, sample_rate) as (_, read):
+        return read(0.0, None)
 
 
 @contextlib.contextmanager
