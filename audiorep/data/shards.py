@@ -344,9 +344,12 @@ class ShardStream(IterableDataset):
                         yield pool.pop(int(rng.integers(len(pool))))
             epoch += 1
 
+    def where(self, index: int, sample: dict[str, bytes]) -> str:
+        return f"{self.shards[index // INDEX_STRIDE]}: sample {sample['__key__']}"
+
     def item(self, index: int, sample: dict[str, bytes], seed: int | None) -> dict:
         """ClipDataset's item for this sample and item seed (None: the deterministic first crop)."""
-        where = f"{self.shards[index // INDEX_STRIDE]}: sample {sample['__key__']}"
+        where = self.where(index, sample)
         rng = np.random.default_rng(seed) if seed is not None else None
         with member_audio(sample, where, self.sample_rate) as (seconds, read):
             item = draw_crops(lambda: read_span(read, 0.0, seconds, self.crop_samples, self.sample_rate, rng),
@@ -364,8 +367,7 @@ class ShardStream(IterableDataset):
         waves = []
         for s in torch.randperm(len(self.shards), generator=generator).tolist():
             for index, sample in itertools.islice(self.samples(s), per):
-                where = f"{self.shards[s]}: sample {sample['__key__']}"
-                with member_audio(sample, where, self.sample_rate) as (seconds, read):
+                with member_audio(sample, self.where(index, sample), self.sample_rate) as (seconds, read):
                     waves.append(read_span(read, 0.0, seconds, self.crop_samples, self.sample_rate, None)[0])
                 if len(waves) == n:
                     return waves
