@@ -16,7 +16,7 @@ from audiorep import audio, cli, sizes
 from audiorep.commands import pretrain
 from audiorep.data import ClipDataset, DataConfig, ShardStream, clips_from, list_shards, shard_vocabulary, write_shards
 from audiorep.data import shards as shard_files
-from audiorep.data.shards import INDEX_STRIDE, read_samples
+from audiorep.data.shards import INDEX_STRIDE, read_samples, tar_writer
 from audiorep.objectives import RECIPES
 
 SR = 16000
@@ -153,6 +153,21 @@ def test_shards_command_writes_resumes_and_refuses_other_settings(corpus, tmp_pa
     assert shards[2].exists() and shards[1].stat().st_mtime_ns == stamp  # complete shards are kept
     assert cli.main(["shards", *args, "--format", "flac"]) == 2
     assert "shards.json: these shards were written with other settings (format); use another" in capsys.readouterr().err
+
+
+def test_bad_members_are_named_by_shard_and_key(shards, tmp_path):
+    good = next(read_samples(list_shards(shards)[0]))
+    audio_ext = next(k for k in good if k not in ("__key__", "json"))
+    with tar_writer(tmp_path / "bad.tar") as add:
+        add(f"a.{audio_ext}", good[audio_ext])
+        add("a.json", b'{"labels": ["loud"]}')
+        add(f"b.{audio_ext}", b"not audio")
+    stream = ShardStream([tmp_path / "bad.tar"], SR, 400, 1, DataConfig(), ["even", "odd"])
+    samples = list(stream.samples(0))
+    with pytest.raises(ValueError, match=r"bad.tar: sample a: label 'loud' is not in the vocabulary"):
+        stream.item(*samples[0], seed=1)
+    with pytest.raises(audio.AudioError, match=r"bad.tar: sample b: cannot decode audio \(.*the member"):
+        stream.item(*samples[1], seed=1)
 
 
 # ------------------------------------------------------------------------- every recipe from shards
