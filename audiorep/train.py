@@ -52,6 +52,7 @@ from .schedules import beta1_at, ema_momentum, lr_at, peak_lr, warmup_of, weight
 
 SCHEDULES = ("cosine", "linear", "constant", "onecycle")
 CLIP_MODES = ("global", "per_param")
+DECAY_RULES = ("matrices", "matrices+tokens", "all")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -66,7 +67,10 @@ class TrainConfig:
     warmup_steps: int = 100
     warmup_frac: float = 0.0        # > 0: the warm-up (onecycle: its rise) is round(warmup_frac * steps), not warmup_steps
     schedule: str = "cosine"        # one of SCHEDULES, after the linear warmup ("onecycle": its own rise, EAT)
-    weight_decay: float = 0.05      # not applied to norms, biases, tokens and position embeddings
+    weight_decay: float = 0.05      # applied to the parameters `decay` names
+    decay: str = "matrices"         # one of DECAY_RULES: "matrices" = tensors of 2+ dimensions except what modules
+                                    # declare in no_weight_decay() (tokens, position tables: timm/MAE); "matrices+tokens"
+                                    # = every tensor of 2+ dimensions (DINO/ASiT); "all" = every parameter (EnCodecMAE)
     weight_decay_end: float | None = None  # cosine schedule from weight_decay to this (ASiT/DINO); None = constant
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1e-8               # AdamW eps (EAT under AMP: 1e-4)
@@ -103,19 +107,20 @@ def no_decay_names(model: nn.Module) -> set[str]:
     return names
 
 
-def param_groups(objective: nn.Module, weight_decay: float, layer_decay: float = 1.0) -> list[dict]:
-    """AdamW groups: no decay on 1-d parameters (norms, biases) and on what modules declare;
-    with layer_decay < 1, one group per (layer, decay) with lr_scale = layer_decay^(L + 1 - layer),
+def param_groups(objective: nn.Module, weight_decay: float, layer_decay: float = 1.0,
+                 decay_rule: str = "matrices") -> list[dict]:
+    """AdamW groups: weight decay on the parameters `decay_rule` names (DECAY_RULES; "matrices":
+    none on 1-d parameters, norms and biases, nor on what modules declare); with layer_decay < 1, one group per (layer, decay) with lr_scale = layer_decay^(L + 1 - layer),
     the layer of an encoder parameter given by its backbone (`layer_id`), the frontend at 0,
     everything outside the encoder (heads, decoders) at L + 1."""
     backbone = objective.encoder.backbone
     depth = backbone.num_layers
-    skip = no_decay_names(objective)
+    skip = no_decay_names(objective) if decay_rule == "matrices" else set()
     groups: dict[tuple[int, bool], dict] = {}
     for name, p in objective.named_parameters():
         if not p.requires_grad:
             continue
-        decay = p.ndim > 1 and name not in skip
+        decay = decay_rule == "all" or (p.ndim > 1 and name not in skip)
         layer = depth + 1
         if layer_decay != 1.0 and name.startswith("encoder.backbone."):
             layer = backbone.layer_id(name[len("encoder.backbone."):])
@@ -259,6 +264,8 @@ def check_config(cfg: TrainConfig, world: int = 1) -> None:
         raise ValueError(f"train.precision={cfg.precision!r}: expected one of {list(PRECISIONS)}")
     if cfg.clip_mode not in CLIP_MODES:
         raise ValueError(f"train.clip_mode={cfg.clip_mode!r}: expected one of {CLIP_MODES}")
+    if cfg.decay not in DECAY_RULES:
+        raise ValueError(f"train.decay={cfg.decay!r}: expected one of {DECAY_RULES}")
     if cfg.steps < 1:
         raise ValueError(f"train.steps={cfg.steps}: expected at least 1")
     if cfg.batch_size % (cfg.accum * world):
@@ -354,7 +361,7 @@ def train_locked(objective: nn.Module, data: ClipDataset | ShardStream, cfg: Tra
     objective.to(device)
     if not checkpoints(out) and hasattr(objective, "prepare"):  # data-dependent stage of a fresh run
         objective.prepare(data, device, out)
-    optimizer = torch.optim.AdamW(param_groups(objective, cfg.weight_decay, cfg.layer_decay),
+    optimizer = torch.optim.AdamW(param_groups(objective, cfg.weight_decay, cfg.layer_decay, cfg.decay),
                                   lr=peak_lr(cfg), betas=cfg.betas, eps=cfg.eps)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
     ema = EMA(objective.encoder) if uses_ema(cfg) else None

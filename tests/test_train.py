@@ -313,3 +313,20 @@ def test_ema_update_and_schedule(tmp_path, manifest):
     assert not any(p.requires_grad for p in ema.parameters())
     make_run(tmp_path, manifest, small_config(steps=2, ema=0.5), "ema")
     assert load(str(tmp_path / "ema" / "encoder_ema")).config.backbone.dim == 32
+
+
+@pytest.mark.parametrize("rule", ["matrices+tokens", "all"])
+def test_decay_rules_of_the_releases(rule):
+    """train.decay: DINO/ASiT decay every tensor of 2+ dimensions (cls and positions too); EnCodecMAE's
+    AdamW decays every parameter; the recipes default to their release's rule."""
+    from audiorep.objectives import RECIPES
+    from audiorep.train import check_config
+    objective = TagObjective(tiny_encoder())
+    decayed = {id(p) for g in param_groups(objective, 0.05, 1.0, rule) if g["weight_decay"] > 0 for p in g["params"]}
+    for name, p in objective.named_parameters():
+        assert (id(p) in decayed) == (rule == "all" or p.ndim > 1), name
+    assert any("cls_token" in n for n, p in objective.named_parameters() if id(p) in decayed)
+    recipe = {"matrices+tokens": "asit", "all": "encodecmae"}[rule]
+    assert f"decay={rule}" in RECIPES[recipe].defaults
+    with pytest.raises(ValueError, match="train.decay='some'"):
+        check_config(TrainConfig(decay="some"))

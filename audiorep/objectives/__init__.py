@@ -42,7 +42,7 @@ class Recipe:
     views: int = 1                   # random crops per clip in a batch
 
 
-ENCODECMAE = ("lr=1e-4", "schedule=constant", "warmup_steps=0", "weight_decay=0.05", "betas=0.9,0.95",
+ENCODECMAE = ("lr=1e-4", "schedule=constant", "warmup_steps=0", "weight_decay=0.05", "decay=all", "betas=0.9,0.95",
               "batch_size=128", "data.crop_s=4", "data.repeat_s=4", "data.roll=false", "data.gain_db=0")
 RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe("audiomae", MAEConfig, MAE, "audiomae-b",
@@ -59,13 +59,15 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
             "warmup_frac=0.1", "schedule=onecycle", "cycle_beta1=0.95,0.85", "clip_grad=1.0", "ema_per_epoch=0.995",
             "ema_short_epochs=2", "data.roll=false", "data.gain_db=0")),
     # released ASiT: lr 5e-4 x batch / 256 after a warm-up of 10% of the run (10 of 100 epochs), cosine
-    # to 1e-6, weight decay 0.04 -> 0.4, each parameter's gradient clipped to norm 3 on its own, AdamW
-    # defaults; two 6 s crops per clip, cut from the whole clip rolled half the time (no roll per crop)
+    # to 1e-6, weight decay 0.04 -> 0.4 on every tensor of 2+ dimensions (cls and positions included), each
+    # parameter's gradient clipped to norm 3 on its own, AdamW defaults; two 6 s crops per clip, cut from the
+    # whole clip rolled half the time (no roll per crop)
     Recipe("asit", ASiTConfig, ASiT, "asit-b",
            ("blr=5e-4", "min_lr=1e-6", "warmup_frac=0.1", "weight_decay=0.04", "weight_decay_end=0.4",
+            "decay=matrices+tokens",
             "clip_grad=3.0", "clip_mode=per_param", "betas=0.9,0.999", "data.roll=false", "data.roll_clip=0.5"),
            views=2),
-    # released EnCodecMAE: AdamW (0.9, 0.95) lr 1e-4, wd 0.05, batch 128 of 4 s crops, 500k steps; then
+    # released EnCodecMAE: AdamW (0.9, 0.95) lr 1e-4, wd 0.05 on every parameter, batch 128 of 4 s crops, 500k steps; then
     # self-training (`--init STAGE1_RUN`): k-means ids of the stage-1 encoder's activations, 150k steps
     Recipe("encodecmae", CodecMAEConfig, CodecMAE, "encodecmae-base", ENCODECMAE + ("steps=500000",)),
     Recipe("encodecmae-st", CodecMAEConfig, CodecMAE, "encodecmae-base", ENCODECMAE + ("steps=150000",),
