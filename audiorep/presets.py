@@ -128,13 +128,22 @@ DEFAULT_TAG = {name: tag for (name, tag) in WEIGHTS}
 
 # Training-side structured patchout of the PaSST paper for each STFT hop: (time columns, freq
 # rows) dropped from the patch grid of a 10 s crop (kkoutini/PaSST s_patchout_t/s_patchout_f).
-# The supervised objective takes fractions of the grid: objective.patchout_time=t/T'
-# objective.patchout_freq=f/F' (docs/hear21passt.md lists them). passt-s-hop5 has no entry: its
-# Table 2 values were not available to us.
+# The supervised objective takes fractions of the grid: the recipes that have patchout fields
+# take them from here (patchout_overrides; objective.patchout_time=... still wins). passt-s-hop5
+# has no entry: its Table 2 values were not available to us.
 PATCHOUT: dict[str, tuple[int, int]] = {
     "passt-s": (40, 4),         # 99 x 12 grid -> 59 x 8 = 472 patches (+2 prefix tokens)
     "passt-s-hop3": (150, 6),   # 319 x 12 grid -> 169 x 6 = 1014 patches (paper Table 2, the "3 ms" model)
 }
+
+
+def patchout_overrides(name: str, grid: tuple[int, int]) -> list[str]:
+    """The paper's patchout for preset `name` as the objective's fractions of its (time, freq)
+    patch grid of a 10 s crop (round(grid * fraction) gives back the counts); none when unknown."""
+    if name not in PATCHOUT:
+        return []
+    (t, f), (n_time, n_freq) = PATCHOUT[name], grid
+    return [f"patchout_time={t / n_time!r}", f"patchout_freq={f / n_freq!r}"]
 
 
 def get(name: str) -> EncoderConfig:

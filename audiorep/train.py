@@ -32,7 +32,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -48,6 +48,7 @@ from .dist import world as world_of
 from .data import ClipDataset, DataConfig, ShardStream, StepSampler, class_balanced_weights
 from .ema import EMA
 from .files import checkpoints, write_json
+from .presets import patchout_overrides
 from .schedules import beta1_at, ema_momentum, lr_at, peak_lr, warmup_of, weight_decay_at
 
 SCHEDULES = ("cosine", "linear", "constant", "onecycle")
@@ -483,6 +484,14 @@ def init_objective(objective: nn.Module, run: str | Path) -> None:
     objective.encoder.load_state_dict(load(str(run)).state_dict())
 
 
+def preset_patchout(recipe, encoder) -> list[str]:
+    """The paper's patchout for the encoder's preset (presets.PATCHOUT), for recipes with patchout fields."""
+    if not {"patchout_time", "patchout_freq"} <= {f.name for f in fields(recipe.config)}:
+        return []
+    grid = getattr(encoder.backbone, "grid", None)
+    return patchout_overrides(encoder.config.name, grid(encoder.backbone.cfg.max_frames)) if grid else []
+
+
 def run_recipe(recipe, encoder_cfg, data_spec: str, out: str | Path, overrides: list[str],
                stop_after: int | None = None, run_config: dict | None = None, init: str | None = None) -> nn.Module:
     """Build the encoder, data and objective of `recipe` (from the run `init` when given) and
@@ -491,10 +500,11 @@ def run_recipe(recipe, encoder_cfg, data_spec: str, out: str | Path, overrides: 
 
     parts = split_overrides(overrides)
     encoder_cfg = override(encoder_cfg, parts["encoder"])
-    objective_cfg = override(recipe.config(), list(recipe.objective_defaults) + parts["objective"])
     cfg = override(TrainConfig(), list(recipe.defaults) + parts["train"])
     torch.manual_seed(cfg.seed)
     encoder = Encoder(encoder_cfg)
+    objective_cfg = override(recipe.config(), list(recipe.objective_defaults) + preset_patchout(recipe, encoder)
+                             + parts["objective"])
     data, vocabulary = open_data(data_spec, encoder.sample_rate, crop_samples(encoder, cfg.data), cfg.data,
                                  views=recipe.views)
     objective = recipe.objective(encoder, objective_cfg, num_classes=len(vocabulary or []))

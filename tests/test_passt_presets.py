@@ -46,3 +46,20 @@ def test_presets_command_shows_the_training_patchout(capsys):
     line = next(x for x in out.splitlines() if x.startswith("passt-s-hop3 "))
     assert "3.125 ms" in line and "training patchout: 150 time x 6 freq" in line
     assert audiorep.list_presets().index("passt-s-hop3") >= 0
+
+
+def test_the_passt_recipe_takes_the_papers_patchout_for_the_preset():
+    """presets.PATCHOUT's counts become the objective's fractions of the preset's patch grid
+    (round(grid x fraction) = the counts); presets without counts and recipes without patchout get none."""
+    from audiorep import presets
+    from audiorep.config import override
+    from audiorep.encoder import Encoder
+    from audiorep.objectives import RECIPES
+    from audiorep.train import preset_patchout
+    for name, counts in presets.PATCHOUT.items():
+        encoder = Encoder(presets.get(name))
+        cfg = override(RECIPES["passt"].config(), preset_patchout(RECIPES["passt"], encoder))
+        n_time, n_freq = encoder.backbone.grid(encoder.backbone.cfg.max_frames)
+        assert (round(n_time * cfg.patchout_time), round(n_freq * cfg.patchout_freq)) == counts, name
+    assert preset_patchout(RECIPES["passt"], Encoder(presets.get("passt-tiny"))) == []
+    assert preset_patchout(RECIPES["audiomae"], Encoder(presets.get("audiomae-tiny"))) == []
