@@ -82,13 +82,19 @@ class FolderInUse(RuntimeError):
 
 
 def _alive(pid: int) -> bool:
+    """A running process of this host. A zombie (dead, not yet reaped: where PID 1 reaps no
+    orphans, as in some containers, a killed run's children stay so) holds nothing."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # another user's live process
         return True
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):  # no /proc (macOS): signal 0 is all we can know
+        return True
+    return state not in ("Z", "X")
 
 
 @contextlib.contextmanager

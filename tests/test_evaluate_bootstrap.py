@@ -7,7 +7,7 @@ import pytest
 from audiorep.evaluate import bootstrap as bs
 from audiorep.evaluate import cli
 from audiorep.evaluate import events as ev
-from audiorep.evaluate.metrics import top1_acc
+from audiorep.evaluate.metrics import RESAMPLED, SCENE_METRICS
 from test_evaluate_e2e import tasks, tiny_hear_module  # noqa: F401 -- fixtures
 
 
@@ -22,7 +22,7 @@ def predictions(correct: np.ndarray, classes: int = 3) -> tuple[np.ndarray, np.n
 def test_hand_computed_case():
     probs, y = predictions(np.array([True, False, True, True]))
     ids = np.array([[0, 0, 0, 0], [1, 1, 2, 3], [0, 1, 2, 3]])  # all right; the wrong clip twice; the set itself
-    assert bs.replicates(top1_acc, probs, y, ids).tolist() == [1.0, 0.5, 0.75]
+    assert RESAMPLED["top1_acc"](probs, y, ids).tolist() == [1.0, 0.5, 0.75]
     assert bs.interval(np.arange(101)) == pytest.approx([2.5, 97.5])  # numpy's linear percentiles of 0..100
     assert bs.interval([np.nan, 1.0, np.inf, 1.0]) == [1.0, 1.0]  # non-finite replicates are dropped
     d = bs.paired([0.8, 0.65, 0.9, 0.8], [0.7, 0.7, 0.8, 0.6])  # differences .1, -.05, .1, .2
@@ -45,7 +45,7 @@ def test_interval_covers_the_true_accuracy_about_95_percent_of_the_time():
     covered = 0
     for trial in range(200):
         probs, y = predictions(rng.random(200) < 0.7)
-        low, high = bs.interval(bs.replicates(top1_acc, probs, y, bs.draws(200, 400, f"coverage/{trial}")))
+        low, high = bs.interval(RESAMPLED["top1_acc"](probs, y, bs.draws(200, 400, f"coverage/{trial}")))
         covered += low <= 0.7 <= high
     assert 0.89 <= covered / 200 <= 0.99, covered
 
@@ -55,11 +55,11 @@ def test_paired_test_rarely_separates_two_equally_good_models():
     positives = 0
     for trial in range(200):
         ids = bs.draws(150, 400, f"pair/{trial}")
-        a = bs.replicates(top1_acc, *predictions(rng.random(150) < 0.7), ids)
-        b = bs.replicates(top1_acc, *predictions(rng.random(150) < 0.7), ids)
+        a = RESAMPLED["top1_acc"](*predictions(rng.random(150) < 0.7), ids)
+        b = RESAMPLED["top1_acc"](*predictions(rng.random(150) < 0.7), ids)
         positives += bs.paired(a, b)["significant"]
     assert positives / 200 <= 0.09, positives  # nominal 5%
-    same = bs.replicates(top1_acc, *predictions(rng.random(150) < 0.7), bs.draws(150, 400, "same"))
+    same = RESAMPLED["top1_acc"](*predictions(rng.random(150) < 0.7), bs.draws(150, 400, "same"))
     d = bs.paired(same, same)
     assert d["difference"] == 0 and d["p_better"] == 0.5 and not d["significant"]
 
@@ -111,3 +111,30 @@ def test_compare_names_must_be_evaluated_models(tasks, tmp_path, tiny_hear_modul
                   "--compare", "logmel", "nobody"])
     assert "no model labelled 'nobody'" in capsys.readouterr().err
     assert not (tmp_path / "x" / "results.json").exists()
+
+
+@pytest.mark.parametrize("few_groups", [0, 256])  # counted by cumsums / by matrix products
+@pytest.mark.parametrize("name", sorted(RESAMPLED))
+def test_resampled_metrics_equal_the_metric_on_each_resample(name, few_groups, monkeypatch):
+    """Every scene metric on many resamples at once equals the metric on each resampled set
+    (ties, a class without positives in some resamples, the chunking of large tasks)."""
+    from audiorep.evaluate import metrics
+    rng = np.random.default_rng(1)
+    n, classes = 40, 5
+    probs = np.round(rng.random((n, classes)), 1)  # many tied scores
+    y = np.eye(classes)[rng.integers(0, classes, n)]
+    y[:, 4] = 0
+    y[[3, 7], 4] = 1  # a rare class: absent from some resamples
+    if name == "mAP":
+        y = np.maximum(y, rng.random((n, classes)) < 0.2)  # multi-label
+    ids = bs.draws(n, 64, f"equal/{name}")
+    expected = []
+    for i in ids:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            expected.append(SCENE_METRICS[name](probs[i], y[i]))
+    monkeypatch.setattr(metrics, "CHUNK", 7 * n)  # 7 resamples at a time
+    monkeypatch.setattr(metrics, "FEW_GROUPS", few_groups)
+    got = RESAMPLED[name](probs, y, ids)
+    np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12, equal_nan=True)
+    if name in ("aucroc", "d_prime"):
+        assert np.isnan(got).any() and np.isfinite(got).any()  # the rare class's absence is NaN, as the kit's

@@ -108,3 +108,22 @@ def test_evaluate_and_import_on_a_busy_folder_are_refused(tmp_path, capsys):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     assert cli.main(["tasks", "import", str(tmp_path / "src"), str(task)]) == 0
+
+
+def test_a_lock_held_by_a_zombie_is_taken_over(tmp_path):
+    """A killed run whose process nobody reaps (PID 1 of some containers reaps no orphans)
+    stays a zombie: its pid answers signal 0, but it holds nothing."""
+    import time
+
+    from audiorep.files import folder_lock
+    proc = holder(tmp_path / "run", 60)
+    proc.send_signal(signal.SIGKILL)
+    deadline = time.time() + 10
+    while time.time() < deadline and open(f"/proc/{proc.pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
+        time.sleep(0.01)
+    try:
+        os.kill(proc.pid, 0)  # not reaped yet: the pid still exists
+        with folder_lock(tmp_path / "run"):
+            assert (tmp_path / "run" / LOCK).read_text().split()[0] == str(os.getpid())
+    finally:
+        proc.wait()

@@ -210,7 +210,19 @@ def test_a_killed_crossval_study_continues_to_the_same_table(finished, data):
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)  # inside the first crossval: seed 0 scored, seed 1 training
     proc.wait()
+    wait_for_holders(out)  # its crossval processes die with it (PR_SET_PDEATHSIG), a moment later
     assert not (out / "study.md").exists()
     assert not json.loads((out / "crossval" / "none" / "results.json").read_text())["complete"]
     study.run(spec, out, jobs=2)
     assert (out / "table.md").read_text() == (clean / "table.md").read_text()
+
+
+def wait_for_holders(out: Path, seconds: float = 30) -> None:
+    """Until no live process holds a lock under `out`."""
+    from audiorep.files import LOCK, _alive
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        pids = [int(t.split()[0]) for t in (p.read_text(errors="replace") for p in out.rglob(LOCK)) if t[:1].isdigit()]
+        if not any(_alive(pid) for pid in pids):
+            return
+        time.sleep(0.05)

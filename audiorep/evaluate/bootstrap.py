@@ -5,7 +5,8 @@ resample, take the 2.5 and 97.5 percentiles. Here a task's resamples are drawn p
 split (k-fold tasks: within each fold; event tasks: whole files, so a file's events stay
 together) from a generator seeded by the task and split names only, so every model is scored
 on the same resamples. A model's replicate b is the mean over splits and probe seeds of its
-score on resample b, exactly as its reported score is the mean of the unresampled ones.
+score on resample b, exactly as its reported score is the mean of the unresampled ones
+(scene metrics score all resamples at once: metrics.RESAMPLED).
 
 Because the resamples are shared, two models' replicates pair up: the difference A - B on
 resample b is a draw of the paired bootstrap, whose percentiles bound the difference and
@@ -14,7 +15,6 @@ whose share of positive draws says how often A beat B on resampled test sets.
 from __future__ import annotations
 
 import zlib
-from typing import Callable
 
 import numpy as np
 
@@ -27,13 +27,6 @@ def draws(n: int, b: int, key: str) -> np.ndarray:
     model: seeded by `key` (task and split name)."""
     rng = np.random.default_rng(zlib.crc32(key.encode()))
     return rng.integers(0, n, size=(b, n))
-
-
-def replicates(metric: Callable[[np.ndarray, np.ndarray], float], probs: np.ndarray, y: np.ndarray,
-               ids: np.ndarray) -> np.ndarray:
-    """Scene tasks: metric(probs, y) on each resample of rows `ids` [b, n] -> [b]."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.array([metric(probs[i], y[i]) for i in ids], dtype=np.float64)
 
 
 def interval(values, level: float = LEVEL) -> list[float]:

@@ -41,7 +41,7 @@ from . import events as ev
 from . import probe_parts, probes
 from .probe_parts import Unit
 from .embeddings import EmbeddingError, load_split
-from .metrics import SCENE_METRICS
+from .metrics import RESAMPLED, SCENE_METRICS
 
 MODES = ("mlp", "linear", "knn")
 MINIMIZED = {"segment_1s_er"}
@@ -196,7 +196,7 @@ class TaskData:
         key = f"{self.meta['task_name']}/{'|'.join(names)}"
         if not self.event:
             y = self.rows(names)[1]
-            return bs.replicates(SCENE_METRICS[self.primary], probs, y, bs.draws(len(y), n, key))
+            return RESAMPLED[self.primary](probs, y, bs.draws(len(y), n, key))
         reference, estimated = self._estimated(names, probs, postprocessing)
         files, counts = ev.metric_counts(self.primary, reference, estimated, self.vocab)  # [F, k]
         return ev.score_of_counts(self.primary, counts[bs.draws(len(files), n, key)].sum(1))  # [n]
