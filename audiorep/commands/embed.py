@@ -152,9 +152,7 @@ class Run:
     def file(self, path: Path, stem: str, index: dict, taken: dict, journal: Journal) -> None:
         source, stat = os.path.abspath(path), path.stat()
         record = {"npy": f"{stem}.npy", "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-        done = index["files"].get(source, {})
-        if {k: done.get(k) for k in record} == record and all((self.out / n).exists() for n in outputs(done)):
-            journal.record("files", source, done)
+        if self.reused("files", source, record, index, journal):
             return
         try:
             emb, ts = embed_file(self.encoder, path, self.args.kind, self.cfg, self.args.block_minutes * 60)
@@ -163,6 +161,14 @@ class Run:
             journal.error(source, str(e))
             return
         journal.record("files", source, {**record, **self.save(stem, emb, ts)})
+
+    def reused(self, kind: str, source: str, record: dict, index: dict, journal: Journal) -> bool:
+        """An earlier run's outputs of this unchanged input (same size, mtime, names; files present), kept."""
+        done = index[kind].get(source, {})
+        if {k: done.get(k) for k in record} != record or not all((self.out / n).exists() for n in outputs(done)):
+            return False
+        journal.record(kind, source, done)
+        return True
 
     def save(self, stem: str, emb, ts) -> dict:
         """Per-file outputs: STEM.npy (+ STEM.timestamps_ms.npy); their part of the record."""
@@ -177,9 +183,7 @@ class Run:
         shard's record (kept with it, reported on every run), the rest is embedded."""
         source, stat = os.path.abspath(path), path.stat()
         record = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-        done = index["shards"].get(source, {})
-        if {k: done.get(k) for k in record} == record and all((self.out / n).exists() for n in outputs(done)):
-            journal.record("shards", source, done)
+        if self.reused("shards", source, record, index, journal):
             return
         record.update(samples={}, errors={})
         if self.args.format == "shards":

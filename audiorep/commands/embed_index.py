@@ -106,15 +106,26 @@ def fold(out: Path, setup: dict) -> dict:
     """Rank 0 at the start: index.json plus what the journals of killed runs finished
     (any number of processes), written back to index.json; the journals are then deleted."""
     index = read_index(out / INDEX, setup)
+    absorb(out, setup, index)
+    return index
+
+
+def absorb(out: Path, setup: dict, index: dict, shards=()) -> None:
+    """Every journal's entries into `index` (records by source, errors by source), with the
+    errors recorded in the records of `shards` (reported on every run), index.json written,
+    then the journals deleted."""
     found = journals(out)
     for path in found:
         for e in journal_entries(path, setup):
-            if e["kind"] != "errors":
+            if e["kind"] == "errors":
+                index.setdefault("errors", {})[e["source"]] = e["message"]
+            else:
                 index[e["kind"]][e["source"]] = e["record"]
+    for shard in shards:
+        index.setdefault("errors", {}).update(index["shards"].get(shard, {}).get("errors", {}))
     write_json(out / INDEX, index)
     for path in found:
         path.unlink()
-    return index
 
 
 def wait_for_ranks(out: Path, size: int, poll_s: float = 0.5) -> None:
@@ -146,18 +157,7 @@ def finish(out: Path, setup: dict, model: str, run: dict[str, set[str]], errors:
     for kind, sources in run.items():
         index[kind] = {s: r for s, r in index[kind].items() if s not in sources}
     index["errors"], index["model"] = dict(errors), model
-    found = journals(out)
-    for path in found:
-        for e in journal_entries(path, setup):
-            if e["kind"] == "errors":
-                index["errors"][e["source"]] = e["message"]
-            else:
-                index[e["kind"]][e["source"]] = e["record"]
-    for shard in run.get("shards", ()):
-        index["errors"].update(index["shards"].get(shard, {}).get("errors", {}))
-    write_json(out / INDEX, index)
-    for path in found:
-        path.unlink()
+    absorb(out, setup, index, run.get("shards", ()))
     return index
 
 

@@ -51,7 +51,7 @@ class Models:
 
     def get(self, spec: emb.ModelSpec) -> tuple[Any, Any]:
         if spec != self.spec:
-            self.spec, self.loaded = None, None
+            self.spec, self.loaded = None, None  # the previous model freed before the next one loads
             self.loaded, self.spec = emb.load_hear_model(spec, self.device), spec
         return self.loaded
 
