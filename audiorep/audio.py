@@ -71,6 +71,8 @@ def check(x, name: str = "audio"):
 def to_mono(x: np.ndarray) -> np.ndarray:
     """[S] or [S, C] (soundfile layout) -> [S] float32, channels averaged."""
     x = np.asarray(x, dtype=np.float32)
+    if x.ndim == 2 and x.shape[1] == 1:
+        return x[:, 0]  # the mean of one channel, without a pass over it (a loader's every crop)
     return x.mean(axis=1) if x.ndim == 2 else x
 
 
