@@ -34,7 +34,7 @@ import torch
 from tqdm import tqdm
 
 from .config import override, to_dict
-from .data import ClipDataset, task_clips
+from .data import ClipDataset, DataConfig, task_clips
 from .dist import alone, gather_patiently, share, world
 from .encoder import Encoder
 from .files import write_json
@@ -64,6 +64,12 @@ def train_config(recipe, overrides: list[str], task, n_train: int, epochs: float
     return replace(cfg, seed=cfg.seed + seed)
 
 
+def fold_crop(encoder: Encoder, data: DataConfig) -> int:
+    """Samples of a fold's training crop: data.crop_s (train_config sets it to the task's clip
+    length when 0), at most what the encoder takes, at least its shortest input."""
+    return max(min(round(data.crop_s * encoder.sample_rate), encoder.span_samples), encoder.min_samples)
+
+
 def run_fold(recipe, encoder_cfg, task, fold: tuple[str, list[str], dict[str, str]], seed: int, overrides: list[str],
              out: Path, epochs: float | None = None, stop_after: int | None = None) -> dict | None:
     """Train one fresh encoder on the fold's training splits and score its held-out splits
@@ -76,8 +82,7 @@ def run_fold(recipe, encoder_cfg, task, fold: tuple[str, list[str], dict[str, st
     cfg = train_config(recipe, parts["train"], task, len(clips), epochs, seed)
     torch.manual_seed(cfg.seed)
     encoder = Encoder(encoder_cfg)
-    crop = min(round(cfg.data.crop_s * encoder.sample_rate), encoder.span_samples)
-    crop = max(crop, encoder.min_samples)
+    crop = fold_crop(encoder, cfg.data)
     data = ClipDataset(clips, encoder.sample_rate, crop, cfg.data, task.vocabulary, recipe.views)
     objective = recipe.objective(encoder, objective_cfg, num_classes=len(task.vocabulary))
     run_config = {"recipe": recipe.name, "task": str(task.path), "fold": name, "seed": seed,

@@ -17,14 +17,13 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from audiorep.config import from_dict
-from audiorep.crossval import folds
+from audiorep.crossval import fold_crop, folds
 from audiorep.encoder import Encoder, EncoderConfig
 from audiorep.files import checkpoints, write_json
 from audiorep.objectives import RECIPES
 from audiorep.tasks.format import load_task
 from audiorep.train import TrainConfig, crop_samples, epoch_steps, make_loader, open_data
 
-from .crossvals import fold_crop
 
 
 def source(config: dict) -> tuple[str, str]:

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from audiorep import presets
 from audiorep.config import override
-from audiorep.crossval import folds, summarize, train_config
-from audiorep.data import DataConfig, task_clips
+from audiorep.crossval import fold_crop, folds, summarize, train_config
+from audiorep.data import task_clips
 from audiorep.encoder import Encoder
 from audiorep.files import write_json
 from audiorep.objectives import RECIPES
@@ -42,12 +42,6 @@ class CrossvalRun:
     folds: tuple[str, ...]         # the held-out folds it runs
     steps: tuple[int, ...]         # optimizer steps of each
     audio_per_step: float          # seconds: batch x views x crop (the task's clips, at most the encoder's span)
-
-
-def fold_crop(encoder: Encoder, data: DataConfig) -> int:
-    """Samples of a crossval training crop: data.crop_s (crossval sets it to the task's clip
-    length when 0), at most what the encoder takes (as crossval.run_fold)."""
-    return max(min(round(data.crop_s * encoder.sample_rate), encoder.span_samples), encoder.min_samples)
 
 
 def folder(out: Path, run: str) -> Path:
