@@ -8,10 +8,8 @@ import dataclasses
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,11 +30,28 @@ def _argv(tasks: Path, out: Path) -> list[str]:
             "--max-epochs", "6", "--bootstrap", "20", "--device", "auto"]
 
 
-def _torchrun(argv: list[str], nproc: int = 2, **kw) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")  # one thread per rank, as the reference
+# `audiorep evaluate` whose rank KILL_RANK (when set) SIGKILLs itself right after writing its first
+# probe outcome: killed mid-grid, whatever the machine's speed
+DYING_EVALUATE = """
+import os, signal, sys
+from audiorep.evaluate import cli, probe_parts
+real = probe_parts.write
+def write_then_die(*args, **kwargs):
+    real(*args, **kwargs)
+    if os.environ["RANK"] == os.environ.get("KILL_RANK"):
+        os.kill(os.getpid(), signal.SIGKILL)
+probe_parts.write = write_then_die
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def _torchrun(argv: list[str], folder: Path, nproc: int = 2, **env) -> subprocess.Popen:
+    script = folder / "evaluate_worker.py"
+    script.write_text(DYING_EVALUATE)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", **env)  # one thread per rank, as the reference
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
-           "-m", "audiorep", "evaluate", *argv]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+           str(script), *argv]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _results(out: Path) -> dict:
@@ -109,7 +124,7 @@ def test_a_grid_point_trains_alike_whatever_points_share_its_stack(classes):
 
 def test_two_processes_write_what_one_writes(small, reference, tmp_path):
     out = tmp_path / "two"
-    done = _torchrun(_argv(small, out))
+    done = _torchrun(_argv(small, out), tmp_path)
     stdout, stderr = done.communicate(timeout=240)
     assert done.returncode == 0, stderr[-3000:]
     assert _results(out) == _results(reference)
@@ -123,29 +138,14 @@ def test_two_processes_write_what_one_writes(small, reference, tmp_path):
     assert parts == _parts(reference)
 
 
-def _worker(torchrun_pid: int, rank: int) -> int:
-    """The pid of torchrun's worker process of `rank`."""
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and int((proc / "stat").read_text().split()[3]) == torchrun_pid:
-                if f"RANK={rank}\0" in (proc / "environ").read_text().replace("LOCAL_RANK", "LOCAL"):
-                    return int(proc.name)
-        except OSError:
-            continue
-    raise LookupError(f"no worker of rank {rank} under pid {torchrun_pid}")
-
-
 def test_kill_a_rank_then_resume_with_one_process(small, reference, tmp_path):
     out = tmp_path / "killed"
-    run = _torchrun(_argv(small, out))
-    deadline = time.monotonic() + 120
-    while not list((out / "predictions").rglob("*.points/*/*.json")):
-        assert run.poll() is None and time.monotonic() < deadline, "no probe finished before the run ended"
-        time.sleep(0.05)
-    os.kill(_worker(run.pid, 1), signal.SIGKILL)
-    _, stderr = run.communicate(timeout=60)  # torchrun stops rank 0 too: no hang
-    assert run.returncode != 0 and not (out / "results.json").exists(), stderr[-2000:]
+    run = _torchrun(_argv(small, out), tmp_path, KILL_RANK="1")
+    _, stderr = run.communicate(timeout=240)  # torchrun stops rank 0 too: no hang
+    assert run.returncode != 0 and "Signal 9 (SIGKILL) received" in stderr, stderr[-2000:]
+    assert not (out / "results.json").exists()
     finished = {p: p.stat().st_mtime_ns for p in (out / "predictions").rglob("*.points/*/*.json")}
+    assert finished  # rank 1 wrote one before it died
     assert cli.main(_argv(small, out)) == 0  # world size 1 now
     assert _results(out) == _results(reference)
     assert all(p.stat().st_mtime_ns == t for p, t in finished.items())  # reused, not trained again
@@ -154,7 +154,7 @@ def test_kill_a_rank_then_resume_with_one_process(small, reference, tmp_path):
 def test_a_locked_out_is_refused_by_every_rank(small, tmp_path):
     out = tmp_path / "locked"
     with folder_lock(out):  # this test's process is the live run using it
-        run = _torchrun(_argv(small, out))
+        run = _torchrun(_argv(small, out), tmp_path)
         _, stderr = run.communicate(timeout=120)
     assert run.returncode != 0
     assert f"another run (pid {os.getpid()}" in stderr and str(out) in stderr
