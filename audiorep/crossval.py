@@ -39,7 +39,8 @@ from .dist import alone, gather_patiently, share, world
 from .encoder import Encoder
 from .files import write_json
 from .finetune import eval_dataset, predict, score
-from .train import TrainConfig, check_config, split_overrides, train, uses_ema
+from .train import TrainConfig, check_config, train, uses_ema
+from .runs import split_overrides
 
 
 def folds(task) -> list[tuple[str, list[str], dict[str, str]]]:

@@ -27,7 +27,7 @@ from .config import override
 from .encoder import Encoder
 from .evaluate import scores
 from .objectives import RECIPES
-from .train import run_recipe, split_overrides
+from .runs import run_recipe, split_overrides
 
 TINY = sizes.get("audiomae", "tiny")  # the model, its decoder and optimizer; the demo size sets batch and crop
 

@@ -24,7 +24,8 @@ from .data import ClipDataset, task_clips
 from .evaluate.metrics import mean_average_precision, top1_acc
 from .files import write_json
 from .tasks.format import load_task
-from .train import TrainConfig, crop_samples, split_overrides, train
+from .train import TrainConfig, train
+from .runs import crop_samples, split_overrides
 
 # Fine-tuning defaults (Audio-MAE / PaSST fine-tuning), overridden from the command line.
 FINETUNE_DEFAULTS = ["steps=500", "batch_size=32", "lr=5e-4", "warmup_steps=50", "weight_decay=0.05",

@@ -1,7 +1,7 @@
 """The one training loop: any objective, step-based, resumable, DDP via torchrun.
 
     audiorep pretrain audiomae --data corpus/ --out runs/mae --preset audiomae-tiny steps=2000 batch_size=64
-    torchrun --nproc_per_node 2 -m audiorep.train audiomae --data corpus/ --out runs/mae
+    torchrun --nproc_per_node 2 -m audiorep pretrain audiomae --data corpus/ --out runs/mae
 
 An objective is an nn.Module owning `encoder`, with `forward(batch) -> (loss, logs)` and
 optionally `after_step`, `prepare` and `encoder_to_save` (objectives/__init__.py); the loop
@@ -32,7 +32,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -41,14 +41,13 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .config import override, to_dict
+from .config import to_dict
 from .convert import one_line
 from .dist import first_error, out_lock
 from .dist import world as world_of
 from .data import ClipDataset, DataConfig, ShardStream, StepSampler, class_balanced_weights
 from .ema import EMA
 from .files import checkpoints, write_json
-from .presets import patchout_overrides
 from .schedules import beta1_at, ema_momentum, lr_at, peak_lr, warmup_of, weight_decay_at
 
 SCHEDULES = ("cosine", "linear", "constant", "onecycle")
@@ -435,81 +434,3 @@ def train_locked(objective: nn.Module, data: ClipDataset | ShardStream, cfg: Tra
                 dist.barrier()
     bar.close()
     return objective
-
-
-# ---------------------------------------------------------------- runs from the command line
-
-
-def split_overrides(items: list[str]) -> dict[str, list[str]]:
-    """`encoder.x=..` -> encoder, `objective.x=..` -> objective, `train.x=..` or `x=..` -> train."""
-    parts: dict[str, list[str]] = {"encoder": [], "objective": [], "train": []}
-    for item in items:
-        head, _, rest = item.partition(".")
-        if head in parts and "=" in rest and "=" not in head:
-            parts[head].append(rest)
-        else:
-            parts["train"].append(item)
-    return parts
-
-
-def open_data(spec: str, sample_rate: int, crop_samples: int, cfg: DataConfig, split: str = "train", views: int = 1):
-    """(dataset or shard stream, vocabulary or None) for `--data`."""
-    from .data import clips_from, is_shards, list_shards, shard_vocabulary
-
-    if is_shards(spec):
-        vocabulary = shard_vocabulary(spec)
-        return ShardStream(list_shards(spec), sample_rate, crop_samples, 1, cfg, vocabulary, views=views), vocabulary
-    clips, vocabulary = clips_from(spec, split)
-    return ClipDataset(clips, sample_rate, crop_samples, cfg, vocabulary, views), vocabulary
-
-
-def crop_samples(encoder, cfg: DataConfig) -> int:
-    """Training crop: data.crop_s, or the frames the backbone was built for (`train_frames`,
-    else the most it accepts)."""
-    if cfg.crop_s > 0:
-        return round(cfg.crop_s * encoder.sample_rate)
-    backbone = encoder.backbone
-    return encoder.crop_samples(getattr(backbone, "train_frames", backbone.frames[1]))
-
-
-def init_objective(objective: nn.Module, run: str | Path) -> None:
-    """Start from another run: the objective's own `init_from(run)` when it has one (e.g.
-    EnCodecMAE self-training), else the run's encoder weights (every name and shape must fit;
-    a run without an encoder yet is named as such, as audiorep.load does)."""
-    from .models import load
-
-    if hasattr(objective, "init_from"):
-        objective.init_from(run)
-        return
-    objective.encoder.load_state_dict(load(str(run)).state_dict())
-
-
-def preset_patchout(recipe, encoder) -> list[str]:
-    """The paper's patchout for the encoder's preset (presets.PATCHOUT), for recipes with patchout fields."""
-    if not {"patchout_time", "patchout_freq"} <= {f.name for f in fields(recipe.config)}:
-        return []
-    grid = getattr(encoder.backbone, "grid", None)
-    return patchout_overrides(encoder.config.name, grid(encoder.backbone.cfg.max_frames)) if grid else []
-
-
-def run_recipe(recipe, encoder_cfg, data_spec: str, out: str | Path, overrides: list[str],
-               stop_after: int | None = None, run_config: dict | None = None, init: str | None = None) -> nn.Module:
-    """Build the encoder, data and objective of `recipe` (from the run `init` when given) and
-    train them (all processes)."""
-    from .encoder import Encoder
-
-    parts = split_overrides(overrides)
-    encoder_cfg = override(encoder_cfg, parts["encoder"])
-    cfg = override(TrainConfig(), list(recipe.defaults) + parts["train"])
-    torch.manual_seed(cfg.seed)
-    encoder = Encoder(encoder_cfg)
-    objective_cfg = override(recipe.config(), list(recipe.objective_defaults) + preset_patchout(recipe, encoder)
-                             + parts["objective"])
-    data, vocabulary = open_data(data_spec, encoder.sample_rate, crop_samples(encoder, cfg.data), cfg.data,
-                                 views=recipe.views)
-    objective = recipe.objective(encoder, objective_cfg, num_classes=len(vocabulary or []))
-    if init is not None:
-        init_objective(objective, init)
-    run_config = dict(run_config or {}, recipe=recipe.name, data=str(data_spec), encoder=to_dict(encoder_cfg),
-                      objective=to_dict(objective_cfg), vocabulary=vocabulary, **({"init": str(init)} if init else {}))
-    return train(objective, data, cfg, out, run_config, stop_after)

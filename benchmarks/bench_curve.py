@@ -39,7 +39,8 @@ from audiorep.encoder import Encoder
 from audiorep.evaluate import cli as evaluate_cli
 from audiorep.objectives import RECIPES
 from audiorep.tasks.suite import build_corpus, build_suite
-from audiorep.train import TrainConfig, crop_samples, run_recipe, split_overrides
+from audiorep.train import TrainConfig
+from audiorep.runs import crop_samples, run_recipe, split_overrides
 
 # the self-supervised recipes at their tiny size (EnCodecMAE: random-weight EnCodec codes of whole clips)
 TINY = {recipe: sizes.get(recipe, "tiny") for recipe in ("audiomae", "asit", "encodecmae")}

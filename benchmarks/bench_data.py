@@ -19,7 +19,7 @@ defaults). Columns:
                   data.repeat_s=0, streams read each sample once per pass)
   loader/worker   samples (clips, with all their views) per second of one loader process:
                   decode, resample to the encoder's rate, crop, gain and roll as the recipe's
-                  DataConfig says, collate; through train.open_data and train.make_loader
+                  DataConfig says, collate; through runs.open_data and train.make_loader
                   with data.workers=0 (in this process, one torch thread as a worker has),
                   --batches batches of the recipe's batch size, timed from the loader's
                   start (worker start-up and the shards' shuffle buffer included: a lower
@@ -77,7 +77,8 @@ from audiorep.encoder import Encoder
 from audiorep.files import write_json
 from audiorep.masking import masked_from_keep, packed_keep
 from audiorep.objectives import RECIPES
-from audiorep.train import TrainConfig, crop_samples, epoch_steps, make_loader, open_data, split_overrides
+from audiorep.train import TrainConfig, epoch_steps, make_loader
+from audiorep.runs import crop_samples, open_data, split_overrides
 
 H100_BF16 = 989.4e12  # dense bf16 FLOP/s
 UTILIZATION = 0.4

@@ -191,7 +191,8 @@ def build(recipe_name: str, size: str, manifest: Path, settings: list[str], dry_
     from audiorep.config import override
     from audiorep.encoder import Encoder
     from audiorep.objectives import RECIPES as ALL
-    from audiorep.train import TrainConfig, crop_samples, open_data, split_overrides
+    from audiorep.train import TrainConfig
+    from audiorep.runs import crop_samples, open_data, split_overrides
 
     recipe, chosen = ALL[recipe_name], sizes.get(recipe_name, size)
     extra = [*EXTRA.get(recipe_name, ()), *(DRY_EXTRA.get(recipe_name, ()) if dry_run else ())]

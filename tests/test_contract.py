@@ -82,7 +82,7 @@ def tones(folder: Path, sr: int = 16000) -> Path:
 @pytest.mark.usefixtures("one_thread")
 def test_a_backbone_kind_defined_outside_the_package_trains_embeds_and_passes_hear(tmp_path, monkeypatch):
     from audiorep.objectives import RECIPES
-    from audiorep.train import run_recipe
+    from audiorep.runs import run_recipe
 
     manifest = tones(tmp_path)
     run = tmp_path / "run"
@@ -97,7 +97,7 @@ def test_a_backbone_kind_defined_outside_the_package_trains_embeds_and_passes_he
     enc = audiorep.load(str(run))  # config.json names the kind; the registry builds it
     assert isinstance(enc.backbone, FrameMLP) and enc.config.num_classes == 2
     from audiorep.objectives import Supervised, SupervisedConfig
-    from audiorep.train import init_objective
+    from audiorep.runs import init_objective
     fresh = Supervised(Encoder(CONFIG), SupervisedConfig(patchout_time=0, patchout_freq=0), num_classes=2)
     init_objective(fresh, run)  # `audiorep pretrain ... --init RUN`
     for name, value in enc.state_dict().items():

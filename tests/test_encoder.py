@@ -171,6 +171,6 @@ def test_passt_time_positions_cropped_at_a_random_offset_in_training_only():
 def test_default_training_crop_is_what_the_positions_were_built_for(name, frames):
     """Training crops default to the frames a ViT's positions were built for (not its longest input)."""
     from audiorep.data import DataConfig
-    from audiorep.train import crop_samples
+    from audiorep.runs import crop_samples
     enc = tiny(name)
     assert enc.frontend.num_frames(crop_samples(enc, DataConfig())) == frames

@@ -55,7 +55,7 @@ def test_the_passt_recipe_takes_the_papers_patchout_for_the_preset():
     from audiorep.config import override
     from audiorep.encoder import Encoder
     from audiorep.objectives import RECIPES
-    from audiorep.train import preset_patchout
+    from audiorep.runs import preset_patchout
     for name, counts in presets.PATCHOUT.items():
         encoder = Encoder(presets.get(name))
         cfg = override(RECIPES["passt"].config(), preset_patchout(RECIPES["passt"], encoder))

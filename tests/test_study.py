@@ -21,7 +21,8 @@ from audiorep.study import plan
 from audiorep.study.launch import Job, calibrate, command, copy_encoder, execute
 from audiorep.study.spec import SpecError, load
 from audiorep.tasks.format import TaskWriter, make_metadata
-from audiorep.train import TrainConfig, split_overrides
+from audiorep.train import TrainConfig
+from audiorep.runs import split_overrides
 
 SR = 16000
 TONES = {"low": 300, "mid": 420, "high": 600}

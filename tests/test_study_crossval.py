@@ -22,7 +22,7 @@ from audiorep.objectives import RECIPES
 from audiorep.study import crossvals
 from audiorep.study.spec import load
 from audiorep.tasks.format import load_task, make_metadata
-from audiorep.train import split_overrides
+from audiorep.runs import split_overrides
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

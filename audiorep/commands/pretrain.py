@@ -10,7 +10,7 @@ from pathlib import Path
 from .. import presets
 from ..dist import leave
 from ..objectives import RECIPES
-from ..train import run_recipe
+from ..runs import run_recipe
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,7 +28,7 @@ from audiorep.encoder import Encoder
 from audiorep.evaluate import cli as evaluate_cli
 from audiorep.files import folder_lock, write_text
 from audiorep.tasks.format import check_task
-from audiorep.train import split_overrides
+from audiorep.runs import split_overrides
 
 from . import crossvals, launch, plan, report
 from .cost import cost

@@ -22,7 +22,8 @@ from audiorep.encoder import Encoder, EncoderConfig
 from audiorep.files import checkpoints, write_json
 from audiorep.objectives import RECIPES
 from audiorep.tasks.format import load_task
-from audiorep.train import TrainConfig, crop_samples, epoch_steps, make_loader, open_data
+from audiorep.train import TrainConfig, epoch_steps, make_loader
+from audiorep.runs import crop_samples, open_data
 
 
 

@@ -25,7 +25,7 @@ from audiorep.encoder import Encoder
 from audiorep.files import write_json
 from audiorep.objectives import RECIPES
 from audiorep.tasks.format import load_task
-from audiorep.train import split_overrides
+from audiorep.runs import split_overrides
 
 from . import launch
 from .spec import Run, Spec

@@ -16,7 +16,8 @@ from audiorep import presets
 from audiorep.config import override
 from audiorep.encoder import Encoder
 from audiorep.objectives import RECIPES
-from audiorep.train import TrainConfig, crop_samples, split_overrides
+from audiorep.train import TrainConfig
+from audiorep.runs import crop_samples, split_overrides
 
 from .spec import Run, Spec
 

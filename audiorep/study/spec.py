@@ -58,7 +58,8 @@ from audiorep.objectives import RECIPES, Supervised
 from audiorep.tasks.format import split_names
 from audiorep.tasks.scaffold import SIZES as SUITE_SIZES
 from audiorep.tasks.suite import TASKS as SUITE_TASKS
-from audiorep.train import TrainConfig, split_overrides
+from audiorep.train import TrainConfig
+from audiorep.runs import split_overrides
 
 from .fields import SpecError, fail, keys_of, path_of, seeds_of, strings, typed
 
