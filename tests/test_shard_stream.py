@@ -4,6 +4,7 @@ pretraining from shards and resuming exactly."""
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pytest
@@ -14,7 +15,8 @@ from torch.utils.data import DataLoader
 import audiorep
 from audiorep import audio, cli, sizes
 from audiorep.commands import pretrain
-from audiorep.data import ClipDataset, DataConfig, ShardStream, clips_from, list_shards, shard_vocabulary, write_shards
+from audiorep.data import (Clip, ClipDataset, DataConfig, ShardStream, clips_from, list_shards, shard_vocabulary,
+                           write_shards)
 from audiorep.data import shards as shard_files
 from audiorep.data.shards import INDEX_STRIDE, read_samples, tar_writer
 from audiorep.objectives import RECIPES
@@ -98,9 +100,9 @@ def test_views_index_start_length_through_the_loader_and_resume(corpus, shards, 
     clips, _ = clips_from(corpus / "m.csv")
     waves = {index_of(i): audio.read(c.path, SR)[0] for i, c in enumerate(clips)}
     stream = stream_of(shards, DataConfig(roll=False), views=2)
-    assert [shard_files.count_samples(p) for p in list_shards(shards)] == [3, 3, 3, 1]  # from the tar headers
+    assert [len(shard_files.shard_samples(p)) for p in list_shards(shards)] == [3, 3, 3, 1]  # from the tar headers
     with monkeypatch.context() as patch:
-        patch.setattr(shard_files, "count_samples", lambda path: pytest.fail(f"{path} scanned"))
+        patch.setattr(shard_files, "shard_samples", lambda path, lengths=False: pytest.fail(f"{path} scanned"))
         assert len(stream) == len(clips)  # from the shards.json write_shards wrote
     ref = batches(stream, 2, 10)
     seen = set()
@@ -124,6 +126,50 @@ def test_views_index_start_length_through_the_loader_and_resume(corpus, shards, 
         for wave, index, start, length in zip(b["wave"], b["index"], b["start"], b["length"]):
             clip = waves[int(index)]
             assert torch.equal(wave[0, :length[0]], torch.from_numpy(clip[start[0]:start[0] + length[0]]))
+
+
+REPEAT_S = 0.5  # SECONDS -> 1, 2, 5, 1, 3, 4, 1, 2, 4, 1 positions
+
+
+def test_repeats_fill_clip_dataset_positions_and_resume_exactly(corpus, shards, tmp_path, monkeypatch):
+    """data.repeat_s: a sample fills as many positions of a pass as its clip in ClipDataset, each
+    with its own crop; len() is ClipDataset's, from shards.json or from the headers of shards
+    without it (foreign ones, or written before frames were recorded); resume stays exact."""
+    clips, vocabulary = clips_from(corpus / "m.csv")
+    cfg = DataConfig(repeat_s=REPEAT_S, roll=False)
+    files = ClipDataset(clips, SR, 4000, cfg, vocabulary)
+    assert len(files) == 24
+    want = {index_of(i): n for i, n in enumerate(np.bincount(files.clip_of).tolist())}
+    stream = stream_of(shards, cfg)
+    with monkeypatch.context() as patch:
+        patch.setattr(shard_files, "shard_samples", lambda path, lengths=False: pytest.fail(f"{path} scanned"))
+        assert len(stream) == len(files)  # from the frames write_shards recorded
+    record = json.loads((shards / shard_files.SETTINGS_FILE).read_text())
+    assert record["frames"] == {p.name: [n for n, rate in shard_files.shard_samples(p, lengths=True)]
+                                for p in list_shards(shards)}
+    for name, kept in (("foreign", {}), ("old", {k: v for k, v in record.items() if k != "frames"})):
+        folder = tmp_path / name  # webdataset-written (no shards.json), or a shards.json without frames
+        folder.mkdir()
+        for p in list_shards(shards):
+            (folder / p.name).write_bytes(p.read_bytes())
+        if kept:
+            (folder / shard_files.SETTINGS_FILE).write_text(json.dumps(kept))
+        assert len(stream_of(folder, cfg)) == len(files) and len(stream_of(folder, DataConfig())) == len(clips)
+    stamp = (tmp_path / "old" / "shard-000000.tar").stat().st_mtime_ns
+    write_shards(clips, tmp_path / "old", SR, per_shard=PER_SHARD, fmt=record["format"])  # a rerun records them
+    assert json.loads((tmp_path / "old" / shard_files.SETTINGS_FILE).read_text()) == record
+    assert (tmp_path / "old" / "shard-000000.tar").stat().st_mtime_ns == stamp
+    one_pass = batches(stream.at(buffer=1), 0, len(files) // 2)  # buffer 1: one pass, in shard order
+    starts: dict[int, list[int]] = {}
+    for b in one_pass:
+        for index, start in zip(b["index"].tolist(), b["start"].tolist()):
+            starts.setdefault(index, []).append(start)
+    assert {i: len(s) for i, s in starts.items()} == want
+    assert all(len(set(s)) == len(s) for s in starts.values())  # each repeat its own crop
+    ref = batches(stream, 2, 16)  # two passes through a 4-sample buffer
+    again = batches(stream.at(start=5), 2, 11)
+    for a, b in zip(ref[5:], again):
+        assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_member_formats(corpus, tmp_path):
@@ -174,13 +220,17 @@ def test_bad_members_are_named_by_shard_and_key(shards, tmp_path):
 
 QUICK = ["steps=3", "batch_size=2", "checkpoint_every=1", "log_every=1", "warmup_steps=1", "data.workers=0"]
 SHARD_OVERRIDES = {"encodecmae": ["objective.target_context=crop", "objective.targets=fbank_kmeans",
-                              "objective.kmeans_k=8", "data.repeat_s=0"]}
+                              "objective.kmeans_k=8"]}  # its default data.repeat_s=4 kept
 
 
 @pytest.fixture(scope="module")
 def train_shards(corpus, tmp_path_factory):
+    """8 short clips and one of 9 s: twice per pass with encodecmae's data.repeat_s=4."""
     out = tmp_path_factory.mktemp("train-shards")
-    write_shards(clips_from(corpus / "m.csv")[0][:8], out, SR, per_shard=2, fmt="wav")
+    audio.write(out / "long.wav", 0.1 * np.sin(np.arange(9 * SR, dtype=np.float32) / 7), SR)
+    clips = [*clips_from(corpus / "m.csv")[0][:8], Clip(str(out / "long.wav"), labels=("odd",))]
+    write_shards(clips, out, SR, per_shard=2, fmt="wav")
+    assert len(ShardStream(list_shards(out), SR, 400, 1, DataConfig(repeat_s=4))) == 10
     return out
 
 
@@ -206,6 +256,6 @@ def test_every_recipe_pretrains_from_shards_and_resumes_exactly(name, train_shar
 def test_per_clip_cached_targets_are_refused_for_shards(train_shards, tmp_path, one_thread):
     size = sizes.get("encodecmae", "tiny")  # objective.target_context=clip
     args = ["encodecmae", "--data", str(train_shards), "--preset", size.preset, *size.overrides, *QUICK,
-            "data.repeat_s=0", "--out", str(tmp_path / "run")]
+            "--out", str(tmp_path / "run")]
     with pytest.raises(ValueError, match="objective.target_context=clip .* use objective.target_context=crop"):
         pretrain.main(args)

@@ -12,7 +12,11 @@ reproducible, and resuming at micro-step s skips exactly the batches already pro
 (the same crops, gain and rolls for the same seed, `views` crops per clip, "start",
 "length"), read by seeking in the audio member: only the crop's span is decoded, the whole
 clip only when it rolls (data.roll_clip). Its "index" names the sample: the shard's position
-in the run's shard list x INDEX_STRIDE + the sample's order in its shard.
+in the run's shard list x INDEX_STRIDE + the sample's order in its shard. With data.repeat_s
+a sample fills max(1, seconds // repeat_s) positions of a pass, as a clip does in ClipDataset
+(its length read from the audio member's header; skipped positions are still not decoded).
+write_shards records every sample's frames in shards.json, so a pass's length is known
+without reading the shards; for other shards it is read from the headers once.
 """
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ import tarfile
 import time
 import zlib
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import IO, Callable, Iterator
 
 import numpy as np
 import soundfile as sf
@@ -69,24 +73,30 @@ def write_shards(clips: list[Clip], out: str | os.PathLike, sample_rate: int, pe
                             for s, first in enumerate(firsts)}}
     record = out / SETTINGS_FILE
     before = json.loads(record.read_text()) if record.exists() else settings
-    changed = sorted(k for k in settings.keys() | before.keys() if before.get(k) != settings.get(k))
+    changed = sorted(k for k in (settings.keys() | before.keys()) - {"frames"} if before.get(k) != settings.get(k))
     if changed:
         raise ValueError(f"{record}: these shards were written with other settings ({', '.join(changed)}); "
                          "use another folder")
-    write_json(record, settings)
+    frames: dict[str, list[int]] = dict(before.get("frames", {}))  # shard name -> frames of each sample
+    write_json(record, {**settings, "frames": frames})
     paths = []
     for s, first in enumerate(tqdm(firsts, desc=f"writing {out.name} shards", unit="shard")):
         path = out / SHARD_PATTERN.format(s)
         paths.append(path)
         if path.exists():
+            if path.name not in frames:  # written before frames were recorded, or by a run cut short
+                frames[path.name] = [n for n, _ in shard_samples(path, lengths=True)]
             continue
+        frames[path.name] = []
         with tar_writer(path) as add:
             for n, clip in enumerate(clips[first:first + per_shard], start=first):
                 wave, _ = audio.read(clip.path, sample_rate, start=clip.offset, duration=clip.duration)
+                frames[path.name].append(len(wave))
                 member = io.BytesIO()
                 sf.write(member, np.clip(wave, -1, 1), sample_rate, format=FORMATS[fmt], subtype="PCM_16")
                 add(f"{n:09d}.{fmt}", member.getvalue())
                 add(f"{n:09d}.json", json.dumps({"labels": list(clip.labels), "source": clip.path}).encode())
+    write_json(record, {**settings, "frames": {path.name: frames[path.name] for path in paths}})
     labels = sorted({label for clip in clips for label in clip.labels})
     if labels:
         task_format.write_vocabulary(out / task_format.VOCABULARY_FILE, labels)  # next to the shards, as in a HEAR task
@@ -204,28 +214,60 @@ def member_key(path: Path, name: str) -> tuple[str, str]:
     return (f"{folder}/{key}" if folder else key), ext
 
 
-def shard_counts(shards: list[Path]) -> list[int]:
-    """Samples in each shard: from its folder's shards.json where write_shards recorded them,
-    else counted from the tar headers (about 50 us a member)."""
+def repeats(seconds: float, repeat_s: float) -> int:
+    """Positions of a clip of `seconds` in one pass: 1, or with repeat_s > 0 max(1, seconds // repeat_s),
+    as ClipDataset counts them."""
+    return max(1, int(seconds // repeat_s)) if repeat_s > 0 else 1
+
+
+def shard_counts(shards: list[Path], repeat_s: float = 0.0) -> list[int]:
+    """Positions of one pass in each shard: its samples, or with repeat_s > 0 the sum of their
+    repeats. From the folder's shards.json where write_shards recorded them (sample counts, the
+    frames of every sample), else from the tar headers (about 50 us a member), with repeat_s > 0
+    also every audio member's own header (a few KB of it read)."""
     records: dict[Path, dict] = {}
     for folder in {p.parent for p in shards}:
         record = folder / SETTINGS_FILE
-        records[folder] = json.loads(record.read_text()).get("samples", {}) if record.exists() else {}
-    return [records[p.parent][p.name] if p.name in records[p.parent] else count_samples(p)
-            for p in tqdm(shards, desc="counting shard samples", unit="shard", leave=False, disable=len(shards) < 100)]
+        records[folder] = json.loads(record.read_text()) if record.exists() else {}
+
+    def count(path: Path) -> int:
+        record = records[path.parent]
+        if repeat_s <= 0:
+            known = record.get("samples", {}).get(path.name)
+            return known if known is not None else len(shard_samples(path))
+        frames = record.get("frames", {}).get(path.name)
+        lengths = ([(n, record["sample_rate"]) for n in frames] if frames is not None
+                   else shard_samples(path, lengths=True))
+        return sum(repeats(n / rate, repeat_s) for n, rate in lengths)
+
+    return [count(p) for p in tqdm(shards, desc="counting shard samples", unit="shard", leave=False,
+                                   disable=len(shards) < 100)]
 
 
-def count_samples(path: Path) -> int:
-    """Samples (keys) in one shard, from the tar headers alone (member data is skipped)."""
-    keys, last = 0, None
+def shard_samples(path: Path, lengths: bool = False) -> list[tuple[int, int] | None]:
+    """One entry per sample (key) of a shard, in order, from the tar headers alone (member data
+    skipped): None, or with `lengths` the (frames, sample rate) its audio member's header declares
+    (only that header is read, nothing is decoded)."""
+    members: list[dict] = []  # per sample: {"__key__": key, extension: TarInfo, ...}
     try:
         with tarfile.open(path, "r:") as tar:
             for member in tar:
-                key = member_key(path, member.name)[0] if member.isfile() else last
-                keys, last = keys + (key != last), key
+                if not member.isfile():
+                    continue
+                key, ext = member_key(path, member.name)
+                if not members or members[-1]["__key__"] != key:
+                    members.append({"__key__": key})
+                members[-1][ext.lower()] = member
+            if not lengths:
+                return [None] * len(members)
+            found = []
+            for sample in members:
+                where = f"{path}: sample {sample['__key__']}"
+                with tar.extractfile(audio_member(sample, where)) as data, open_audio(data, where) as f:
+                    found.append((f.frames, f.samplerate))
+            return found
     except TAR_ERRORS as e:
         raise ShardError(f"{path}: unreadable tar ({type(e).__name__}: {e}); truncated or corrupt?") from None
-    return keys
 
 
 def complete(path: Path) -> None:
@@ -256,19 +298,26 @@ def decode(sample: dict[str, bytes], where: str, sample_rate: int) -> np.ndarray
         return read(0.0, None)
 
 
+def decode_error(e: Exception, member: IO[bytes], where: str) -> audio.AudioError:
+    """soundfile's error (it raises several types; its message names the file object) -> one naming `where`."""
+    return audio.AudioError(f"{where}: cannot decode audio ({str(e).replace(repr(member), 'the member')})")
+
+
+def open_audio(member: IO[bytes], where: str) -> sf.SoundFile:
+    """An audio member opened (only its header read); an unreadable one raises AudioError naming `where`."""
+    try:
+        return sf.SoundFile(member)
+    except Exception as e:
+        raise decode_error(e, member, where) from None
+
+
 @contextlib.contextmanager
 def member_audio(sample: dict[str, bytes], where: str, sample_rate: int) -> Iterator[tuple[float, Reader]]:
     """(seconds, read) of the sample's audio member, opened once: read(start s, seconds or None
     = to the end) seeks and decodes only those frames -> mono float32 [S] at `sample_rate`,
     as audio.read reads a file."""
-    def failed(e: Exception) -> audio.AudioError:  # soundfile raises several types; its message names the object
-        return audio.AudioError(f"{where}: cannot decode audio ({str(e).replace(repr(member), 'the member')})")
-
     member = io.BytesIO(audio_member(sample, where))
-    try:
-        f = sf.SoundFile(member)
-    except Exception as e:
-        raise failed(e) from None
+    f = open_audio(member, where)
 
     def read(start: float, seconds: float | None) -> np.ndarray:
         first = int(round(start * f.samplerate))
@@ -277,7 +326,7 @@ def member_audio(sample: dict[str, bytes], where: str, sample_rate: int) -> Iter
             f.seek(min(first, f.frames))
             x = f.read(frames, dtype="float32", always_2d=True)
         except Exception as e:
-            raise failed(e) from None
+            raise decode_error(e, member, where) from None
         claimed = max(0, f.frames - first) if frames < 0 else min(frames, max(0, f.frames - first))
         audio.check_length(where, len(x), claimed)
         return audio.resample(audio.check(audio.to_mono(x), where), f.samplerate, sample_rate)
@@ -289,7 +338,14 @@ def member_audio(sample: dict[str, bytes], where: str, sample_rate: int) -> Iter
 class ShardStream(IterableDataset):
     """Endless batches from shards, as ClipDataset's items collated: {"wave": [b, S] ([b, V, S]
     with views = V > 1), "start", "length" ([b] or [b, V]), "index" [b], "target": [b, C] (with
-    a vocabulary)}. len() is the samples of one pass (shard_counts, once).
+    a vocabulary)}. len() is the positions of one pass (shard_counts, once).
+
+    With cfg.repeat_s > 0 a sample of d seconds (its audio member's header) fills
+    max(1, d // repeat_s) positions per pass, as in ClipDataset: each its own item seed (its own
+    crop, gain and rolls), all with the sample's "index". The repeats stay in the shuffle buffer
+    as one entry that leaves when its last repeat is drawn, so the buffer holds `buffer` distinct
+    samples and a sample's r repeats are spread over about r x buffer positions (ClipDataset's
+    shuffle spreads them over the whole epoch).
 
     batch: items per batch of this process; start: the micro-step to resume at.
     """
@@ -297,9 +353,6 @@ class ShardStream(IterableDataset):
     def __init__(self, shards: list[Path], sample_rate: int, crop_samples: int, batch: int,
                  cfg: DataConfig = DataConfig(), vocabulary: list[str] | None = None, seed: int = 0, start: int = 0,
                  rank: int = 0, world: int = 1, buffer: int = 256, views: int = 1):
-        if cfg.repeat_s > 0:
-            raise ValueError(f"data.repeat_s={cfg.repeat_s}: tar shards are streamed, each sample once per pass; "
-                             "duration-weighted repeats need a folder, a manifest or a task (data.repeat_s=0)")
         if views < 1:
             raise ValueError(f"views={views}: a stream gives at least one crop per clip")
         self.shards, self.sample_rate, self.crop_samples = list(shards), sample_rate, crop_samples
@@ -309,7 +362,7 @@ class ShardStream(IterableDataset):
 
     def __len__(self) -> int:
         if self.counts is None:
-            self.counts = shard_counts(self.shards)
+            self.counts = shard_counts(self.shards, self.cfg.repeat_s)
         return sum(self.counts)
 
     def at(self, **placement) -> "ShardStream":
@@ -326,22 +379,36 @@ class ShardStream(IterableDataset):
                 raise ShardError(f"{self.shards[s]}: more than {INDEX_STRIDE} samples; write smaller shards")
             yield s * INDEX_STRIDE + n, sample
 
+    def repeats(self, index: int, sample: dict[str, bytes]) -> int:
+        """Positions of the sample per pass: 1, or with cfg.repeat_s > 0 from its duration (the
+        audio member's header; nothing decoded)."""
+        if self.cfg.repeat_s <= 0:
+            return 1
+        with member_audio(sample, self.where(index, sample), self.sample_rate) as (seconds, _):
+            return repeats(seconds, self.cfg.repeat_s)
+
     def _raw(self, consumer: int, consumers: int) -> Iterator[tuple[int, dict[str, bytes]]]:
-        """This consumer's endless (index, sample) stream, through a seeded shuffle buffer."""
+        """This consumer's endless (index, sample) stream, one entry a position, through a seeded
+        shuffle buffer of `buffer` samples (a sample leaves it once all its repeats are drawn)."""
         if len(self.shards) < consumers:
             raise ValueError(f"{len(self.shards)} shards for {consumers} readers (processes x workers): "
                              "write more, smaller shards")
         rng = np.random.default_rng(self.seed * SEED_STRIDE + consumer)
-        pool: list[tuple[int, dict[str, bytes]]] = []
+        pool: list[list] = []  # [index, sample, repeats left]
         epoch = 0
         while True:
             shuffle = torch.Generator().manual_seed(self.seed * SEED_STRIDE + epoch)
             order = torch.randperm(len(self.shards), generator=shuffle)
             for s in order[consumer::consumers].tolist():
-                for entry in self.samples(s):
-                    pool.append(entry)
-                    if len(pool) >= self.buffer:
-                        yield pool.pop(int(rng.integers(len(pool))))
+                for index, sample in self.samples(s):
+                    pool.append([index, sample, self.repeats(index, sample)])
+                    while len(pool) >= self.buffer:
+                        k = int(rng.integers(len(pool)))
+                        entry = pool[k]
+                        entry[2] -= 1
+                        if not entry[2]:
+                            pool.pop(k)
+                        yield entry[0], entry[1]
             epoch += 1
 
     def where(self, index: int, sample: dict[str, bytes]) -> str:
