@@ -1,7 +1,7 @@
 """ASR on the offline `asr_en` task at a small budget: log-mel, random-init and pretrained encoders.
 
     python benchmarks/bench_asr.py --task SUITE/asr_en --out /tmp/bench-asr --model logmel \
-        --model random:encodecmae-tiny --steps 1500 --width 256
+        --model random:encodecmae-tiny --steps 1500 --width 256 [--no-specaug] [--no-bucketing] [--seed 1]
 
 Each model goes through `audiorep.evaluate.asr` exactly as `audiorep evaluate` runs an ASR task
 (all-layer frames, layer weights, CTC head, greedy decoding, bootstrap over test utterances);
@@ -34,11 +34,15 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--last-layer", action="store_true", help="no layer weights: the last layer only")
+    p.add_argument("--no-specaug", action="store_true", help="no SpecAugment on the training features")
+    p.add_argument("--no-bucketing", action="store_true", help="shuffled batches, not s3prl's length buckets")
+    p.add_argument("--seed", type=int, default=42, help="the head's seed (initialisation, batches, SpecAugment)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     task = load_asr_task(args.task)
     head = AsrConfig(project_dim=args.width, lstm_dim=args.width, batch_size=args.batch, steps=args.steps,
-                     eval_every=args.eval_every, lr=args.lr, layer_weights=not args.last_layer)
+                     eval_every=args.eval_every, lr=args.lr, layer_weights=not args.last_layer, seed=args.seed,
+                     specaug=None if args.no_specaug else AsrConfig.specaug, bucketing=not args.no_bucketing)
     for spec in map(parse_model, args.model):
         start = time.perf_counter()
         try:
@@ -46,7 +50,8 @@ def main() -> None:
         except ValueError as e:
             print(json.dumps({"model": spec.label, "failed": str(e)}), flush=True)
             continue
-        print(json.dumps({"model": spec.label, "wer": round(r["score"], 4), "cer": round(r["scores"]["cer"]["mean"], 4),
+        print(json.dumps({"model": spec.label, "specaug": head.specaug is not None, "bucketing": head.bucketing,
+                          "seed": head.seed, "wer": round(r["score"], 4), "cer": round(r["scores"]["cer"]["mean"], 4),
                           "wer_interval": [round(v, 4) for v in r["bootstrap"]["interval"]],
                           "kept_step": r["selection"]["step"], "val_wer": round(r["selection"]["val_wer"], 4),
                           "skipped": r["skipped_too_short"]["count"], "layer_weights": r["layer_weights"],

@@ -8,6 +8,7 @@ import torch
 
 from audiorep.evaluate import asr_decode as dec
 from audiorep.evaluate.asr_head import AsrConfig, AsrHead, ctc_min_frames, pair_average, train_asr, trainable
+from audiorep.evaluate.asr_specaug import SpecAugConfig
 from audiorep.evaluate.layer_weights import LayerWeights, train_weighted_probe
 from audiorep.evaluate.probes import GridPoint
 from audiorep.tasks.asr_task import check_asr_task, load_asr_task, make_metadata, write_asr_task
@@ -38,12 +39,20 @@ def ids(text: str) -> list[int]:
     return [VOCAB.index("|" if c == " " else c) + 1 for c in text]
 
 
-def test_ctc_learns_a_toy_task_to_zero_wer(one_thread):
+# s3prl's SpecAugment widths are absolute (50 of 768+ dims, 40 of ~100+ frames); the toy's 8 dims and
+# 2 frames a character get widths in proportion
+TOY_SPECAUG = SpecAugConfig(warp_window=1, freq_masks=1, freq_mask_max=2, time_masks=1, time_mask_max=2)
+
+
+# (buckets of 16 are halved: 8 utterances a step, as the earlier batches)
+@pytest.mark.parametrize("switches", [dict(specaug=None, bucketing=False), dict(specaug=TOY_SPECAUG, batch_size=16)],
+                         ids=["earlier", "specaug+buckets"])
+def test_ctc_learns_a_toy_task_to_zero_wer(one_thread, switches):
     rng = np.random.default_rng(0)
     train_texts, test_texts = toy_words(rng, 48), toy_words(rng, 16)
     train = [toy_clip(t, rng) for t in train_texts]
     test = [toy_clip(t, rng) for t in test_texts]
-    cfg = AsrConfig(**{**TINY, "lr": 3e-2}, steps=80, eval_every=20)
+    cfg = AsrConfig(**{**TINY, "lr": 3e-2, **switches}, steps=80, eval_every=20)
 
     def wer(head):
         from audiorep.evaluate.asr_head import log_probs
@@ -51,10 +60,12 @@ def test_ctc_learns_a_toy_task_to_zero_wer(one_thread):
         return dec.error_rates(test_texts, hyps)["wer"]
 
     trained = train_asr(lambda i: train[i], [len(c) for c in train], [ids(t) for t in train_texts],
-                        [f"c{i}" for i in range(48)], len(VOCAB), wer, cfg)
-    assert trained.val_wer == 0.0
+                        [f"c{i}" for i in range(48)], len(VOCAB), wer, cfg, [len(c) / 100 for c in train])
+    # augmented, 80 steps leave a word or two wrong (0.07 kept; 0.04 at step 120)
+    limit = 0.0 if switches.get("specaug") is None else 0.15
+    assert trained.val_wer <= limit
     assert trained.history[0][1] > trained.history[-1][1]  # the CTC loss went down
-    assert wer(trained.head) == 0.0
+    assert wer(trained.head) <= limit
 
 
 def test_weighted_sum_gradients_reach_the_layer_weights():

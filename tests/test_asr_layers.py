@@ -1,5 +1,6 @@
 """All-layer frames of every backbone kind, the per-layer store, and an ASR task end to end."""
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +99,10 @@ def test_asr_task_end_to_end(tmp_path, model, one_thread):
     asr.embed_asr_task(task, spec, emb_dir)  # cached: nothing embedded again
     assert (emb_dir / "train.layers.f16").stat().st_mtime_ns == mtime
     assert asr.evaluate_asr(emb_dir, task, run, out)["probe_seconds"] == result["probe_seconds"]  # reused
+    assert result["settings"]["head"]["specaug"]["time_masks"] == 2 and result["settings"]["head"]["bucketing"]
+    plain = asr.AsrRun(replace(run.head, specaug=None, bucketing=False), bootstrap=50)
+    again = asr.evaluate_asr(emb_dir, task, plain, out)  # another setting: trained again, not reused
+    assert again["probe_seconds"] != result["probe_seconds"] and again["settings"]["head"]["specaug"] is None
 
 
 def test_asr_task_with_a_language_model_scores_the_lm_decoding(tmp_path, one_thread):

@@ -129,8 +129,10 @@ def evaluate_asr(emb_dir: Path, task: AsrTask, run: AsrRun, out_file: Path) -> d
         return [decoder(lp) if beam else dec.greedy(lp, vocab) for lp in lps]
 
     train = data["train"]
+    seconds = [audio.info(task.audio_path("train", f)).duration for f in train.files] if run.head.bucketing else None
     trained = train_asr(train.frames, train.lengths, _labels(texts["train"], vocab), train.files, len(vocab),
-                        lambda head: dec.error_rates(texts["valid"], hypotheses(head, "valid"))["wer"], run.head)
+                        lambda head: dec.error_rates(texts["valid"], hypotheses(head, "valid"))["wer"], run.head,
+                        seconds)
     decodings = {"greedy": hypotheses(trained.head, "test")}
     if decoder is not None:
         decodings["lm"] = hypotheses(trained.head, "test", beam=True)
@@ -188,13 +190,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--asr-width", type=int, default=d.lstm_dim, help="projection and LSTM width (SUPERB: 1024)")
     g.add_argument("--asr-no-pair-average", action="store_true", help="keep the encoder's frame rate")
     g.add_argument("--asr-last-layer", action="store_true", help="the last layer only, no learned layer weights")
+    g.add_argument("--asr-no-specaug", action="store_true", help="no SpecAugment on the training features")
+    g.add_argument("--asr-no-bucketing", action="store_true",
+                   help="shuffled batches of --asr-batch utterances instead of s3prl's length buckets")
 
 
 def run_from_args(args: argparse.Namespace) -> AsrRun:
     """ValueError naming the option for a bad value or a bad --lm file."""
+    d = AsrConfig()
     head = AsrConfig(project_dim=args.asr_width, lstm_dim=args.asr_width, lr=args.asr_lr, batch_size=args.asr_batch,
                      steps=args.asr_steps, eval_every=args.asr_eval_every, pair_average=not args.asr_no_pair_average,
-                     layer_weights=not args.asr_last_layer, seed=args.seed, device=args.device)
+                     layer_weights=not args.asr_last_layer, seed=args.seed, device=args.device,
+                     specaug=None if args.asr_no_specaug else d.specaug, bucketing=not args.asr_no_bucketing)
     beam = None
     if args.lm:
         dec.check_arpa(args.lm)
