@@ -159,14 +159,14 @@ def test_repeats_fill_clip_dataset_positions_and_resume_exactly(corpus, shards, 
     write_shards(clips, tmp_path / "old", SR, per_shard=PER_SHARD, fmt=record["format"])  # a rerun records them
     assert json.loads((tmp_path / "old" / shard_files.SETTINGS_FILE).read_text()) == record
     assert (tmp_path / "old" / "shard-000000.tar").stat().st_mtime_ns == stamp
-    one_pass = batches(stream.at(buffer=1), 0, len(files) // 2)  # buffer 1: one pass, in shard order
+    one_pass = batches(stream.at(buffer=1), 0, len(files) // 2)  # buffer 1: the first len() positions are one pass
     starts: dict[int, list[int]] = {}
     for b in one_pass:
         for index, start in zip(b["index"].tolist(), b["start"].tolist()):
             starts.setdefault(index, []).append(start)
     assert {i: len(s) for i, s in starts.items()} == want
     assert all(len(set(s)) == len(s) for s in starts.values())  # each repeat its own crop
-    ref = batches(stream, 2, 16)  # two passes through a 4-sample buffer
+    ref = batches(stream, 2, 16)  # more than a pass through a 4-sample buffer, 2 workers
     again = batches(stream.at(start=5), 2, 11)
     for a, b in zip(ref[5:], again):
         assert all(torch.equal(a[k], b[k]) for k in a)
