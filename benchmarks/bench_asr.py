@@ -12,6 +12,7 @@ skipped utterances, layer weights and seconds.
 import argparse
 import json
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -36,13 +37,18 @@ def main() -> None:
     p.add_argument("--last-layer", action="store_true", help="no layer weights: the last layer only")
     p.add_argument("--no-specaug", action="store_true", help="no SpecAugment on the training features")
     p.add_argument("--no-bucketing", action="store_true", help="shuffled batches, not s3prl's length buckets")
+    p.add_argument("--specaug-max", type=int, nargs=2, metavar=("DIMS", "FRAMES"),
+                   help="SpecAugment masks narrower than DIMS features and FRAMES frames (s3prl: 50 40)")
     p.add_argument("--seed", type=int, default=42, help="the head's seed (initialisation, batches, SpecAugment)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     task = load_asr_task(args.task)
+    specaug = AsrConfig.specaug
+    if args.specaug_max:
+        specaug = replace(specaug, freq_mask_max=args.specaug_max[0], time_mask_max=args.specaug_max[1])
     head = AsrConfig(project_dim=args.width, lstm_dim=args.width, batch_size=args.batch, steps=args.steps,
                      eval_every=args.eval_every, lr=args.lr, layer_weights=not args.last_layer, seed=args.seed,
-                     specaug=None if args.no_specaug else AsrConfig.specaug, bucketing=not args.no_bucketing)
+                     specaug=None if args.no_specaug else specaug, bucketing=not args.no_bucketing)
     for spec in map(parse_model, args.model):
         start = time.perf_counter()
         try:
@@ -50,7 +56,7 @@ def main() -> None:
         except ValueError as e:
             print(json.dumps({"model": spec.label, "failed": str(e)}), flush=True)
             continue
-        print(json.dumps({"model": spec.label, "specaug": head.specaug is not None, "bucketing": head.bucketing,
+        print(json.dumps({"model": spec.label, "specaug": head.specaug and asdict(head.specaug), "bucketing": head.bucketing,
                           "seed": head.seed, "wer": round(r["score"], 4), "cer": round(r["scores"]["cer"]["mean"], 4),
                           "wer_interval": [round(v, 4) for v in r["bootstrap"]["interval"]],
                           "kept_step": r["selection"]["step"], "val_wer": round(r["selection"]["val_wer"], 4),
