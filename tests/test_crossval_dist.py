@@ -20,21 +20,17 @@ TESTS = Path(__file__).parent
 # the tiny recipe's crossval; with KILL_RANK set, that rank SIGKILLs itself right after its first
 # checkpoint: killed inside a run, whatever the machine's speed
 SCRIPT = f"""
-import os, signal, sys
+import sys
 sys.path.insert(0, {str(TESTS)!r})
 import torch
 torch.set_num_threads(1)
+from dying import die_after
 from test_crossval import RECIPE
 from audiorep import train
 from audiorep.commands import crossval as command
 from audiorep.objectives import RECIPES
 RECIPES[RECIPE.name] = RECIPE
-real = train.save_checkpoint
-def save_then_die(*args, **kwargs):
-    real(*args, **kwargs)
-    if os.environ["RANK"] == os.environ.get("KILL_RANK"):
-        os.kill(os.getpid(), signal.SIGKILL)
-train.save_checkpoint = save_then_die
+die_after(train, "save_checkpoint")
 sys.exit(command.main(sys.argv[1:]))
 """
 TINY = ["encoder.frontend.sample_rate=16000", "encoder.backbone.channels=2", "encoder.backbone.factors=4,4",

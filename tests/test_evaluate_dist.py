@@ -32,18 +32,14 @@ def _argv(tasks: Path, out: Path) -> list[str]:
 
 # `audiorep evaluate` whose rank KILL_RANK (when set) SIGKILLs itself right after writing its first
 # probe outcome: killed mid-grid, whatever the machine's speed
-DYING_EVALUATE = """
-import os, signal, sys
+DYING_EVALUATE = f"""
+import sys
+sys.path.insert(0, {str(ROOT / "tests")!r})
+from dying import die_after
 from audiorep.evaluate import cli, probe_parts
-real = probe_parts.write
-def write_then_die(*args, **kwargs):
-    real(*args, **kwargs)
-    if os.environ["RANK"] == os.environ.get("KILL_RANK"):
-        os.kill(os.getpid(), signal.SIGKILL)
-probe_parts.write = write_then_die
+die_after(probe_parts, "write")
 sys.exit(cli.main(sys.argv[1:]))
 """
-
 
 def _torchrun(argv: list[str], folder: Path, nproc: int = 2, **env) -> subprocess.Popen:
     script = folder / "evaluate_worker.py"

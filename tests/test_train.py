@@ -268,18 +268,14 @@ def test_non_finite_loss_is_skipped_then_stops(tmp_path, manifest):
 
 # a run that SIGKILLs itself right after saving step 3's checkpoint (killed mid-run on any machine)
 RUN_SCRIPT = """
-import os, signal, sys
+import sys
 import torch
 torch.set_num_threads(1)  # bitwise equality needs the same reduction order as the test process
 sys.path.insert(0, {tests!r})
 from pathlib import Path
+from dying import die_after
 from audiorep import train
-real = train.save_checkpoint
-def save_then_die(out, step, *args, **kwargs):
-    real(out, step, *args, **kwargs)
-    if step == 3:
-        os.kill(os.getpid(), signal.SIGKILL)
-train.save_checkpoint = save_then_die
+die_after(train, "save_checkpoint", calls=3)  # checkpoints every step: step 3's
 from test_train import make_run, small_config
 make_run(Path({tmp!r}), Path({manifest!r}), small_config(steps={steps}, checkpoint_every=1), {name!r})
 """
@@ -289,7 +285,7 @@ def test_killed_process_resumes_to_the_same_weights(tmp_path, manifest):
     steps = 8
     script = RUN_SCRIPT.format(tests=str(Path(__file__).parent), tmp=str(tmp_path), manifest=str(manifest),
                                steps=steps, name="killed")
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1]))
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1]), KILL_RANK="0")
     proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.DEVNULL, env=env)
     assert proc.wait(timeout=120) == -signal.SIGKILL
     done = [p.name for p in checkpoints(tmp_path / "killed")]
