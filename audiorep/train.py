@@ -247,11 +247,14 @@ def make_loader(data: ClipDataset | ShardStream, cfg: TrainConfig, start: int, r
     common = dict(num_workers=cfg.data.workers, pin_memory=torch.cuda.is_available(),
                   persistent_workers=cfg.data.workers > 0)
     if isinstance(data, ShardStream):
-        stream = data.at(start=start, rank=rank, world=world, batch=global_batch // world, seed=cfg.seed)
+        stream = data.at(start=start, rank=rank, world=world, batch=global_batch // world, seed=cfg.seed,
+                         balanced=cfg.data.balanced)
+        stream.plan()  # what a pass holds, read once here rather than in every worker
         return DataLoader(stream, batch_size=None, **common)
-    weights = None
-    if cfg.data.balanced and data.targets is not None:
-        weights = class_balanced_weights(data.targets)
+    if cfg.data.balanced and data.targets is None:
+        raise ValueError("data.balanced=true needs labelled data: the training clips have no labels "
+                         "(set data.balanced=false)")
+    weights = class_balanced_weights(data.targets) if cfg.data.balanced else None
     sampler = StepSampler(len(data), global_batch, cfg.seed, start, rank, world, weights)
     return DataLoader(data, batch_sampler=sampler, **common)
 

@@ -59,6 +59,11 @@ class DataConfig:
             raise ValueError(f"data.repeat_s={self.repeat_s}: expected seconds >= 0 (0 = each clip once per epoch)")
 
 
+def repeats(seconds: float, repeat_s: float) -> int:
+    """Positions of a clip of `seconds` in one pass: 1, or with repeat_s > 0 max(1, seconds // repeat_s)."""
+    return max(1, int(seconds // repeat_s)) if repeat_s > 0 else 1
+
+
 def folder_clips(root: str | os.PathLike) -> list[Clip]:
     """Every audio file under `root` (recursively), sorted, without labels."""
     files = audio.audio_files([root])
@@ -236,8 +241,7 @@ class ClipDataset(Dataset):
         self.views = views
         self.clip_of = np.arange(len(clips))  # [P] clip of each position
         if cfg.repeat_s > 0:
-            repeats = [max(1, int(self.duration(c) // cfg.repeat_s)) for c in clips]
-            self.clip_of = np.repeat(self.clip_of, repeats)
+            self.clip_of = np.repeat(self.clip_of, [repeats(self.duration(c), cfg.repeat_s) for c in clips])
         self.targets = multi_hot(clips, vocabulary)[torch.from_numpy(self.clip_of)] if vocabulary is not None else None
 
     def __len__(self) -> int:

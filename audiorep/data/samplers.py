@@ -16,12 +16,16 @@ import torch
 SEED_STRIDE = 1_000_003  # keeps (seed, epoch) and (seed, position) streams apart
 
 
-def class_balanced_weights(targets: torch.Tensor, offset: float = 0.0) -> torch.Tensor:
-    """targets [N, C] multi-hot -> sampling weights [N]: sum of 1 / (count_c + offset) over a clip's labels.
+def class_balanced_weights(targets: torch.Tensor, offset: float = 0.0,
+                           repeats: torch.Tensor | None = None) -> torch.Tensor:
+    """targets [N, C] multi-hot (dense, or sparse COO for large corpora) -> sampling weights [N]:
+    sum of 1 / (count_c + offset) over a clip's labels.
 
     Rare classes are drawn as often as frequent ones; unlabeled clips get the smallest weight.
+    repeats: [N] positions each row stands for (data.repeat_s), counted in count_c; the weight
+    is then that of one of the row's positions, as if each position were a row of its own.
     """
-    counts = targets.sum(0)  # [C]
+    counts = (torch.ones(targets.shape[0]) if repeats is None else repeats) @ targets  # [C]
     per_class = torch.where(counts > 0, 1.0 / (counts + offset), torch.zeros_like(counts))
     weights = targets @ per_class  # [N]
     floor = weights[weights > 0].min() if (weights > 0).any() else torch.tensor(1.0)

@@ -14,9 +14,11 @@ reproducible, and resuming at micro-step s skips exactly the batches already pro
 clip only when it rolls (data.roll_clip). Its "index" names the sample: the shard's position
 in the run's shard list x INDEX_STRIDE + the sample's order in its shard. With data.repeat_s
 a sample fills max(1, seconds // repeat_s) positions of a pass, as a clip does in ClipDataset
-(its length read from the audio member's header; skipped positions are still not decoded).
-write_shards records every sample's frames in shards.json, so a pass's length is known
-without reading the shards; for other shards it is read from the headers once.
+(its length read from the audio member's header); with data.balanced it fills a seeded,
+stochastically rounded number of positions whose expectation is StepSampler's class-balanced
+draws (`pass_plan`). write_shards records every sample's frames and labels in shards.json, so
+what a pass holds is known without reading the shards; for other shards it is read from the
+tar headers and json members once (`shard_contents`). Skipped positions are never decoded.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ import tarfile
 import time
 import zlib
 from pathlib import Path
-from typing import IO, Callable, Iterator
+from typing import IO, Callable, Iterator, NamedTuple
 
 import numpy as np
 import soundfile as sf
@@ -43,8 +45,8 @@ from .. import audio
 from ..audio import AUDIO_EXTENSIONS
 from ..files import confine, write_json
 from ..tasks import format as task_format
-from .datasets import Clip, DataConfig, Reader, draw_crops, read_span
-from .samplers import SEED_STRIDE
+from .datasets import Clip, DataConfig, Reader, draw_crops, read_span, repeats
+from .samplers import SEED_STRIDE, class_balanced_weights
 
 SHARD_PATTERN = "shard-{:06d}.tar"
 FORMATS = {"flac": "FLAC", "wav": "WAV"}  # member format -> soundfile's name; both 16-bit PCM
@@ -67,25 +69,32 @@ def write_shards(clips: list[Clip], out: str | os.PathLike, sample_rate: int, pe
         raise ValueError(f"per_shard={per_shard}: expected at least one clip per shard")
     out = Path(out)
     firsts = range(0, len(clips), per_shard)
+    vocabulary = sorted({label for clip in clips for label in clip.labels})
+    column = {label: c for c, label in enumerate(vocabulary)}
+    shards = {SHARD_PATTERN.format(s): clips[first:first + per_shard] for s, first in enumerate(firsts)}
     settings = {"clips": len(clips), "sample_rate": sample_rate, "per_shard": per_shard, "format": fmt,
                 "first": clips[0].path if clips else None, "last": clips[-1].path if clips else None,
-                "samples": {SHARD_PATTERN.format(s): len(clips[first:first + per_shard])
-                            for s, first in enumerate(firsts)}}
+                "samples": {name: len(part) for name, part in shards.items()},
+                "labels": {name: [[column[label] for label in dict.fromkeys(clip.labels)] for clip in part]
+                           for name, part in shards.items()}}  # indices into labelvocabulary.csv
     record = out / SETTINGS_FILE
     before = json.loads(record.read_text()) if record.exists() else settings
-    changed = sorted(k for k in (settings.keys() | before.keys()) - {"frames"} if before.get(k) != settings.get(k))
+    unchecked = {"frames"} | ({"labels"} - before.keys())  # frames: filled as written; labels: older records lack them
+    changed = sorted(k for k in (settings.keys() | before.keys()) - unchecked if before.get(k) != settings.get(k))
     if changed:
         raise ValueError(f"{record}: these shards were written with other settings ({', '.join(changed)}); "
                          "use another folder")
     frames: dict[str, list[int]] = dict(before.get("frames", {}))  # shard name -> frames of each sample
     write_json(record, {**settings, "frames": frames})
+    if vocabulary:  # next to the shards, as in a HEAR task; before them, since shards.json's labels index it
+        task_format.write_vocabulary(out / task_format.VOCABULARY_FILE, vocabulary)
     paths = []
     for s, first in enumerate(tqdm(firsts, desc=f"writing {out.name} shards", unit="shard")):
         path = out / SHARD_PATTERN.format(s)
         paths.append(path)
         if path.exists():
             if path.name not in frames:  # written before frames were recorded, or by a run cut short
-                frames[path.name] = [n for n, _ in shard_samples(path, lengths=True)]
+                frames[path.name] = [sample.frames for sample in shard_samples(path, lengths=True)]
             continue
         frames[path.name] = []
         with tar_writer(path) as add:
@@ -97,9 +106,6 @@ def write_shards(clips: list[Clip], out: str | os.PathLike, sample_rate: int, pe
                 add(f"{n:09d}.{fmt}", member.getvalue())
                 add(f"{n:09d}.json", json.dumps({"labels": list(clip.labels), "source": clip.path}).encode())
     write_json(record, {**settings, "frames": {path.name: frames[path.name] for path in paths}})
-    labels = sorted({label for clip in clips for label in clip.labels})
-    if labels:
-        task_format.write_vocabulary(out / task_format.VOCABULARY_FILE, labels)  # next to the shards, as in a HEAR task
     return paths
 
 
@@ -214,40 +220,48 @@ def member_key(path: Path, name: str) -> tuple[str, str]:
     return (f"{folder}/{key}" if folder else key), ext
 
 
-def repeats(seconds: float, repeat_s: float) -> int:
-    """Positions of a clip of `seconds` in one pass: 1, or with repeat_s > 0 max(1, seconds // repeat_s),
-    as ClipDataset counts them."""
-    return max(1, int(seconds // repeat_s)) if repeat_s > 0 else 1
+class Sample(NamedTuple):
+    """What a pass needs of one sample, known without decoding it."""
+    frames: int | None = None               # its audio's length (the audio member's header) ...
+    rate: int | None = None                 # ... at this sample rate
+    labels: tuple[str, ...] | None = None   # its json member's "labels"
 
 
-def shard_counts(shards: list[Path], repeat_s: float = 0.0) -> list[int]:
-    """Positions of one pass in each shard: its samples, or with repeat_s > 0 the sum of their
-    repeats. From the folder's shards.json where write_shards recorded them (sample counts, the
-    frames of every sample), else from the tar headers (about 50 us a member), with repeat_s > 0
-    also every audio member's own header (a few KB of it read)."""
-    records: dict[Path, dict] = {}
+def shard_contents(shards: list[Path], lengths: bool = False, labels: bool = False) -> list[list[Sample]]:
+    """What one pass holds: each shard's samples in order, with `lengths` their frames, with
+    `labels` their labels. From the folder's shards.json where write_shards recorded them (sample
+    counts, every sample's frames and labels), else read from the tar once (shard_samples)."""
+    records: dict[Path, tuple[dict, list[str] | None]] = {}  # folder -> (its shards.json, its vocabulary)
     for folder in {p.parent for p in shards}:
-        record = folder / SETTINGS_FILE
-        records[folder] = json.loads(record.read_text()) if record.exists() else {}
+        record = json.loads((folder / SETTINGS_FILE).read_text()) if (folder / SETTINGS_FILE).exists() else {}
+        vocabulary = folder / task_format.VOCABULARY_FILE
+        records[folder] = record, task_format.read_vocabulary(vocabulary) if labels and vocabulary.exists() else None
 
-    def count(path: Path) -> int:
-        record = records[path.parent]
-        if repeat_s <= 0:
-            known = record.get("samples", {}).get(path.name)
-            return known if known is not None else len(shard_samples(path))
-        frames = record.get("frames", {}).get(path.name)
-        lengths = ([(n, record["sample_rate"]) for n in frames] if frames is not None
-                   else shard_samples(path, lengths=True))
-        return sum(repeats(n / rate, repeat_s) for n, rate in lengths)
+    def contents(path: Path) -> list[Sample]:
+        record, vocabulary = records[path.parent]
+        count = record.get("samples", {}).get(path.name)
+        frames = record.get("frames", {}).get(path.name) if lengths else None
+        tags = record.get("labels", {}).get(path.name) if labels else None
+        if count is None or (lengths and frames is None) or (labels and tags is None):
+            return shard_samples(path, lengths, labels)
+        if not (lengths or labels):
+            return [Sample()] * count
+        rate = record["sample_rate"] if lengths else None
+        try:
+            return [Sample(frames[n] if lengths else None, rate,
+                           tuple(vocabulary[c] for c in tags[n]) if labels else None) for n in range(count)]
+        except (IndexError, TypeError):
+            raise ValueError(f"{path.parent / SETTINGS_FILE}: {path.name}: frames or labels do not match its "
+                             f"{count} samples and {task_format.VOCABULARY_FILE}; rerun audiorep shards") from None
 
-    return [count(p) for p in tqdm(shards, desc="counting shard samples", unit="shard", leave=False,
-                                   disable=len(shards) < 100)]
+    return [contents(p) for p in tqdm(shards, desc="reading what the shards hold", unit="shard", leave=False,
+                                      disable=len(shards) < 100)]
 
 
-def shard_samples(path: Path, lengths: bool = False) -> list[tuple[int, int] | None]:
-    """One entry per sample (key) of a shard, in order, from the tar headers alone (member data
-    skipped): None, or with `lengths` the (frames, sample rate) its audio member's header declares
-    (only that header is read, nothing is decoded)."""
+def shard_samples(path: Path, lengths: bool = False, labels: bool = False) -> list[Sample]:
+    """One Sample per sample (key) of a shard, in order, from the tar headers alone (member data
+    skipped), with `lengths` the frames and rate its audio member's header declares (only that
+    header is read, nothing is decoded), with `labels` its json member's labels."""
     members: list[dict] = []  # per sample: {"__key__": key, extension: TarInfo, ...}
     try:
         with tarfile.open(path, "r:") as tar:
@@ -258,16 +272,70 @@ def shard_samples(path: Path, lengths: bool = False) -> list[tuple[int, int] | N
                 if not members or members[-1]["__key__"] != key:
                     members.append({"__key__": key})
                 members[-1][ext.lower()] = member
-            if not lengths:
-                return [None] * len(members)
             found = []
             for sample in members:
                 where = f"{path}: sample {sample['__key__']}"
-                with tar.extractfile(audio_member(sample, where)) as data, open_audio(data, where) as f:
-                    found.append((f.frames, f.samplerate))
+                frames = rate = tags = None
+                if lengths:
+                    with tar.extractfile(audio_member(sample, where)) as data, open_audio(data, where) as f:
+                        frames, rate = f.frames, f.samplerate
+                if labels:
+                    tags = sample_labels(tar.extractfile(sample["json"]).read() if "json" in sample else None, where)
+                found.append(Sample(frames, rate, tags))
             return found
     except TAR_ERRORS as e:
         raise ShardError(f"{path}: unreadable tar ({type(e).__name__}: {e}); truncated or corrupt?") from None
+
+
+def sample_labels(member: bytes | None, where: str) -> tuple[str, ...]:
+    """The "labels" of a sample's json member (none without one)."""
+    try:
+        labels = json.loads(member).get("labels", []) if member is not None else []
+    except (ValueError, AttributeError) as e:
+        raise ValueError(f"{where}: json member is not an object with \"labels\" ({e})") from None
+    return tuple(str(label) for label in labels)
+
+
+class Plan(NamedTuple):
+    """One pass of a stream, per shard in the run's order, per sample in its shard's order."""
+    positions: list[np.ndarray]  # int64: its positions in the unbalanced pass (1, or its repeats)
+    expected: list[np.ndarray]   # float64: the positions it fills on average (balanced: weighted)
+
+
+def pass_plan(shards: list[Path], repeat_s: float = 0.0, balanced_over: list[str] | None = None) -> Plan:
+    """The positions of every sample of a pass (shard_contents, so no audio is decoded): its repeats
+    (data.repeat_s), and with `balanced_over` (the vocabulary) class-balanced expectations:
+    sample i of r_i positions fills P x r_i x w_i / sum_j r_j x w_j of the P positions of a pass,
+    w the class_balanced_weights of one position, as StepSampler draws them with replacement."""
+    contents = shard_contents(shards, lengths=repeat_s > 0, labels=balanced_over is not None)
+    positions = [np.array([repeats(x.frames / x.rate, repeat_s) if repeat_s > 0 else 1 for x in shard],
+                          dtype=np.int64) for shard in contents]
+    if balanced_over is None:
+        return Plan(positions, [p.astype(np.float64) for p in positions])
+    column = {label: c for c, label in enumerate(balanced_over)}
+    rows, cols = [], []  # the nonzeros of the [N, C] multi-hot targets
+    for path, shard, first in zip(shards, contents, np.cumsum([0] + [len(x) for x in contents]).tolist()):
+        for n, sample in enumerate(shard):
+            for label in dict.fromkeys(sample.labels):
+                if label not in column:
+                    raise ValueError(f"{path}: sample #{n}: label {label!r} is not in the vocabulary "
+                                     f"({len(column)} labels)")
+                rows.append(first + n)
+                cols.append(column[label])
+    r = np.concatenate(positions)  # [N]
+    targets = torch.sparse_coo_tensor(torch.tensor([rows, cols], dtype=torch.int64).reshape(2, -1),
+                                      torch.ones(len(rows)), (len(r), len(column)), check_invariants=True)  # [N, C]
+    w = class_balanced_weights(targets, repeats=torch.from_numpy(r).float()).double().numpy()  # [N]
+    expected = r.sum() * r * w / (r * w).sum()
+    return Plan(positions, np.split(expected, np.cumsum([len(p) for p in positions])[:-1]))
+
+
+def draws(expected: np.ndarray, seed: int, epoch: int, s: int) -> np.ndarray:
+    """Positions of shard s's samples in pass `epoch`: `expected` rounded stochastically (its
+    floor, plus one with the probability of its fraction, drawn from (seed, epoch, s) and the
+    sample's order: the same in any number of processes and workers); whole numbers stay."""
+    whole = np.floor(expected)
+    return (whole + (np.random.default_rng([seed, epoch, s]).random(len(expected)) < expected - whole)).astype(np.int64)
 
 
 def complete(path: Path) -> None:
@@ -338,7 +406,8 @@ def member_audio(sample: dict[str, bytes], where: str, sample_rate: int) -> Iter
 class ShardStream(IterableDataset):
     """Endless batches from shards, as ClipDataset's items collated: {"wave": [b, S] ([b, V, S]
     with views = V > 1), "start", "length" ([b] or [b, V]), "index" [b], "target": [b, C] (with
-    a vocabulary)}. len() is the positions of one pass (shard_counts, once).
+    a vocabulary)}. len() is the positions of one unbalanced pass, whether balanced or not
+    (pass_plan, computed once: from shards.json, or a scan of the tars without it).
 
     With cfg.repeat_s > 0 a sample of d seconds (its audio member's header) fills
     max(1, d // repeat_s) positions per pass, as in ClipDataset: each its own item seed (its own
@@ -346,6 +415,14 @@ class ShardStream(IterableDataset):
     as one entry that leaves when its last repeat is drawn, so the buffer holds `buffer` distinct
     samples and a sample's r repeats are spread over about r x buffer positions (ClipDataset's
     shuffle spreads them over the whole epoch).
+
+    balanced (default cfg.balanced; the loop sets it from its data.balanced, as for files):
+    class-balanced passes, the stream's form of StepSampler's draws with replacement: in pass e
+    sample i fills k_i positions, E[k_i] = P x r_i x w_i / sum_j r_j x w_j (P = len(), r_i its
+    repeats, w class_balanced_weights over the whole pass), k_i rounded stochastically from
+    (seed, e, shard, order), so passes vary in length around P and resume stays exact. A rare
+    sample's k_i draws are spread over about k_i x buffer positions like repeats, not over the
+    pass. Needs labelled shards (a vocabulary).
 
     batch: items per batch of this process; start: the micro-step to resume at.
     """
@@ -358,50 +435,63 @@ class ShardStream(IterableDataset):
         self.shards, self.sample_rate, self.crop_samples = list(shards), sample_rate, crop_samples
         self.batch, self.cfg, self.vocabulary, self.seed = batch, cfg, vocabulary, seed
         self.start, self.rank, self.world, self.buffer, self.views = start, rank, world, buffer, views
-        self.counts: list[int] | None = None
+        self.balanced = cfg.balanced
+        self._plan: tuple[tuple, Plan] | None = None  # ((repeat_s, balanced), the plan for them)
 
     def __len__(self) -> int:
-        if self.counts is None:
-            self.counts = shard_counts(self.shards, self.cfg.repeat_s)
-        return sum(self.counts)
+        return int(sum(p.sum() for p in self.plan().positions))
+
+    def plan(self) -> Plan:
+        """The pass plan for this stream's repeat_s and balance, computed once (pass_plan)."""
+        key = (self.cfg.repeat_s, self.balanced)
+        if self._plan is None or self._plan[0] != key:
+            if self.balanced and self.vocabulary is None:
+                raise ValueError(f"data.balanced=true needs labelled shards: {self.shards[0].parent} has no "
+                                 f"{task_format.VOCABULARY_FILE} (write them from labelled data, or set "
+                                 "data.balanced=false)")
+            self._plan = key, pass_plan(self.shards, self.cfg.repeat_s, self.vocabulary if self.balanced else None)
+        return self._plan[1]
 
     def at(self, **placement) -> "ShardStream":
-        """A copy placed in the run: start, rank, world, batch, seed."""
+        """A copy placed in the run: start, rank, world, batch, seed, balanced."""
         stream = copy.copy(self)
         for name, value in placement.items():
             setattr(stream, name, value)
         return stream
 
-    def samples(self, s: int) -> Iterator[tuple[int, dict[str, bytes]]]:
-        """(index, sample) of shard s in order; index = s x INDEX_STRIDE + the sample's order."""
+    def samples(self, s: int, expected: int | None = None) -> Iterator[tuple[int, dict[str, bytes]]]:
+        """(index, sample) of shard s in order; index = s x INDEX_STRIDE + the sample's order.
+        expected: the samples the pass plan counted in it (another number is an error)."""
+        n = -1
         for n, sample in enumerate(read_samples(self.shards[s])):
             if n >= INDEX_STRIDE:
                 raise ShardError(f"{self.shards[s]}: more than {INDEX_STRIDE} samples; write smaller shards")
+            if expected is not None and n >= expected:
+                break
             yield s * INDEX_STRIDE + n, sample
-
-    def repeats(self, index: int, sample: dict[str, bytes]) -> int:
-        """Positions of the sample per pass: 1, or with cfg.repeat_s > 0 from its duration (the
-        audio member's header; nothing decoded)."""
-        if self.cfg.repeat_s <= 0:
-            return 1
-        with member_audio(sample, self.where(index, sample), self.sample_rate) as (seconds, _):
-            return repeats(seconds, self.cfg.repeat_s)
+        if expected is not None and n + 1 != expected:
+            found = f"{n + 1}" if n < expected else f"more than {expected}"
+            raise ShardError(f"{self.shards[s]}: {found} samples, where {SETTINGS_FILE} (or the scan at start) "
+                             f"counted {expected}; changed since? rerun audiorep shards")
 
     def _raw(self, consumer: int, consumers: int) -> Iterator[tuple[int, dict[str, bytes]]]:
         """This consumer's endless (index, sample) stream, one entry a position, through a seeded
-        shuffle buffer of `buffer` samples (a sample leaves it once all its repeats are drawn)."""
+        shuffle buffer of `buffer` samples (a sample leaves it once all its draws are drawn)."""
         if len(self.shards) < consumers:
             raise ValueError(f"{len(self.shards)} shards for {consumers} readers (processes x workers): "
                              "write more, smaller shards")
+        plan = self.plan()
         rng = np.random.default_rng(self.seed * SEED_STRIDE + consumer)
-        pool: list[list] = []  # [index, sample, repeats left]
+        pool: list[list] = []  # [index, sample, draws left]
         epoch = 0
         while True:
             shuffle = torch.Generator().manual_seed(self.seed * SEED_STRIDE + epoch)
             order = torch.randperm(len(self.shards), generator=shuffle)
             for s in order[consumer::consumers].tolist():
-                for index, sample in self.samples(s):
-                    pool.append([index, sample, self.repeats(index, sample)])
+                counts = draws(plan.expected[s], self.seed, epoch, s)  # [samples of shard s]
+                for index, sample in self.samples(s, len(counts)):
+                    if counts[index - s * INDEX_STRIDE]:
+                        pool.append([index, sample, int(counts[index - s * INDEX_STRIDE])])
                     while len(pool) >= self.buffer:
                         k = int(rng.integers(len(pool)))
                         entry = pool[k]
@@ -423,7 +513,7 @@ class ShardStream(IterableDataset):
                               lambda: read(0.0, None), self.crop_samples, self.cfg, rng, self.views)
         item["index"] = torch.tensor(index)
         if self.vocabulary is not None:
-            labels = json.loads(sample.get("json", b"{}")).get("labels", [])
+            labels = sample_labels(sample.get("json"), where)
             item["target"] = torch.from_numpy(task_format.multi_hot([labels], self.vocabulary, [where])[0])
         return item
 
