@@ -4,6 +4,7 @@ pretraining from shards and resuming exactly."""
 from __future__ import annotations
 
 import io
+import itertools
 import json
 
 import numpy as np
@@ -15,11 +16,13 @@ from torch.utils.data import DataLoader
 import audiorep
 from audiorep import audio, cli, sizes
 from audiorep.commands import pretrain
-from audiorep.data import (Clip, ClipDataset, DataConfig, ShardStream, clips_from, list_shards, shard_vocabulary,
-                           write_shards)
+from audiorep.config import override
+from audiorep.data import (Clip, ClipDataset, DataConfig, ShardStream, StepSampler, class_balanced_weights,
+                           clips_from, list_shards, multi_hot, shard_vocabulary, write_shards)
 from audiorep.data import shards as shard_files
 from audiorep.data.shards import INDEX_STRIDE, read_samples, tar_writer
 from audiorep.objectives import RECIPES
+from audiorep.train import TrainConfig, make_loader
 
 SR = 16000
 PER_SHARD = 3
@@ -147,8 +150,8 @@ def test_repeats_fill_clip_dataset_positions_and_resume_exactly(corpus, shards, 
     record = json.loads((shards / shard_files.SETTINGS_FILE).read_text())
     assert record["frames"] == {p.name: [x.frames for x in shard_files.shard_samples(p, lengths=True)]
                                 for p in list_shards(shards)}
-    for name, kept in (("foreign", {}), ("old", {k: v for k, v in record.items() if k != "frames"})):
-        folder = tmp_path / name  # webdataset-written (no shards.json), or a shards.json without frames
+    for name, kept in (("foreign", {}), ("old", {k: v for k, v in record.items() if k not in ("frames", "labels")})):
+        folder = tmp_path / name  # webdataset-written (no shards.json), or a shards.json without frames and labels
         folder.mkdir()
         for p in list_shards(shards):
             (folder / p.name).write_bytes(p.read_bytes())
@@ -156,7 +159,7 @@ def test_repeats_fill_clip_dataset_positions_and_resume_exactly(corpus, shards, 
             (folder / shard_files.SETTINGS_FILE).write_text(json.dumps(kept))
         assert len(stream_of(folder, cfg)) == len(files) and len(stream_of(folder, DataConfig())) == len(clips)
     stamp = (tmp_path / "old" / "shard-000000.tar").stat().st_mtime_ns
-    write_shards(clips, tmp_path / "old", SR, per_shard=PER_SHARD, fmt=record["format"])  # a rerun records them
+    write_shards(clips, tmp_path / "old", SR, per_shard=PER_SHARD, fmt=record["format"])  # a rerun records both
     assert json.loads((tmp_path / "old" / shard_files.SETTINGS_FILE).read_text()) == record
     assert (tmp_path / "old" / "shard-000000.tar").stat().st_mtime_ns == stamp
     one_pass = batches(stream.at(buffer=1), 0, len(files) // 2)  # buffer 1: the first len() positions are one pass
@@ -170,6 +173,129 @@ def test_repeats_fill_clip_dataset_positions_and_resume_exactly(corpus, shards, 
     again = batches(stream.at(start=5), 2, 11)
     for a, b in zip(ref[5:], again):
         assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ------------------------------------------------------------------------- class-balanced passes
+
+SKEWED = ["rare"] * 3 + ["common"] * 28 + ["rare;common", ""]  # one clip with both labels, one without
+
+
+@pytest.fixture(scope="module")
+def skewed(tmp_path_factory):
+    """33 tiny clips of a rare and a common class, 0.2 s and 0.45 s in turn (1 and 2 positions with
+    repeat_s=0.2), in 9 shards; the same shards without shards.json (as webdataset writes them,
+    the vocabulary beside them) and with an older shards.json that has no labels."""
+    root = tmp_path_factory.mktemp("skewed")
+    rows = ["path,labels"]
+    for i, labels in enumerate(SKEWED):
+        audio.write(root / f"{i}.wav", np.full(int((0.2, 0.45)[i % 2] * SR), i / 100, np.float32), SR)
+        rows.append(f"{i}.wav,{labels}")
+    (root / "m.csv").write_text("\n".join(rows) + "\n")
+    write_shards(clips_from(root / "m.csv")[0], root / "shards", SR, per_shard=4, fmt="wav")
+    record = json.loads((root / "shards" / shard_files.SETTINGS_FILE).read_text())
+    for name, kept in (("foreign", None), ("old", {k: v for k, v in record.items() if k != "labels"})):
+        (root / name).mkdir()
+        for path in (root / "shards").iterdir():
+            if path.name != shard_files.SETTINGS_FILE:
+                (root / name / path.name).write_bytes(path.read_bytes())
+        if kept:
+            (root / name / shard_files.SETTINGS_FILE).write_text(json.dumps(kept))
+    return root
+
+
+def pass_positions(stream: ShardStream, consumer: int, consumers: int, passes: int) -> int:
+    """Positions a reader emits in its first `passes` passes (its shards, their draws)."""
+    total = 0
+    for epoch in range(passes):
+        order = torch.randperm(len(stream.shards), generator=torch.Generator().manual_seed(stream.seed * 1_000_003
+                                                                                           + epoch))
+        for s in order[consumer::consumers].tolist():
+            total += int(shard_files.draws(stream.plan().expected[s], stream.seed, epoch, s).sum())
+    return total
+
+
+@pytest.mark.parametrize("repeat_s", [0.0, 0.2])
+def test_balanced_passes_draw_classes_as_the_balanced_sampler_expects(skewed, repeat_s, monkeypatch):
+    """data.balanced on shards: per pass a sample fills k positions, E[k] = what StepSampler's
+    class-balanced draws give its clip in an epoch of ClipDataset (repeats included); over many
+    passes each class is drawn that often within a few standard errors, in 1 or 2 readers alike."""
+    clips, vocabulary = clips_from(skewed / "m.csv")
+    cfg = DataConfig(repeat_s=repeat_s, balanced=True)
+    files = ClipDataset(clips, SR, 400, cfg, vocabulary)
+    weights = class_balanced_weights(files.targets).double()  # [positions], as make_loader gives StepSampler
+    want = np.bincount(files.clip_of, weights=weights.numpy()) * len(files) / weights.sum().item()  # [clips]
+    stream = ShardStream(list_shards(skewed / "shards"), SR, 400, 1, cfg, vocabulary, seed=4, buffer=1)
+    with monkeypatch.context() as patch:
+        patch.setattr(shard_files, "shard_samples", lambda path, *a: pytest.fail(f"{path} scanned"))
+        expected = np.concatenate(stream.plan().expected)  # from shards.json alone
+        assert len(stream) == len(files)  # the positions of an unbalanced pass
+    assert np.allclose(expected, want, rtol=1e-6)
+    for name in ("foreign", "old"):  # labels read from the json members once
+        other = ShardStream(list_shards(skewed / name), SR, 400, 1, cfg, shard_vocabulary(skewed / name))
+        assert np.array_equal(np.concatenate(other.plan().expected), expected)
+    unbalanced = stream.at(balanced=False)
+    for epoch, s in ((0, 0), (1, 3), (7, 8)):  # unbalanced: every sample exactly its positions, as before
+        assert np.array_equal(shard_files.draws(unbalanced.plan().expected[s], 4, epoch, s),
+                              unbalanced.plan().positions[s])
+
+    passes = 300
+    drawn = {1: np.zeros(len(clips)), 2: np.zeros(len(clips))}  # readers -> [clips] draws in `passes` passes
+    for consumer, consumers in ((0, 1), (0, 2), (1, 2)):
+        n = pass_positions(stream, consumer, consumers, passes)
+        for index, _ in itertools.islice(stream._raw(consumer, consumers), n):  # buffer 1: pass after pass
+            drawn[consumers][index // INDEX_STRIDE * 4 + index % INDEX_STRIDE] += 1
+    assert np.array_equal(drawn[1], drawn[2])  # the same draws however many readers share the passes
+    sampler = StepSampler(len(files), len(files), seed=4, weights=class_balanced_weights(files.targets))
+    by_sampler = np.bincount(files.clip_of[[p for step in range(passes) for p, _ in sampler.batch(step)]],
+                             minlength=len(clips))  # [clips] StepSampler's draws in as many epochs
+    fraction = want - np.floor(want)
+    for member in multi_hot(clips, vocabulary).T.numpy() > 0:  # [clips] of each class
+        mean = passes * want[member].sum()
+        spread = np.sqrt(passes * (fraction * (1 - fraction))[member].sum())  # stochastic rounding's
+        assert abs(drawn[1][member].sum() - mean) < 4 * spread, (drawn[1][member].sum(), mean, spread)
+        share = want[member].sum() / len(files)
+        assert abs(by_sampler[member].sum() - mean) < 4 * np.sqrt(passes * len(files) * share * (1 - share))
+
+
+def test_balanced_streams_resume_exactly_and_the_loop_balances_them(skewed, tmp_path):
+    """Balanced batches resume bitwise at a micro-step (2 workers, repeats, a 4-sample buffer);
+    make_loader balances a stream when data.balanced is set, as it does files; shards.json's
+    labels are the json members'."""
+    clips, vocabulary = clips_from(skewed / "m.csv")
+    shards = list_shards(skewed / "shards")
+    record = json.loads((skewed / "shards" / shard_files.SETTINGS_FILE).read_text())
+    assert [[vocabulary[c] for c in tags] for p in shards for tags in record["labels"][p.name]] == \
+        [json.loads(s["json"])["labels"] for p in shards for s in read_samples(p)]
+    stream = ShardStream(shards, SR, 400, 2, DataConfig(repeat_s=0.2, balanced=True, gain_db=6), vocabulary,
+                         buffer=4)
+    ref = batches(stream, 2, 30)
+    again = batches(stream.at(start=7), 2, 23)
+    for a, b in zip(ref[7:], again):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a["index"], b["index"]) for a, b in zip(ref, batches(stream.at(balanced=False), 0, 30)))
+    cfg = TrainConfig(batch_size=2, seed=5, data=DataConfig(balanced=True, workers=0))
+    unset = ShardStream(shards, SR, 400, 1, DataConfig(), vocabulary, buffer=4)
+    loader = make_loader(unset, cfg, 3, 0, 1)
+    assert loader.dataset.balanced
+    for a, b in zip(itertools.islice(loader, 4), batches(unset.at(balanced=True, batch=2, seed=5, start=3), 0, 4)):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_balanced_without_labels_is_refused_naming_the_setting(corpus, tmp_path):
+    clips = [Clip(c.path) for c in clips_from(corpus / "m.csv")[0]]
+    write_shards(clips, tmp_path / "unlabelled", SR, per_shard=4, fmt="wav")
+    shards = list_shards(tmp_path / "unlabelled")
+    assert shard_vocabulary(tmp_path / "unlabelled") is None
+    cfg = TrainConfig(batch_size=2, data=DataConfig(balanced=True, workers=0))
+    stream = ShardStream(shards, SR, 400, 1, DataConfig())
+    with pytest.raises(ValueError, match=r"data.balanced=true needs labelled shards: .*unlabelled has no "
+                                         r"labelvocabulary.csv .*data.balanced=false"):
+        make_loader(stream, cfg, 0, 0, 1)
+    with pytest.raises(ValueError, match="data.balanced=true needs labelled shards"):
+        len(ShardStream(shards, SR, 400, 1, DataConfig(balanced=True)))
+    with pytest.raises(ValueError, match="data.balanced=true needs labelled data: the training clips have no labels"):
+        make_loader(ClipDataset(clips, SR, 400), cfg, 0, 0, 1)
+    assert next(iter(make_loader(stream, TrainConfig(batch_size=2, data=DataConfig(workers=0)), 0, 0, 1)))
 
 
 def test_member_formats(corpus, tmp_path):
@@ -237,6 +363,8 @@ def train_shards(corpus, tmp_path_factory):
 @pytest.mark.parametrize("name", ["passt", "audiomae", "asit", "encodecmae", "eat"])
 def test_every_recipe_pretrains_from_shards_and_resumes_exactly(name, train_shards, tmp_path, one_thread):
     assert name in RECIPES
+    if name == "passt":  # PaSST's recipe samples class-balanced: so do its batches from shards (make_loader)
+        assert override(TrainConfig(), list(RECIPES[name].defaults)).data.balanced
     size = sizes.get(name, "tiny")
     args = [name, "--data", str(train_shards), "--preset", size.preset, *size.overrides, *QUICK,
             *SHARD_OVERRIDES.get(name, [])]
