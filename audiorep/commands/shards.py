@@ -3,11 +3,11 @@
 DATA is what `pretrain --data` reads (a HEAR task folder's train split, a folder of audio, a
 .csv/.jsonl manifest); OUT gets shard-000000.tar, ... with KEY.wav or KEY.flac (16-bit mono at
 SR) + KEY.json (labels, source) per clip, labelvocabulary.csv for labelled data, and
-shards.json (the settings, each shard's sample count and every sample's frames: the epoch
-length of `pretrain`, with data.repeat_s too, without reading the shards). WAV decodes several
-times faster than FLAC (docs/scaling.md), FLAC is about half the size.
-Rerun the same command to resume: complete shards are kept (and their frames recorded if an
-older version wrote them).
+shards.json (the settings, each shard's sample count, every sample's frames and labels: the
+epoch length of `pretrain`, with data.repeat_s too, and data.balanced's class counts, without
+reading the shards). WAV decodes several times faster than FLAC (docs/scaling.md), FLAC is
+about half the size. Rerun the same command to resume: complete shards are kept (and their
+frames and labels recorded if an older version wrote them).
 """
 from __future__ import annotations
 

@@ -489,9 +489,9 @@ class ShardStream(IterableDataset):
             order = torch.randperm(len(self.shards), generator=shuffle)
             for s in order[consumer::consumers].tolist():
                 counts = draws(plan.expected[s], self.seed, epoch, s)  # [samples of shard s]
-                for index, sample in self.samples(s, len(counts)):
-                    if counts[index - s * INDEX_STRIDE]:
-                        pool.append([index, sample, int(counts[index - s * INDEX_STRIDE])])
+                for (index, sample), k in zip(self.samples(s, len(counts)), counts.tolist()):
+                    if k:
+                        pool.append([index, sample, k])
                     while len(pool) >= self.buffer:
                         k = int(rng.integers(len(pool)))
                         entry = pool[k]
