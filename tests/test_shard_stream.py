@@ -334,8 +334,14 @@ def test_bad_members_are_named_by_shard_and_key(shards, tmp_path):
         add(f"a.{audio_ext}", good[audio_ext])
         add("a.json", b'{"labels": ["loud"]}')
         add(f"b.{audio_ext}", b"not audio")
+        add(f"c.{audio_ext}", good[audio_ext])
+        add("c.json", b'{"labels": "odd"}')
     stream = ShardStream([tmp_path / "bad.tar"], SR, 400, 1, DataConfig(), ["even", "odd"])
     samples = list(stream.samples(0))
+    scan = lambda: shard_files.shard_samples(tmp_path / "bad.tar", labels=True)  # noqa: E731
+    for read in (scan, lambda: stream.item(*samples[2], 1)):
+        with pytest.raises(ValueError, match=r'bad.tar: sample c: json member: expected an object whose "labels" is'):
+            read()
     with pytest.raises(ValueError, match=r"bad.tar: sample a: label 'loud' is not in the vocabulary"):
         stream.item(*samples[0], seed=1)
     with pytest.raises(audio.AudioError, match=r"bad.tar: sample b: cannot decode audio \(.*the member"):

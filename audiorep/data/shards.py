@@ -288,11 +288,14 @@ def shard_samples(path: Path, lengths: bool = False, labels: bool = False) -> li
 
 
 def sample_labels(member: bytes | None, where: str) -> tuple[str, ...]:
-    """The "labels" of a sample's json member (none without one)."""
+    """The "labels" of a sample's json member (none without one, or without that key)."""
     try:
-        labels = json.loads(member).get("labels", []) if member is not None else []
-    except (ValueError, AttributeError) as e:
-        raise ValueError(f"{where}: json member is not an object with \"labels\" ({e})") from None
+        data = json.loads(member) if member is not None else {}
+    except ValueError as e:
+        raise ValueError(f"{where}: json member is not JSON ({e})") from None
+    labels = data.get("labels", []) if isinstance(data, dict) else None
+    if not isinstance(labels, list):
+        raise ValueError(f"{where}: json member: expected an object whose \"labels\" is a list, got {member[:80]!r}")
     return tuple(str(label) for label in labels)
 
 
