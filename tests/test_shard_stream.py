@@ -205,13 +205,8 @@ def skewed(tmp_path_factory):
 
 def pass_positions(stream: ShardStream, consumer: int, consumers: int, passes: int) -> int:
     """Positions a reader emits in its first `passes` passes (its shards, their draws)."""
-    total = 0
-    for epoch in range(passes):
-        order = torch.randperm(len(stream.shards), generator=torch.Generator().manual_seed(stream.seed * 1_000_003
-                                                                                           + epoch))
-        for s in order[consumer::consumers].tolist():
-            total += int(shard_files.draws(stream.plan().expected[s], stream.seed, epoch, s).sum())
-    return total
+    return sum(int(shard_files.draws(stream.plan().expected[s], stream.seed, epoch, s).sum())
+               for epoch in range(passes) for s in stream.shard_order(epoch)[consumer::consumers])
 
 
 @pytest.mark.parametrize("repeat_s", [0.0, 0.2])

@@ -477,6 +477,11 @@ class ShardStream(IterableDataset):
             raise ShardError(f"{self.shards[s]}: {found} samples, where {SETTINGS_FILE} (or the scan at start) "
                              f"counted {expected}; changed since? rerun audiorep shards")
 
+    def shard_order(self, epoch: int) -> list[int]:
+        """The shards in pass `epoch`'s order; reader c of n reads [c::n] of it."""
+        shuffle = torch.Generator().manual_seed(self.seed * SEED_STRIDE + epoch)
+        return torch.randperm(len(self.shards), generator=shuffle).tolist()
+
     def _raw(self, consumer: int, consumers: int) -> Iterator[tuple[int, dict[str, bytes]]]:
         """This consumer's endless (index, sample) stream, one entry a position, through a seeded
         shuffle buffer of `buffer` samples (a sample leaves it once all its draws are drawn)."""
@@ -488,9 +493,7 @@ class ShardStream(IterableDataset):
         pool: list[list] = []  # [index, sample, draws left]
         epoch = 0
         while True:
-            shuffle = torch.Generator().manual_seed(self.seed * SEED_STRIDE + epoch)
-            order = torch.randperm(len(self.shards), generator=shuffle)
-            for s in order[consumer::consumers].tolist():
+            for s in self.shard_order(epoch)[consumer::consumers]:
                 counts = draws(plan.expected[s], self.seed, epoch, s)  # [samples of shard s]
                 for (index, sample), k in zip(self.samples(s, len(counts)), counts.tolist()):
                     if k:
