@@ -33,7 +33,7 @@ import numpy as np
 
 from audiorep import audio
 from audiorep.audio import AudioError
-from audiorep.files import check_name
+from audiorep.files import check_name, write_text
 
 SAMPLE_RATE = 16000
 METADATA_FILE = "task_metadata.json"
@@ -202,11 +202,12 @@ def read_vocabulary(path: str | os.PathLike) -> list[str]:
 
 
 def write_vocabulary(path: str | os.PathLike, labels: Sequence[str]) -> None:
-    """Write labelvocabulary.csv (`idx,label`) for `labels` in this order."""
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(["idx", "label"])
-        w.writerows(enumerate(labels))
+    """Write labelvocabulary.csv (`idx,label`) for `labels` in this order (atomically)."""
+    text = io.StringIO()
+    w = csv.writer(text, lineterminator="\n")
+    w.writerow(["idx", "label"])
+    w.writerows(enumerate(labels))
+    write_text(path, text.getvalue())
 
 
 def multi_hot(labels: Sequence[Sequence[str]], vocabulary: Sequence[str], names: Sequence[str]) -> np.ndarray:
