@@ -19,6 +19,7 @@ from audiorep.commands import pretrain
 from audiorep.config import override
 from audiorep.data import (Clip, ClipDataset, DataConfig, ShardStream, StepSampler, class_balanced_weights,
                            clips_from, list_shards, multi_hot, shard_vocabulary, write_shards)
+from audiorep.data import shard_stream
 from audiorep.data import shards as shard_files
 from audiorep.data.shards import INDEX_STRIDE, read_samples, tar_writer
 from audiorep.objectives import RECIPES
@@ -205,7 +206,7 @@ def skewed(tmp_path_factory):
 
 def pass_positions(stream: ShardStream, consumer: int, consumers: int, passes: int) -> int:
     """Positions a reader emits in its first `passes` passes (its shards, their draws)."""
-    return sum(int(shard_files.draws(stream.plan().expected[s], stream.seed, epoch, s).sum())
+    return sum(int(shard_stream.draws(stream.plan().expected[s], stream.seed, epoch, s).sum())
                for epoch in range(passes) for s in stream.shard_order(epoch)[consumer::consumers])
 
 
@@ -230,7 +231,7 @@ def test_balanced_passes_draw_classes_as_the_balanced_sampler_expects(skewed, re
         assert np.array_equal(np.concatenate(other.plan().expected), expected)
     unbalanced = stream.at(balanced=False)
     for epoch, s in ((0, 0), (1, 3), (7, 8)):  # unbalanced: every sample exactly its positions, as before
-        assert np.array_equal(shard_files.draws(unbalanced.plan().expected[s], 4, epoch, s),
+        assert np.array_equal(shard_stream.draws(unbalanced.plan().expected[s], 4, epoch, s),
                               unbalanced.plan().positions[s])
 
     passes = 300

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from .datasets import Clip, ClipDataset, DataConfig, folder_clips, manifest_clips, multi_hot, task_clips
 from .samplers import StepSampler, class_balanced_weights
-from .shards import ShardStream, list_shards, shard_vocabulary, write_shards
+from .shard_stream import ShardStream
+from .shards import list_shards, shard_vocabulary, write_shards
 
 
 def is_shards(spec: str | os.PathLike) -> bool:
