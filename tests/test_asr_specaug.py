@@ -7,7 +7,7 @@ import torch
 
 from audiorep.evaluate import asr
 from audiorep.evaluate.asr_head import AsrConfig, batches, buckets, train_asr
-from audiorep.evaluate.asr_specaug import SpecAugConfig, band_masks, spec_augment, time_warp
+from audiorep.evaluate.asr_specaug import SpecAugConfig, band_masks, heavy, spec_augment, time_warp
 
 from test_asr import TINY, VOCAB, ids, toy_clip, toy_words
 
@@ -155,3 +155,22 @@ def test_flags_reach_the_config_and_the_result_settings():
     assert off.head.specaug is None and not off.head.bucketing
     with pytest.raises(ValueError, match="SpecAugConfig.time_masks=-1"):
         SpecAugConfig(time_masks=-1)
+    scaled = asr.run_from_args(argparse.Namespace(**vars(p.parse_args(["--asr-specaug-max", "5", "8"])), **common))
+    assert scaled.head.specaug == SpecAugConfig(freq_mask_max=5, time_mask_max=8)
+    with pytest.raises(ValueError, match="--asr-specaug-max -1 8"):
+        asr.run_from_args(argparse.Namespace(**vars(p.parse_args(["--asr-specaug-max", "-1", "8"])), **common))
+
+
+def test_widths_that_hide_most_features_are_named():
+    """s3prl's widths on SUPERB-size features pass quietly; on 128-dim features or short clips they are named."""
+    assert heavy(SpecAugConfig(), 768, 600) is None
+    why = heavy(SpecAugConfig(), 128, 600)
+    assert why is not None and "77% of the 128 feature dims" in why and "of the 600 frames" not in why
+    assert "of the 40 frames" in heavy(SpecAugConfig(), 768, 40)
+    assert heavy(SpecAugConfig(freq_mask_max=5, time_mask_max=8), 64, 40) is None
+
+
+def test_training_with_heavy_masks_warns(one_thread, capsys):
+    toy_run(AsrConfig(**{**TINY, "lr": 3e-2}, steps=2, eval_every=2), with_seconds=True)
+    assert "warning: SpecAugment's widths" in capsys.readouterr().err
+

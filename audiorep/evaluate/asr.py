@@ -191,6 +191,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--asr-no-pair-average", action="store_true", help="keep the encoder's frame rate")
     g.add_argument("--asr-last-layer", action="store_true", help="the last layer only, no learned layer weights")
     g.add_argument("--asr-no-specaug", action="store_true", help="no SpecAugment on the training features")
+    g.add_argument("--asr-specaug-max", type=int, nargs=2, metavar=("DIMS", "FRAMES"),
+                   help="SpecAugment's mask widths (exclusive bounds; s3prl's 50 40 are sized for 768-1024-dim "
+                        "features of ~12 s utterances: scale them to small features or short clips)")
     g.add_argument("--asr-no-bucketing", action="store_true",
                    help="shuffled batches of --asr-batch utterances instead of s3prl's length buckets")
 
@@ -198,10 +201,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run_from_args(args: argparse.Namespace) -> AsrRun:
     """ValueError naming the option for a bad value or a bad --lm file."""
     d = AsrConfig()
+    specaug = d.specaug
+    if args.asr_specaug_max:
+        dims, frames = args.asr_specaug_max
+        if min(dims, frames) < 0:
+            raise ValueError(f"--asr-specaug-max {dims} {frames}: expected widths >= 0")
+        specaug = replace(specaug, freq_mask_max=dims, time_mask_max=frames)
     head = AsrConfig(project_dim=args.asr_width, lstm_dim=args.asr_width, lr=args.asr_lr, batch_size=args.asr_batch,
                      steps=args.asr_steps, eval_every=args.asr_eval_every, pair_average=not args.asr_no_pair_average,
                      layer_weights=not args.asr_last_layer, seed=args.seed, device=args.device,
-                     specaug=None if args.asr_no_specaug else d.specaug, bucketing=not args.asr_no_bucketing)
+                     specaug=None if args.asr_no_specaug else specaug, bucketing=not args.asr_no_bucketing)
     beam = None
     if args.lm:
         dec.check_arpa(args.lm)

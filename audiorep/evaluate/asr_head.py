@@ -25,6 +25,7 @@ than characters plus repeated neighbours) are skipped and counted by name.
 from __future__ import annotations
 
 import copy
+import sys
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -35,7 +36,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .asr_specaug import SpecAugConfig, spec_augment
+from .asr_specaug import SpecAugConfig, heavy, spec_augment
 from .layer_weights import LayerWeights
 
 BLANK = 0
@@ -208,6 +209,9 @@ def train_asr(clips: Callable[[int], np.ndarray], lengths: list[int], labels: li
     augment = None
     if cfg.specaug is not None:
         augment = partial(spec_augment, cfg=cfg.specaug, generator=torch.Generator().manual_seed(cfg.seed))
+        why = heavy(cfg.specaug, first.shape[2], float(np.mean([out_frames(lengths[i], cfg) for i in keep])))
+        if why:
+            print(f"warning: {why}", file=sys.stderr)
     best, history, losses = (None, 0, float("inf")), [], []
     for step in range(1, cfg.steps + 1):
         batch = next(todo)

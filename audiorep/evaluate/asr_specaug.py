@@ -77,3 +77,17 @@ def spec_augment(x: torch.Tensor, lengths: torch.Tensor, cfg: SpecAugConfig,
     time = F.pad(time, (0, T - time.shape[1]))  # [B, T]
     masked = (freq[:, None, :] | time[:, :, None]) & valid[:, :, None]  # [B, T, D]
     return x.masked_fill(masked.to(x.device), 0.0)
+
+
+def heavy(cfg: SpecAugConfig, dims: int, frames: float, share: float = 0.25) -> str | None:
+    """Why the masks would hide more than `share` of the features or of a mean utterance's frames
+    on average (s3prl's absolute widths are sized for 768-1024-dim features of ~12 s), else None."""
+    hidden = {"feature dims": (cfg.freq_masks * (cfg.freq_mask_max - 1) / 2 / max(dims, 1), dims),
+              "frames": (cfg.time_masks * (cfg.time_mask_max - 1) / 2 / max(frames, 1.0), frames)}
+    too_much = [f"{min(1.0, h):.0%} of the {size:.0f} {what}" for what, (h, size) in hidden.items() if h > share]
+    if not too_much:
+        return None
+    return (f"SpecAugment's widths (< {cfg.freq_mask_max} dims, < {cfg.time_mask_max} frames) hide about "
+            f"{' and '.join(too_much)} on average; the head may learn nothing (--asr-specaug-max DIMS FRAMES "
+            "scales them, --asr-no-specaug turns it off)")
+
