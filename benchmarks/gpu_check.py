@@ -58,6 +58,8 @@ from pathlib import Path
 from typing import Iterator
 from unittest import mock
 
+import gpu_report  # its sibling (run as a script, benchmarks/ is on sys.path)
+
 HERE = Path(__file__).resolve().parent
 RECIPES = ("passt", "audiomae", "asit", "encodecmae", "eat")
 PARTS = ("correctness", "bf16_curves", "bench_train", "bench_embed", "bench_heareval")
@@ -459,87 +461,6 @@ def device_info(args) -> dict:
     return info
 
 
-def plot(curves: dict, path: Path, title: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = [n for n in RECIPES if curves.get(n, {}).get("fp32")]
-    if not names:
-        return
-    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3), squeeze=False)
-    for ax, name in zip(axes[0], names):
-        for precision in ("fp32", "bf16"):
-            ax.plot(range(1, len(curves[name][precision]) + 1), curves[name][precision], label=precision)
-        ax.set_title(name)
-        ax.set_xlabel("step")
-    axes[0][0].set_ylabel("loss")
-    axes[0][0].legend()
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path.with_name(f".{path.name}.tmp.png"), dpi=100)
-    plt.close(fig)
-    os.replace(path.with_name(f".{path.name}.tmp.png"), path)
-
-
-def summary(report: dict) -> str:
-    """The markdown summary of the report."""
-    info = report["info"]
-    lines = [f"# GPU check{' (DRY RUN: CPU only)' if info['dry_run'] else ''}", "",
-             f"device: {info['device']}; torch {info['torch']}"
-             f"{'; CUDA ' + str(info['cuda']) if info.get('cuda') else ''}; size {report['settings']['size']}; "
-             f"{report['seconds']:.0f} s in all; **{'all parts ok' if report['ok'] else 'NOT all parts ok'}**", "",
-             "| part | status | seconds | CPU seconds | budget |", "|---|---|---|---|---|"]
-    for name, part in report["parts"].items():
-        kept = " (kept from an earlier run)" if part.get("kept") else ""
-        lines.append(f"| {name} | {part['status']}{kept} | {part['seconds']} | {part.get('cpu_s', '')} "
-                     f"| {part['budget_s']} |")
-    check = report["parts"].get("correctness", {})
-    if check.get("recipes"):
-        other = "second CPU run" if info["dry_run"] else "cuda"
-        lines += ["", f"## Correctness: {other} vs CPU, fp32, 3 steps", "",
-                  f"tolerances (relative): {json.dumps(check.get('tolerances'))}", "",
-                  "| recipe | status | loss CPU | loss rel diff | grad norm rel diff | 3 losses rel diff "
-                  "| update rel diff | outliers | max abs param diff | random ops drawn on the CPU | fixed |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
-        for name, r in check["recipes"].items():
-            if "loss" not in r:
-                lines.append(f"| {name} | {r['status']} | {r.get('error', '')[:200]} |||||||||")
-                continue
-            draws = ", ".join(f"{k} {v}" for k, v in r["draws"].items())
-            lines.append(f"| {name} | {r['status']} | {r['loss'][0]:.6g} | {r['loss_rel']:.2e} "
-                         f"| {r['grad_norm_rel']:.2e} | {r['losses_rel']:.2e} | {r['update_rel']:.2e} "
-                         f"| {r['outliers']:.2e} | {r['param_max_abs']:.2e} | {draws} | {' '.join(r['fixed'])} |")
-    curves = report["parts"].get("bf16_curves", {})
-    if curves.get("recipes"):
-        lines += ["", f"## bf16 autocast vs fp32, {curves.get('steps')} steps on the "
-                      f"{'CPU (dry run)' if info['dry_run'] else 'GPU'}", "",
-                  "| recipe | status | fp32 first -> last | bf16 first -> last | max rel gap | rel gap, last fifth |",
-                  "|---|---|---|---|---|---|"]
-        for name, r in curves["recipes"].items():
-            if "fp32" not in r:
-                lines.append(f"| {name} | {r['status']} | {r.get('error', '')[:200]} ||||")
-                continue
-            lines.append(f"| {name} | {r['status']} | {r['fp32'][0]:.4g} -> {r['fp32'][-1]:.4g} "
-                         f"| {r['bf16'][0]:.4g} -> {r['bf16'][-1]:.4g} | {r['max_rel_gap']:.2%} "
-                         f"| {r['last_rel_gap']:.2%} |")
-        if curves.get("plot"):
-            lines += ["", f"![loss curves]({curves['plot']})"]
-    for name in ("bench_train", "bench_embed", "bench_heareval"):
-        part = report["parts"].get(name)
-        if part:
-            note = ""
-            if name == "bench_heareval" and "--no-kit" in part["command"]:
-                note = " (hear-eval-kit not installed here: audiorep's side alone)"
-            lines += ["", f"## {name}{note}", "", f"`{' '.join(part['command'][1:])}`", "", "```",
-                      (part.get("stdout") or "").strip() or "(no output)", "```"]
-    for name, part in report["parts"].items():
-        if part["status"] != "ok" and part.get("error"):
-            lines += ["", f"## {name}: {part['status']} (end of logs/{name}.log)", "", "```", part["error"].strip(),
-                      "```"]
-    return "\n".join(lines) + "\n"
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, type=Path, help="folder for gpu_check.json, gpu_check.md, logs")
@@ -586,14 +507,14 @@ def main(argv: list[str] | None = None) -> int:
             elif record.exists() and json.loads(record.read_text()).get("settings") == settings:
                 parts[name] = {**json.loads(record.read_text()), "kept": True}
         if parts.get("bf16_curves", {}).get("recipes"):
-            plot(parts["bf16_curves"]["recipes"], out / "gpu_check_curves.png",
+            gpu_report.plot(parts["bf16_curves"]["recipes"], out / "gpu_check_curves.png",
                  "loss, fp32 vs bf16 autocast" + (" (DRY RUN, CPU)" if dry else ""))
             if (out / "gpu_check_curves.png").exists():
                 parts["bf16_curves"]["plot"] = "gpu_check_curves.png"
         report = {"info": device_info(args), "settings": settings, "seconds": round(time.perf_counter() - start, 1),
                   "ok": all(part["status"] == "ok" for part in parts.values()), "parts": parts}
         write_json(out / "gpu_check.json", report)
-        write_text(out / "gpu_check.md", summary(report))
+        write_text(out / "gpu_check.md", gpu_report.summary(report))
     print(f"{out / 'gpu_check.md'}: {'all parts ok' if report['ok'] else 'NOT all parts ok'}", flush=True)
     return 0 if report["ok"] else 1
 
