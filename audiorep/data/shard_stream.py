@@ -73,7 +73,6 @@ def draws(expected: np.ndarray, seed: int, epoch: int, s: int) -> np.ndarray:
     return (whole + (np.random.default_rng([seed, epoch, s]).random(len(expected)) < expected - whole)).astype(np.int64)
 
 
-
 class ShardStream(IterableDataset):
     """Endless batches from shards, as ClipDataset's items collated: {"wave": [b, S] ([b, V, S]
     with views = V > 1), "start", "length" ([b] or [b, V]), "index" [b], "target": [b, C] (with
@@ -167,11 +166,11 @@ class ShardStream(IterableDataset):
                     if k:
                         pool.append([index, sample, k])
                     while len(pool) >= self.buffer:
-                        k = int(rng.integers(len(pool)))
-                        entry = pool[k]
+                        pick = int(rng.integers(len(pool)))
+                        entry = pool[pick]
                         entry[2] -= 1
                         if not entry[2]:
-                            pool.pop(k)
+                            pool.pop(pick)
                         yield entry[0], entry[1]
             epoch += 1
 
